@@ -1,0 +1,200 @@
+"""Load what the trainer hands over: a bundle, a bare .tflite, or a Teachable Machine export.
+
+A bundle is a directory (or a ``.zip`` of one) with ``manifest.json`` (see the README's
+contracts). Without a manifest, labels come from ``labels.txt`` beside the model and
+preprocessing follows the model's own input tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.errors import BundleError
+from device.preprocess import InputSpec
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+LABELS = "labels.txt"
+VARIANTS = ("edgetpu", "int8", "float")
+# Teachable Machine's TFLite export names, by our variant names.
+TEACHABLE_FILES = {
+    "edgetpu": "model_edgetpu.tflite",
+    "int8": "model.tflite",
+    "float": "model_unquant.tflite",
+}
+_INDEXED_LABEL = re.compile(r"^(\d+)\s+(.*\S)\s*$")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_labels(text: str) -> list[str]:
+    """One label per line; Teachable Machine's ``0 cats`` numbering is removed."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    matches = [_INDEXED_LABEL.match(line) for line in lines]
+    if lines and all(m and int(m.group(1)) == i for i, m in enumerate(matches)):
+        return [m.group(2) for m in matches if m]
+    return lines
+
+
+def read_labels(path: Path) -> list[str]:
+    if not path.is_file():
+        raise BundleError(f"labels file not found: {path} (one class name per line)")
+    try:
+        labels = parse_labels(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: labels file is not UTF-8 text") from exc
+    if not labels:
+        raise BundleError(f"{path}: labels file is empty")
+    return labels
+
+
+def find_labels_file(folder: Path) -> Path:
+    """``labels.txt``, else the one ``*labels*.txt`` beside a bare model."""
+    if (folder / LABELS).is_file():
+        return folder / LABELS
+    candidates = sorted(folder.glob("*labels*.txt"))
+    return candidates[0] if len(candidates) == 1 else folder / LABELS
+
+
+@dataclass
+class Bundle:
+    """A loaded model hand-off: labels, model files by variant, preprocessing contract."""
+
+    name: str
+    root: Path
+    kind: str  # "bundle", "tflite" or "teachable"
+    labels: list[str]
+    models: dict[str, Path]
+    spec: InputSpec | None = None  # None: follow the model's input tensor
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float | None:
+        value = self.manifest.get("threshold")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def select(self, variant: str = "auto", edgetpu_present: bool | None = None) -> str:
+        """Choose the model variant to run; ``auto`` prefers the Edge TPU, then int8."""
+        if variant != "auto":
+            if variant not in self.models:
+                have = ", ".join(self.models) or "none"
+                raise BundleError(f"bundle has no {variant!r} model (it has: {have})")
+            return variant
+        if "edgetpu" in self.models:
+            if edgetpu_present is None:
+                from device.runtime import edgetpu_available
+
+                edgetpu_present = edgetpu_available()
+            if edgetpu_present:
+                return "edgetpu"
+            if "int8" in self.models or "float" in self.models:
+                log.warning("bundle has an Edge TPU model but no Edge TPU is attached: using CPU")
+        for name in ("int8", "float", "edgetpu"):
+            if name in self.models:
+                return name
+        raise BundleError(f"{self.root}: no model file found")
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Load any of the accepted forms; ``verify`` checks manifest hashes."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BundleError(f"model not found: {path}")
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return load_bundle(extract_zip(path, Path(tempfile.mkdtemp(prefix="sightwire-"))), verify)
+    if path.is_file():
+        if path.suffix.lower() != ".tflite":
+            raise BundleError(f"{path}: expected a bundle directory, a .zip or a .tflite file")
+        variant = "edgetpu" if path.stem.endswith("_edgetpu") else "int8"
+        return Bundle(
+            name=path.stem,
+            root=path.parent,
+            kind="tflite",
+            labels=read_labels(find_labels_file(path.parent)),
+            models={variant: path},
+        )
+    if (path / MANIFEST).is_file():
+        return _load_manifest_bundle(path, verify)
+    teachable = {v: path / f for v, f in TEACHABLE_FILES.items() if (path / f).is_file()}
+    if teachable:
+        return Bundle(path.name, path, "teachable", read_labels(path / LABELS), teachable)
+    tflites = sorted(path.glob("*.tflite"))
+    if len(tflites) == 1:
+        return load_bundle(tflites[0], verify)
+    if not tflites:
+        raise BundleError(f"{path}: no manifest.json and no .tflite model inside")
+    raise BundleError(f"{path}: several .tflite files and no manifest.json; name one file")
+
+
+def _load_manifest_bundle(root: Path, verify: bool) -> Bundle:
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{root / MANIFEST}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format_version") != 1:
+        raise BundleError(f"{root / MANIFEST}: unsupported format_version (expected 1)")
+    try:
+        labels = [str(x) for x in manifest["labels"]]
+        spec = InputSpec.from_manifest(manifest["input"])
+        entries = manifest["models"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{root / MANIFEST}: missing or bad field {exc}") from exc
+    models: dict[str, Path] = {}
+    for variant, entry in entries.items():
+        file = root / str(entry.get("file", ""))
+        if not file.is_file() or file.parent.resolve() != root.resolve():
+            raise BundleError(f"{root}: model file for {variant!r} missing: {entry.get('file')}")
+        if verify and entry.get("sha256") and sha256_file(file) != entry["sha256"]:
+            raise BundleError(
+                f"{file}: sha256 does not match manifest.json (corrupt or replaced file)"
+            )
+        models[variant] = file
+    labels_file = root / LABELS
+    if labels_file.is_file() and read_labels(labels_file) != labels:
+        raise BundleError(f"{labels_file} disagrees with the labels in manifest.json")
+    return Bundle(manifest.get("name", root.name), root, "bundle", labels, models, spec, manifest)
+
+
+def extract_zip(zip_path: Path, dest: Path, max_bytes: int = 512 << 20) -> Path:
+    """Extract a bundle zip safely: no member may escape ``dest``; size is capped.
+
+    Returns the directory holding ``manifest.json`` (the zip may wrap it in a folder).
+    """
+    dest = dest.resolve()
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            total = 0
+            for info in zf.infolist():
+                target = (dest / info.filename).resolve()
+                if info.filename.startswith(("/", "\\")) or not target.is_relative_to(dest):
+                    raise BundleError(f"{zip_path}: member {info.filename!r} escapes the bundle")
+                total += info.file_size
+                if total > max_bytes:
+                    raise BundleError(f"{zip_path}: unpacks to more than {max_bytes >> 20} MiB")
+            zf.extractall(dest)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise BundleError(f"{zip_path}: not a valid zip file ({exc})") from exc
+    if (dest / MANIFEST).is_file():
+        return dest
+    inner = [p.parent for p in dest.glob(f"*/{MANIFEST}")]
+    if len(inner) == 1:
+        return inner[0]
+    tflites = list(dest.glob("*.tflite")) or list(dest.glob("*/*.tflite"))
+    if tflites:
+        return tflites[0].parent
+    raise BundleError(f"{zip_path}: no manifest.json or .tflite inside")

@@ -1,0 +1,1 @@
+"""Device verbs of the ``sightwire`` command, one module each (see ``device.cli``)."""

@@ -1,0 +1,72 @@
+"""Fixtures every test suite shares: the shared data, a real broker, synthetic datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.mqtt_helpers import MOSQUITTO_HINT, Broker, Recorder, find_mosquitto
+from trainer.synthetic import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_path() -> Path | None:
+    """``$SIGHTWIRE_SHARED``, else ``../shared`` beside the repository, else None."""
+    env = os.environ.get("SIGHTWIRE_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared")
+    return next((p for p in candidates if (p / "reference").is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    path = shared_path()
+    if path is None:
+        pytest.skip("shared data not found: set SIGHTWIRE_SHARED or put shared/ beside the repo")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference(shared: Path) -> Path:
+    return shared / "reference"
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights(shared: Path) -> Path:
+    path = shared / "models" / "mobilenet_v2_1.0_224_no_top.weights.h5"
+    if not path.is_file():
+        pytest.skip(f"ImageNet weights not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mosquitto_binary() -> str:
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.fail(MOSQUITTO_HINT)  # never a skip: CI must run the MQTT tests
+    return binary
+
+
+@pytest.fixture
+def broker(tmp_path: Path, mosquitto_binary: str):
+    """A fresh mosquitto on a free loopback port, stopped after the test."""
+    b = Broker(tmp_path / "broker", mosquitto_binary).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def recorder(broker: Broker):
+    """Subscribed to everything on ``broker`` before the test acts."""
+    r = Recorder(broker, "#")
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset(tmp_path_factory) -> Path:
+    """Three classes of drawn shapes, 24 images each, 64x64 (session-wide, read-only)."""
+    return make_dataset(tmp_path_factory.mktemp("shapes"), classes=3, per_class=24, size=64)

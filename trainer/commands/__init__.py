@@ -1,0 +1,1 @@
+"""Trainer verbs of the ``sightwire`` command, one module each (see ``device.cli``)."""
