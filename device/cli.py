@@ -89,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sightwire ... | head`
+        sys.stderr.close()
+        return 1
 
 
 if __name__ == "__main__":

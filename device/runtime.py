@@ -7,6 +7,7 @@ works with numpy 2), ``tflite_runtime`` (frozen at 2.14), then ``tensorflow.lite
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import platform
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ def load_edgetpu_delegate(runtime: Runtime | None = None) -> Any:
     runtime = runtime or find_runtime()
     lib = edgetpu_library()
     try:
+        # Probe the library first: when it is missing, LiteRT's Delegate fails half-built
+        # and its __del__ prints an "Exception ignored ... Traceback" at exit.
+        ctypes.CDLL(lib)
         return runtime.load_delegate(lib)
     except (ValueError, OSError, RuntimeError, AttributeError) as exc:
         raise RuntimeMissing(

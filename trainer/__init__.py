@@ -4,4 +4,9 @@ Workstation only (TensorFlow). It imports ``device`` to evaluate exported models
 the very code the device runs.
 """
 
+import os
+
+# TensorFlow's C++ start-up chatter (CPU flags, oneDNN notes) hides the progress bars.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 __version__ = "0.1.0"

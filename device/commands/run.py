@@ -1,0 +1,149 @@
+"""``sightwire run``: the camera → model → MQTT daemon that runs on the Pi for months.
+
+All settings come from one TOML file (``deploy/sightwire.toml`` is the annotated
+example); any key can be overridden with ``--set section.key=value`` and the common ones
+have their own flags. SIGTERM/SIGINT stop it cleanly: ``offline`` is published
+(retained), threads are joined, exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from device.config import ConfigError, load_config, to_json, to_toml
+
+HELP = (
+    "Run the camera → model → MQTT daemon from a TOML config "
+    "(example: deploy/sightwire.toml); every key can be overridden with --set."
+)
+log = logging.getLogger("sightwire.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, help="TOML config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set mqtt.port=1884 "
+        "--set inference.smoothing=ema; VALUE is read as TOML, else as a string",
+    )
+    parser.add_argument("--model", help="model bundle/.tflite (model.path)")
+    parser.add_argument(
+        "--variant", choices=["auto", "int8", "float", "edgetpu"], help="model.variant"
+    )
+    parser.add_argument(
+        "--source",
+        dest="source_kind",
+        choices=["picamera2", "opencv", "folder"],
+        help="source.kind",
+    )
+    parser.add_argument(
+        "--source-path", help="folder of images (folder source) or video file (opencv source)"
+    )
+    parser.add_argument("--broker", metavar="HOST[:PORT]", help="mqtt.host and mqtt.port")
+    parser.add_argument("--device-id", help="mqtt.device_id (default: the host name)")
+    parser.add_argument("--no-mqtt", action="store_true", help="classify without a broker")
+    parser.add_argument(
+        "--print-config",
+        nargs="?",
+        const="toml",
+        choices=["toml", "json"],
+        help="print the effective config (secrets masked) and exit",
+    )
+    parser.add_argument("--max-frames", type=int, help="stop after classifying N frames")
+    parser.add_argument("--duration", type=float, help="stop after S seconds")
+
+
+def parse_broker(text: str) -> dict[str, Any]:
+    """``host``, ``host:port`` or ``[v6addr]:port`` → mqtt.host / mqtt.port values."""
+    host, port = text, None
+    if text.startswith("["):
+        inside, _, rest = text[1:].partition("]")
+        host = inside
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not host:
+        raise ConfigError(f"--broker {text!r}: expected HOST[:PORT]")
+    values: dict[str, Any] = {"mqtt.host": host}
+    if port is not None:
+        if not port.isdigit():
+            raise ConfigError(f"--broker {text!r}: port {port!r} is not a number")
+        values["mqtt.port"] = int(port)
+    return values
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The direct flags as dotted config keys; they win over --set and the file."""
+    values: dict[str, Any] = {}
+    if args.model:
+        values["model.path"] = args.model
+    if args.variant:
+        values["model.variant"] = args.variant
+    if args.source_kind:
+        values["source.kind"] = args.source_kind
+    if args.source_path:
+        values["source.path"] = args.source_path
+    if args.broker:
+        values.update(parse_broker(args.broker))
+    if args.device_id:
+        values["mqtt.device_id"] = args.device_id
+    if args.no_mqtt:
+        values["mqtt.enabled"] = False
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError("--duration must be positive")
+    config = load_config(args.config, args.overrides, values=flag_values(args))
+    if args.print_config:
+        print(to_json(config) if args.print_config == "json" else to_toml(config), end="")
+        if args.print_config == "json":
+            print()
+        return 0
+    if not getattr(args, "verbose", False):
+        logging.getLogger().setLevel(config.log_level)
+
+    from device.pipeline import Pipeline  # the model runtime loads only when running
+
+    pipeline = Pipeline(config, max_frames=args.max_frames, duration=args.duration)
+    stop = threading.Event()
+    previous = _install_signal_handlers(stop)
+    try:
+        pipeline.start()
+        while not stop.is_set() and not pipeline.finished.is_set():
+            stop.wait(0.5)
+        if stop.is_set():
+            log.info("stopping (signal)")
+    finally:
+        pipeline.stop()
+        _restore_signal_handlers(previous)
+    log.info("stopped after %d frames", pipeline.frames)
+    return 0
+
+
+def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM (systemd stop) and SIGINT (Ctrl-C) set ``stop``; main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

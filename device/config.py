@@ -1,0 +1,382 @@
+"""The daemon's configuration: one TOML file, one pydantic schema, command-line overrides.
+
+Everything the daemon can be told lives in ``Config``. Every model forbids unknown keys,
+so a typo in a file that runs unattended for months is an error naming the key at
+start-up, not a setting silently ignored. ``--set a.b=value`` overrides any field; the
+value is parsed as a TOML scalar (``1884``, ``true``, ``[0, 0, 320, 240]``) and falls back
+to a plain string (``--set mqtt.host=broker.lan``). Secrets are ``SecretStr``: they are
+printed as ``***`` and never echoed in error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from device.errors import SightwireError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+# Every command the daemon knows; ``mqtt.commands`` may only name these. ``update``
+# (over-the-air bundle update) is answered "disabled" unless ``mqtt.allow_update``.
+COMMANDS = ("snapshot", "pause", "resume", "reload", "classify", "set", "update")
+MASK = "***"
+_TOPIC_UNSAFE = re.compile(r"[#+\x00]")
+
+
+class ConfigError(SightwireError):
+    """A configuration file, override or runtime setting that cannot be used."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def default_device_id() -> str:
+    """The host name, reduced to characters that are safe in MQTT topics and HA ids."""
+    name = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "sightwire"
+
+
+class ModelConfig(_Strict):
+    path: Path = Field(
+        description="bundle directory/.zip, .tflite file or Teachable Machine folder"
+    )
+    variant: Literal["auto", "int8", "float", "edgetpu"] = "auto"
+    threads: Annotated[int, Field(ge=1, le=64)] | None = None
+
+
+class Roi(_Strict):
+    """Region of interest in source pixels: only this crop of each frame is classified."""
+
+    x: Annotated[int, Field(ge=0)]
+    y: Annotated[int, Field(ge=0)]
+    w: Annotated[int, Field(ge=1)]
+    h: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 4:
+                raise ValueError("roi takes 4 numbers [x, y, w, h]")
+            return dict(zip("xywh", value, strict=True))
+        return value
+
+
+class SourceConfig(_Strict):
+    kind: Literal["picamera2", "opencv", "folder"] = "picamera2"
+    device: Annotated[int, Field(ge=0)] | None = None  # opencv: V4L2/USB camera index
+    url: str | None = None  # opencv: rtsp://, http://, or a video file
+    path: Path | None = None  # folder: image folder; opencv: video file
+    fps: Annotated[float, Field(gt=0, le=1000)] = 10.0
+    loop: bool = True  # folder / video file: start again at the end
+    width: Annotated[int, Field(ge=16, le=8192)] | None = None
+    height: Annotated[int, Field(ge=16, le=8192)] | None = None
+    roi: Roi | None = None
+    reopen_min_s: Annotated[float, Field(gt=0)] = 1.0
+    reopen_max_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SourceConfig:
+        if self.kind == "folder" and self.path is None:
+            raise ValueError("kind 'folder' needs path (a folder of images)")
+        if self.kind == "opencv":
+            given = [n for n in ("device", "url", "path") if getattr(self, n) is not None]
+            if len(given) != 1:
+                raise ValueError(
+                    "kind 'opencv' needs exactly one of device (camera index), "
+                    "url (stream URL) or path (video file)"
+                )
+        if (self.width is None) != (self.height is None):
+            raise ValueError("width and height go together")
+        if self.reopen_max_s < self.reopen_min_s:
+            raise ValueError("reopen_max_s must be >= reopen_min_s")
+        return self
+
+
+class InferenceConfig(_Strict):
+    """Post-processing and mode; these are also the keys ``cmd/set`` may change at runtime."""
+
+    threshold: Annotated[float, Field(ge=0, le=1)] | None = None  # None: manifest, else 0
+    unknown_label: Annotated[str, Field(min_length=1, max_length=100)] = "unknown"
+    top_k: Annotated[int, Field(ge=1, le=100)] = 3
+    smoothing: Literal["none", "mean", "ema"] = "mean"
+    window: Annotated[int, Field(ge=1, le=1000)] = 5  # frames averaged by "mean"
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.5  # weight of the newest frame for "ema"
+    debounce: Annotated[int, Field(ge=1, le=1000)] = 3  # frames a new label must win in a row
+    mode: Literal["continuous", "trigger"] = "continuous"
+    trigger_frames: Annotated[int, Field(ge=1, le=100)] = 5
+    trigger_interval_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class TlsConfig(_Strict):
+    enabled: bool = False  # also on when any of ca / cert / key is given
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    key_password: SecretStr | None = None
+    insecure: bool = False  # do not check the broker's host name (self-signed test brokers)
+
+    @model_validator(mode="after")
+    def _check(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or self.ca is not None or self.cert is not None
+
+
+class MqttConfig(_Strict):
+    enabled: bool = True  # false: classify without a broker (bench, demos)
+    host: Annotated[str, Field(min_length=1)] = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    prefix: str = "sightwire"
+    device_id: str = Field(default_factory=default_device_id)
+    client_id: str | None = None  # default: sightwire-<device_id>
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 60
+    qos: Literal[0, 1, 2] = 1
+    heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
+    stats_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    snapshot_on_event: bool = False
+    snapshot_quality: Annotated[int, Field(ge=10, le=95)] = 80
+    commands: list[str] = Field(default_factory=lambda: list(COMMANDS))
+    allow_update: bool = False
+    discovery: bool = False
+    discovery_prefix: str = "homeassistant"
+    max_queued: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_command_bytes: Annotated[int, Field(ge=16, le=1 << 20)] = 65536
+    reconnect_min_s: Annotated[int, Field(ge=1)] = 1
+    reconnect_max_s: Annotated[int, Field(ge=1)] = 60
+
+    @field_validator("prefix", "discovery_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or value.startswith("/") or value.endswith("/") or _TOPIC_UNSAFE.search(value):
+            raise ValueError("must be a topic path without '#', '+' or leading/trailing '/'")
+        return value
+
+    @field_validator("device_id")
+    @classmethod
+    def _check_device_id(cls, value: str) -> str:
+        if not value or "/" in value or _TOPIC_UNSAFE.search(value) or value != value.strip():
+            raise ValueError("must be one topic level: no '/', '#', '+' or spaces at the ends")
+        return value
+
+    @field_validator("commands")
+    @classmethod
+    def _check_commands(cls, value: list[str]) -> list[str]:
+        unknown = [c for c in value if c not in COMMANDS]
+        if unknown:
+            raise ValueError(f"unknown command {unknown[0]!r} (known: {', '.join(COMMANDS)})")
+        return value
+
+    @property
+    def base_topic(self) -> str:
+        return f"{self.prefix}/{self.device_id}"
+
+
+class Config(_Strict):
+    model: ModelConfig
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file is a directory: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a TOML scalar/array/inline table, else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def set_value(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``dotted.key`` in the raw config dict (validation comes later)."""
+    *parents, leaf = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parents[: i + 1])} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``--set dotted.key=value``."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. mqtt.port=1884")
+    set_value(data, key, parse_value(text.strip()))
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    values: dict[str, Any] | None = None,
+) -> Config:
+    """Read the TOML file (if any), apply ``--set`` overrides, then ``values`` (dotted key →
+    value, from direct flags, taken as they are), validate; errors are one line."""
+    data = read_toml(path) if path is not None else {}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    for key, value in (values or {}).items():
+        set_value(data, key, value)
+    return validate(Config, data, str(path) if path else "config")
+
+
+def validate(model: type[BaseModel], data: Any, where: str, prefix: str = "") -> Any:
+    """``model.model_validate(data)`` with errors turned into one ``ConfigError`` line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {describe_errors(exc, model, prefix)}") from None
+
+
+def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """Each pydantic error as ``dotted.key: what is wrong``; never echoes a secret."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        name = prefix + ".".join(loc) if loc else (prefix.rstrip(".") or "config")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            parts.append(f"{name}: unknown key{hint}")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        secret = bool(loc) and loc[-1] in {"password", "key_password"}
+        if err["type"] == "missing":
+            message = "required but not set"
+        elif not secret and not isinstance(err.get("input"), (dict, list)):
+            message += f" (got {err['input']!r})"
+        parts.append(f"{name}: {message}")
+    return "; ".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+        if current is None:
+            return []
+    return list(current.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside ``X``, ``X | None`` or ``Annotated[X, ...]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# --- printing ------------------------------------------------------------------------
+
+
+def masked_dict(model: BaseModel) -> dict[str, Any]:
+    """The config as plain data, secrets replaced by ``***`` (unset ones stay absent)."""
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out[name] = masked_dict(value)
+        elif isinstance(value, SecretStr):
+            out[name] = MASK
+        elif isinstance(value, Path):
+            out[name] = str(value)
+        elif isinstance(value, tuple):
+            out[name] = list(value)
+        else:
+            out[name] = value
+    return out
+
+
+def to_json(config: Config) -> str:
+    return json.dumps(masked_dict(config), indent=2)
+
+
+def to_toml(config: Config) -> str:
+    """The effective config as TOML (``None`` values are left out: TOML has no null)."""
+    lines: list[str] = []
+    _emit_table(masked_dict(config), [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _emit_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if path and scalars:
+        lines.append(f"\n[{'.'.join(path)}]")
+    lines.extend(f"{key} = {_toml_value(value)}" for key, value in scalars.items())
+    for key, sub in tables.items():
+        _emit_table(sub, [*path, key], lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(str(value), ensure_ascii=False)

@@ -1,0 +1,140 @@
+"""Commands in over MQTT (``<base>/cmd/<name>``) → handlers, and one reply each.
+
+The dispatch is a table, name → handler, so a new command (``update``, fault
+injection) plugs in with one ``register`` call. ``submit`` runs in paho's network
+thread and only does the cheap checks a hostile or broken sender can fail: payload
+size, UTF-8, known name, allow-list (``mqtt.commands``), queue room. Accepted commands
+wait in a bounded queue and run in the pipeline's worker thread (``run_pending``), the
+only thread that touches the model and the post-processing state, so handlers need no
+locks. Every command gets exactly one ``{"command", "ok", "error"}`` reply; a handler
+that needs time (a trigger waiting for frames) returns ``DEFERRED`` and replies later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from device.errors import SightwireError
+
+log = logging.getLogger(__name__)
+
+DEFERRED = object()  # a handler's "I will call reply() myself"
+Reply = Callable[[str, bool, "str | None"], None]
+
+
+class CommandError(SightwireError):
+    """A command that is refused; its message becomes the reply's ``error``."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    text: str  # the payload, decoded as UTF-8
+
+    def json_object(self, example: str = '{"key": "value"}') -> dict[str, Any]:
+        """The payload as a JSON object, or a ``CommandError`` saying what was expected."""
+        try:
+            data = json.loads(self.text)
+        except ValueError as exc:
+            raise CommandError(
+                f"payload is not valid JSON ({exc}); expected e.g. {example}"
+            ) from None
+        if not isinstance(data, dict):
+            raise CommandError(f"payload must be a JSON object, e.g. {example}")
+        return data
+
+
+Handler = Callable[[Command], Any]
+
+
+def printable_name(name: str, limit: int = 64) -> str:
+    """A command name safe to echo back: printable, bounded."""
+    clean = re.sub(r"[^\x20-\x7e]", "?", name)
+    return clean if len(clean) <= limit else clean[:limit] + "..."
+
+
+class CommandRouter:
+    """The command table, its allow-list and the queue between paho and the worker."""
+
+    def __init__(
+        self,
+        reply: Reply,
+        allowed: list[str] | tuple[str, ...] | None = None,
+        max_bytes: int = 65536,
+        max_pending: int = 32,
+        on_submit: Callable[[], None] | None = None,
+    ):
+        self.reply = reply
+        self.allowed = None if allowed is None else set(allowed)
+        self.max_bytes = max_bytes
+        self.on_submit = on_submit
+        self.handlers: dict[str, Handler] = {}
+        self.received = 0
+        self.rejected = 0
+        self._pending: queue.Queue[Command] = queue.Queue(max_pending)
+
+    def register(self, name: str, handler: Handler) -> None:
+        self.handlers[name] = handler
+
+    def _refuse(self, name: str, error: str) -> None:
+        self.rejected += 1
+        log.info("command %s refused: %s", name, error)
+        self.reply(name, False, error)
+
+    def submit(self, name: str, payload: bytes) -> None:
+        """Check and queue one incoming command (paho's thread: cheap checks only)."""
+        self.received += 1
+        shown = printable_name(name)
+        if len(payload) > self.max_bytes:
+            self._refuse(shown, f"payload of {len(payload)} bytes exceeds {self.max_bytes}")
+            return
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            self._refuse(shown, "payload is not UTF-8 text")
+            return
+        if name not in self.handlers:
+            known = ", ".join(sorted(self.handlers))
+            self._refuse(shown, f"unknown command {shown!r} (known: {known})")
+            return
+        if self.allowed is not None and name not in self.allowed:
+            self._refuse(name, "not allowed by mqtt.commands")
+            return
+        try:
+            self._pending.put_nowait(Command(name, text))
+        except queue.Full:
+            self._refuse(name, "busy: too many commands waiting, try again")
+            return
+        if self.on_submit:
+            self.on_submit()
+
+    def run_pending(self) -> int:
+        """Run the queued commands (worker thread); returns how many ran."""
+        ran = 0
+        while True:
+            try:
+                command = self._pending.get_nowait()
+            except queue.Empty:
+                return ran
+            ran += 1
+            self.execute(command)
+
+    def execute(self, command: Command) -> None:
+        try:
+            outcome = self.handlers[command.name](command)
+        except SightwireError as exc:
+            self._refuse(command.name, str(exc))
+            return
+        except Exception as exc:  # a handler bug must not kill the worker thread
+            log.exception("command %s crashed", command.name)
+            self._refuse(command.name, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        if outcome is not DEFERRED:
+            log.info("command %s done", command.name)
+            self.reply(command.name, True, None)

@@ -1,0 +1,348 @@
+"""Camera sources: open, read RGB frames, close; and a wrapper that never gives up.
+
+Three kinds, chosen by ``source.kind``: ``picamera2`` (the Pi camera), ``opencv`` (USB/V4L2
+index, RTSP/HTTP stream, video file) and ``folder`` (images replayed in name order, for
+tests and demos). Each is imported lazily, so a Pi without OpenCV and a workstation
+without picamera2 both run the kinds they have.
+
+A daemon that runs for months meets unplugged cameras, dropped streams and half-written
+files. ``ReopeningSource`` turns every such failure into a log line and a reopen with
+exponential backoff; only configuration mistakes (a missing library, a folder that does
+not exist) are errors at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from device.config import Roi, SourceConfig
+from device.errors import ImageError, SightwireError
+from device.preprocess import IMAGE_SUFFIXES, load_image
+
+log = logging.getLogger(__name__)
+
+PICAMERA2_HINT = (
+    "the picamera2 source needs picamera2, which comes from the Pi's apt repository: "
+    "sudo apt install python3-picamera2, and make the venv with "
+    "python3 -m venv --system-site-packages"
+)
+OPENCV_HINT = "the opencv source needs OpenCV: pip install 'sightwire[opencv]'"
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://", "rtmp://")
+
+
+class SourceError(SightwireError):
+    """A camera or file source that cannot deliver frames (now)."""
+
+
+class SourceEnded(SourceError):
+    """A finite source (video file, folder without ``loop``) reached its end."""
+
+
+class Source(Protocol):
+    """What the capture thread needs; ``open`` may be called again after ``close``."""
+
+    name: str
+    paced: bool  # True: read() returns at once (files), the capture loop paces it at fps
+
+    def open(self) -> None: ...
+
+    def read(self) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class FolderSource:
+    """Image files of one folder in name order; the list is re-read at each pass."""
+
+    paced = True
+
+    def __init__(self, path: str | Path, loop: bool = True):
+        self.path = Path(path)
+        self.loop = loop
+        self.name = f"folder {self.path}"
+        self._files: list[Path] = []
+        self._index = 0
+        self._bad: set[Path] = set()  # corrupt files already logged
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise SourceError(f"{self.name}: not a folder")
+        self._files = sorted(
+            (p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+            key=lambda p: p.name,
+        )
+        if not self._files:
+            raise SourceError(f"{self.name}: no images ({' '.join(IMAGE_SUFFIXES)})")
+        self._index = 0
+
+    def read(self) -> np.ndarray:
+        failed = 0
+        while True:
+            if self._index >= len(self._files):
+                if not self.loop:
+                    raise SourceEnded(f"{self.name}: end of images")
+                self.open()
+            path = self._files[self._index]
+            self._index += 1
+            try:
+                return load_image(path)
+            except ImageError as exc:
+                if path not in self._bad:
+                    self._bad.add(path)
+                    log.warning("%s; skipped", exc)
+                failed += 1
+                if failed >= len(self._files):
+                    raise SourceError(f"{self.name}: none of the images can be decoded") from None
+
+    def close(self) -> None:
+        self._files = []
+
+
+def _import(module: str, hint: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SourceError(f"{hint} ({one_line(exc)})") from None
+
+
+class OpenCVSource:
+    """A V4L2/USB camera index, a network stream or a video file, through OpenCV."""
+
+    def __init__(
+        self,
+        target: int | str,
+        loop: bool = True,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+    ):
+        self.cv2 = _import("cv2", OPENCV_HINT)
+        self.target = target
+        self.is_file = isinstance(target, str) and not target.lower().startswith(STREAM_SCHEMES)
+        self.paced = self.is_file
+        self.loop = loop
+        self.size = (width, height) if width and height else None
+        self.fps = fps
+        self.name = f"camera {target}" if isinstance(target, int) else f"opencv {target}"
+        self._cap: Any = None
+
+    def open(self) -> None:
+        cv2 = self.cv2
+        cap = cv2.VideoCapture(self.target)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{self.name}: cannot open")
+        if not self.is_file:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
+            if self.size:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+        self._cap = cap
+
+    def read(self) -> np.ndarray:
+        if self._cap is None:
+            raise SourceError(f"{self.name}: not open")
+        ok, frame = self._cap.read()
+        if not ok and self.is_file and self.loop:
+            self._cap.set(self.cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self._cap.read()
+        if not ok or frame is None:
+            if self.is_file and not self.loop:
+                raise SourceEnded(f"{self.name}: end of video")
+            raise SourceError(f"{self.name}: read failed")
+        if frame.ndim == 2:
+            return self.cv2.cvtColor(frame, self.cv2.COLOR_GRAY2RGB)
+        return self.cv2.cvtColor(frame, self.cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class Picamera2Source:
+    """The Raspberry Pi camera through picamera2 (libcamera)."""
+
+    paced = False
+
+    def __init__(self, width: int | None = None, height: int | None = None, fps: float = 10.0):
+        self.module = _import("picamera2", PICAMERA2_HINT)
+        self.size = (width, height) if width and height else None
+        self.fps = fps
+        self.name = "picamera2"
+        self._cam: Any = None
+
+    def open(self) -> None:
+        try:
+            cam = self.module.Picamera2()
+            # libcamera names formats by register order: "BGR888" is R,G,B bytes in memory.
+            main: dict[str, Any] = {"format": "BGR888"}
+            if self.size:
+                main["size"] = self.size
+            config = cam.create_video_configuration(
+                main=main, controls={"FrameRate": self.fps}, buffer_count=2
+            )
+            cam.configure(config)
+            cam.start()
+        except Exception as exc:  # libcamera raises many types; all mean "no camera now"
+            raise SourceError(f"{self.name}: cannot open the camera ({one_line(exc)})") from exc
+        self._cam = cam
+
+    def read(self) -> np.ndarray:
+        if self._cam is None:
+            raise SourceError(f"{self.name}: not open")
+        frame = self._cam.capture_array("main")
+        return frame[:, :, :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            finally:
+                self._cam = None
+
+
+def make_source(cfg: SourceConfig) -> Source:
+    """Build the configured source; a missing library or path is an error now, not later."""
+    if cfg.kind == "folder":
+        assert cfg.path is not None  # the schema guarantees it
+        if not cfg.path.is_dir():
+            raise SourceError(f"source.path {cfg.path} is not a folder")
+        return FolderSource(cfg.path, cfg.loop)
+    if cfg.kind == "opencv":
+        target: int | str
+        if cfg.device is not None:
+            target = cfg.device
+        elif cfg.path is not None:
+            if not cfg.path.is_file():
+                raise SourceError(f"source.path {cfg.path} is not a video file")
+            target = str(cfg.path)
+        else:
+            target = str(cfg.url)
+        return OpenCVSource(target, cfg.loop, cfg.width, cfg.height, cfg.fps)
+    return Picamera2Source(cfg.width, cfg.height, cfg.fps)
+
+
+def crop_roi(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
+    """The region of interest as a view (no copy); clipped at the frame's edges."""
+    if roi is None:
+        return frame
+    h, w = frame.shape[:2]
+    if roi.x >= w or roi.y >= h:
+        raise SourceError(f"roi x={roi.x} y={roi.y} lies outside the {w}x{h} frame")
+    return frame[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w]
+
+
+class Pacer:
+    """Spaces calls ``1/fps`` apart without bursts to catch up; a stop event cuts waits."""
+
+    def __init__(self, fps: float, stop: threading.Event):
+        self.period = 1.0 / fps
+        self.stop = stop
+        self._next = 0.0
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if self._next > now:
+            self.stop.wait(self._next - now)
+        self._next = max(self._next, now) + self.period
+
+
+class ReopeningSource:
+    """Frames from ``source``, reopening it with exponential backoff whenever it fails or ends.
+
+    Failures are logged one line each; a streak of the same failure is logged at attempts
+    1, 2, 4, 8, … so a camera unplugged for a month does not fill the journal.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        roi: Roi | None = None,
+        min_s: float = 1.0,
+        max_s: float = 30.0,
+        stop: threading.Event | None = None,
+    ):
+        self.source = source
+        self.roi = roi
+        self.min_s = min_s
+        self.max_s = max_s
+        self.stop = stop or threading.Event()
+        self.reopens = 0  # opens after the first one
+        self.failures = 0
+        self._is_open = False
+        self._opened_before = False
+        self._delay = min_s
+        self._streak = 0
+        self._last_error = ""
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def read(self) -> np.ndarray | None:
+        """The next frame (ROI applied), or None once ``stop`` is set."""
+        while not self.stop.is_set():
+            if not self._is_open:
+                try:
+                    self.source.open()
+                except Exception as exc:
+                    self._failed("cannot open", exc)
+                    continue
+                self._is_open = True
+                if self._opened_before:
+                    self.reopens += 1
+                    log.info("%s: reopened", self.name)
+                self._opened_before = True
+            try:
+                frame = crop_roi(self.source.read(), self.roi)
+            except SourceEnded as exc:
+                log.info("%s; reopening in %.1fs", exc, self.min_s)
+                self._close()
+                self.stop.wait(self.min_s)
+                continue
+            except Exception as exc:
+                self._close()
+                self._failed("failed", exc)
+                continue
+            self._delay = self.min_s
+            self._streak = 0
+            return frame
+        return None
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.failures += 1
+        text = one_line(exc)
+        message = text if text.startswith(self.name) else f"{self.name}: {what}: {text}"
+        self._streak = self._streak + 1 if message == self._last_error else 1
+        self._last_error = message
+        if self._streak & (self._streak - 1) == 0:  # 1, 2, 4, 8, ...
+            repeat = f" (attempt {self._streak})" if self._streak > 1 else ""
+            log.warning("%s; retrying in %.1fs%s", message, self._delay, repeat)
+        self.stop.wait(self._delay)
+        self._delay = min(self._delay * 2, self.max_s)
+
+    def _close(self) -> None:
+        self._is_open = False
+        try:
+            self.source.close()
+        except Exception as exc:
+            log.debug("%s: close failed: %s", self.name, one_line(exc))
+
+    def close(self) -> None:
+        self._close()

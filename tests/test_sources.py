@@ -1,0 +1,216 @@
+"""Camera sources on real files: folder replay, OpenCV video, ROI, reopen with backoff."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from device.config import Roi, SourceConfig
+from device.sources import (
+    FolderSource,
+    OpenCVSource,
+    Pacer,
+    ReopeningSource,
+    SourceEnded,
+    SourceError,
+    crop_roi,
+    make_source,
+)
+
+COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+
+
+def colour_folder(root: Path, names=("a.png", "b.jpg", "c.bmp")) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, colour in zip(names, COLORS, strict=False):
+        Image.new("RGB", (40, 30), colour).save(root / name)
+    return root
+
+
+def dominant(frame: np.ndarray) -> int:
+    """Index of the strongest channel: 0 red, 1 green, 2 blue."""
+    return int(np.argmax(frame.reshape(-1, 3).mean(axis=0)))
+
+
+def test_folder_replays_images_in_name_order_and_loops(tmp_path):
+    source = FolderSource(colour_folder(tmp_path / "imgs"), loop=True)
+    source.open()
+    frames = [source.read() for _ in range(7)]
+    assert [dominant(f) for f in frames] == [0, 1, 2, 0, 1, 2, 0]
+    assert all(f.dtype == np.uint8 and f.shape == (30, 40, 3) for f in frames)
+
+
+def test_folder_without_loop_ends(tmp_path):
+    source = FolderSource(colour_folder(tmp_path / "imgs"), loop=False)
+    source.open()
+    for _ in range(3):
+        source.read()
+    with pytest.raises(SourceEnded):
+        source.read()
+
+
+def test_corrupt_image_is_logged_once_and_skipped(tmp_path, caplog):
+    folder = colour_folder(tmp_path / "imgs")
+    (folder / "b2_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    source = FolderSource(folder, loop=True)
+    source.open()
+    with caplog.at_level(logging.WARNING, logger="device.sources"):
+        frames = [source.read() for _ in range(9)]  # three passes over the folder
+    assert [dominant(f) for f in frames] == [0, 1, 2] * 3
+    warnings = [r for r in caplog.records if "b2_broken.jpg" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "\n" not in warnings[0].getMessage()
+
+
+def test_folder_of_only_corrupt_files_is_a_source_error(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"junk")
+    source = FolderSource(folder)
+    source.open()
+    with pytest.raises(SourceError, match="none of the images can be decoded"):
+        source.read()
+
+
+def test_empty_or_missing_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no images"):
+        FolderSource(tmp_path / "empty").open()
+    with pytest.raises(SourceError, match="not a folder"):
+        make_source(SourceConfig(kind="folder", path=tmp_path / "missing"))
+
+
+def test_reopening_source_reopens_an_ended_source(tmp_path):
+    source = FolderSource(colour_folder(tmp_path / "imgs"), loop=False)
+    reopening = ReopeningSource(source, min_s=0.01, max_s=0.02)
+    frames = [reopening.read() for _ in range(5)]
+    assert [dominant(f) for f in frames] == [0, 1, 2, 0, 1]
+    assert reopening.reopens == 1
+
+
+def test_reopening_source_waits_for_a_source_that_fails_to_open(tmp_path, caplog):
+    folder = tmp_path / "later"
+    folder.mkdir()
+    reopening = ReopeningSource(FolderSource(folder), min_s=0.01, max_s=0.05)
+    got: list[np.ndarray | None] = []
+    reader = threading.Thread(target=lambda: got.append(reopening.read()))
+    with caplog.at_level(logging.WARNING, logger="device.sources"):
+        reader.start()
+        while reopening.failures < 3 and reader.is_alive():
+            reader.join(0.01)
+        colour_folder(folder)  # the camera comes back
+        reader.join(10)
+    assert not reader.is_alive()
+    assert got and got[0] is not None and dominant(got[0]) == 0
+    failures = [r for r in caplog.records if "no images" in r.getMessage()]
+    # Logged at attempts 1, 2, 4, ...: never once per retry.
+    assert reopening.failures >= 3 and 1 <= len(failures) < reopening.failures
+
+
+def test_reopening_source_returns_none_when_stopped(tmp_path):
+    stop = threading.Event()
+    reopening = ReopeningSource(FolderSource(tmp_path / "nowhere"), min_s=30, stop=stop)
+    reader = threading.Thread(target=reopening.read)
+    reader.start()
+    stop.set()
+    reader.join(10)
+    assert not reader.is_alive()
+
+
+def test_roi_crops_a_view_and_rejects_a_roi_outside_the_frame():
+    frame = np.arange(30 * 40 * 3, dtype=np.uint8).reshape(30, 40, 3)
+    crop = crop_roi(frame, Roi(x=10, y=5, w=20, h=10))
+    assert crop.shape == (10, 20, 3)
+    assert np.shares_memory(crop, frame)
+    np.testing.assert_array_equal(crop, frame[5:15, 10:30])
+    assert crop_roi(frame, Roi(x=30, y=20, w=100, h=100)).shape == (10, 10, 3)  # clipped
+    with pytest.raises(SourceError, match="outside the 40x30 frame"):
+        crop_roi(frame, Roi(x=40, y=0, w=5, h=5))
+    assert crop_roi(frame, None) is frame
+
+
+def test_roi_is_applied_by_the_reopening_source(tmp_path):
+    roi = Roi(x=0, y=0, w=8, h=6)
+    reopening = ReopeningSource(FolderSource(colour_folder(tmp_path / "i")), roi=roi)
+    assert reopening.read().shape == (6, 8, 3)
+
+
+def test_pacer_wait_is_cut_short_by_stop():
+    stop = threading.Event()
+    pacer = Pacer(fps=0.001, stop=stop)  # 1000 s apart
+    pacer.wait()  # the first call does not wait
+    stop.set()
+    pacer.wait()  # returns because of stop, not after 1000 s
+
+
+@pytest.fixture
+def video(tmp_path) -> Path:
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened()
+    for rgb in COLORS:
+        bgr = np.zeros((48, 64, 3), np.uint8)
+        bgr[:] = rgb[::-1]
+        writer.write(bgr)
+    writer.release()
+    return path
+
+
+def test_opencv_video_file_gives_rgb_frames_and_loops(video):
+    source = make_source(SourceConfig(kind="opencv", path=video, loop=True))
+    assert isinstance(source, OpenCVSource) and source.paced
+    source.open()
+    frames = [source.read() for _ in range(5)]
+    source.close()
+    assert [dominant(f) for f in frames] == [0, 1, 2, 0, 1]  # red first: RGB, not BGR
+    assert frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
+
+
+def test_opencv_video_file_without_loop_ends(video):
+    source = OpenCVSource(str(video), loop=False)
+    source.open()
+    for _ in range(3):
+        source.read()
+    with pytest.raises(SourceEnded):
+        source.read()
+    source.close()
+
+
+def test_opencv_missing_camera_fails_to_open():
+    pytest.importorskip("cv2")
+    if Path("/dev/video63").exists():
+        pytest.skip("/dev/video63 exists here")
+    source = OpenCVSource(63)
+    assert not source.paced
+    with pytest.raises(SourceError, match="camera 63: cannot open"):
+        source.open()
+
+
+def test_opencv_video_path_must_exist(tmp_path):
+    with pytest.raises(SourceError, match="not a video file"):
+        make_source(SourceConfig(kind="opencv", path=tmp_path / "none.mp4"))
+
+
+def test_opencv_missing_module_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as on a Pi without OpenCV
+    with pytest.raises(SourceError, match=r"pip install 'sightwire\[opencv\]'"):
+        make_source(SourceConfig(kind="opencv", device=0))
+
+
+def test_picamera2_off_a_pi_says_how_to_install_it():
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is installed here")
+    with pytest.raises(SourceError) as err:
+        make_source(SourceConfig(kind="picamera2"))
+    assert "apt install python3-picamera2" in str(err.value)
+    assert "--system-site-packages" in str(err.value)
+    assert "\n" not in str(err.value)

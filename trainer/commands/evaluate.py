@@ -1,0 +1,81 @@
+"""``sightwire evaluate BUNDLE DATA_DIR``: accuracy of every model of a bundle on a folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = (
+    "Evaluate a bundle's float and int8 models (with the device runtime) on a labelled "
+    "folder DATA_DIR/<class>/*: accuracy, per-class precision/recall/F1, confusion matrix."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="bundle directory or .zip (or a .tflite with labels.txt)")
+    parser.add_argument("data", type=Path, help="folder with one sub-folder per class")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=["float", "int8", "edgetpu"],
+        help="model(s) to evaluate (repeatable; default: float and int8)",
+    )
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
+    parser.add_argument("--out", type=Path, help="folder for confusion-matrix PNGs")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from device.bundle import load_bundle
+    from trainer.dataset import scan
+    from trainer.evaluate import confusion_png, evaluate_bundle
+    from trainer.progress import console
+
+    bundle = load_bundle(args.bundle)
+    ds = scan(args.data, min_per_class=1, show_progress=not args.no_progress, min_classes=1)
+    paths = [it.path for it in ds.items]
+    names = [ds.classes[it.label] for it in ds.items]
+    results = evaluate_bundle(
+        bundle, paths, names, args.variant, args.threads, not args.no_progress
+    )
+    for variant, res in results.items():
+        table = Table(
+            title=f"{variant}: accuracy {res['accuracy']:.2%}, balanced "
+            f"{res['balanced_accuracy']:.2%} on {res['n']} images"
+        )
+        for col in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for name, m in res["per_class"].items():
+            table.add_row(
+                name,
+                f"{m['precision']:.3f}",
+                f"{m['recall']:.3f}",
+                f"{m['f1']:.3f}",
+                str(m["support"]),
+            )
+        console.print(table)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            confusion_png(
+                res["confusion_matrix"],
+                bundle.labels,
+                f"{variant} on {args.data}",
+                args.out / f"confusion_{variant}.png",
+            )
+    if "agreement_with_float" in results.get("int8", {}):
+        console.print(f"int8 agrees with float on {results['int8']['agreement_with_float']:.2%}")
+    for path, why in ds.unreadable:
+        console.print(f"[yellow]skipped unreadable image[/] {path}: {why}")
+    if args.json:
+        record = {
+            "bundle": str(args.bundle),
+            "data": str(args.data),
+            "files": [ds.relative(it) for it in ds.items],
+            "results": results,
+        }
+        args.json.write_text(json.dumps(record, indent=1))
+    return 0

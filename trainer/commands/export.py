@@ -1,0 +1,96 @@
+"""``sightwire export BUNDLE``: redo the TFLite export from the saved Keras model.
+
+Export settings (representative set size, which images) can change without
+retraining: the bundle keeps ``model.keras`` and ``report/split.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = (
+    "Re-export float and int8 TFLite from a bundle's model.keras (or --keras FILE), "
+    "calibrating int8 on the bundle's training split, then re-evaluate on its test split."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="bundle directory written by train")
+    parser.add_argument("--keras", type=Path, help="Keras model file (default BUNDLE/model.keras)")
+    parser.add_argument(
+        "--data", type=Path, help="dataset folder (default: the one recorded in report/split.json)"
+    )
+    parser.add_argument(
+        "--representative",
+        type=int,
+        default=300,
+        help="training images used to calibrate int8 (default 300)",
+    )
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import keras
+    import numpy as np
+
+    from device.bundle import load_bundle
+    from device.errors import SightwireError
+    from device.preprocess import fit_frame, load_image
+    from trainer.evaluate import evaluate_bundle
+    from trainer.export import (
+        KERAS_FILE,
+        load_manifest,
+        representative_indices,
+        save_manifest,
+        to_float_tflite,
+        to_int8_tflite,
+        write_bundle,
+    )
+    from trainer.progress import console
+
+    bundle = load_bundle(args.bundle, verify=False)
+    keras_file = args.keras or args.bundle / KERAS_FILE
+    if not keras_file.is_file():
+        raise SightwireError(f"Keras model not found: {keras_file} (train writes it)")
+    split_file = args.bundle / "report" / "split.json"
+    if not split_file.is_file():
+        raise SightwireError(f"{split_file} not found: cannot pick calibration images")
+    split = json.loads(split_file.read_text())
+    root = args.data or Path(split["dataset"])
+    if not root.is_dir():
+        raise SightwireError(f"dataset folder not found: {root} (pass --data)")
+    spec = bundle.spec
+    assert spec is not None
+    labels = np.array([bundle.labels.index(c) for _, c in split["train"]])
+    picks = representative_indices(labels, args.representative, 0)
+    rep = np.stack([fit_frame(load_image(root / split["train"][i][0]), spec) for i in picks])
+    model = keras.models.load_model(keras_file, compile=False)
+    console.print(f"exporting float and int8 TFLite ({len(rep)} representative images)")
+    models = {"float": to_float_tflite(model), "int8": to_int8_tflite(model, rep, spec)}
+    old = load_manifest(args.bundle)
+    keep = {
+        k: v
+        for k, v in old.items()
+        if k not in ("format_version", "name", "created", "labels", "input", "models")
+    }
+    manifest = write_bundle(args.bundle, old["name"], bundle.labels, spec, models, keep)
+    test = split.get("test") or split.get("val") or []
+    if test:
+        results = evaluate_bundle(
+            load_bundle(args.bundle),
+            [root / p for p, _ in test],
+            [c for _, c in test],
+            threads=args.threads,
+            show_progress=not args.no_progress,
+        )
+        manifest.setdefault("metrics", {})["test_accuracy"] = {
+            v: round(r["accuracy"], 4) for v, r in results.items()
+        }
+        save_manifest(args.bundle, manifest)
+        for v, r in results.items():
+            console.print(f"{v}: test accuracy {r['accuracy']:.2%}")
+    print(f"bundle re-exported: {args.bundle}")
+    return 0

@@ -1,0 +1,109 @@
+"""``sightwire train DATA_DIR --out BUNDLE_DIR``: photos in, verified int8 bundle out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = (
+    "Fine-tune MobileNetV2 on DATA_DIR/<class>/*.jpg (or DATA_DIR/{train,val,test}/<class>/) "
+    "and write a model bundle: float and full-integer int8 TFLite, labels, manifest, report."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="dataset folder, one sub-folder per class")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--name", help="bundle name (default: the dataset folder's name)")
+    m = parser.add_argument_group("model")
+    m.add_argument("--input-size", type=int, default=224, help="96..224 (default 224)")
+    m.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (default 1.0)")
+    m.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (downloaded once, cached), none (from scratch) or PATH to a "
+        "MobileNetV2 no-top .weights.h5 file",
+    )
+    m.add_argument(
+        "--fine-tune-layers",
+        type=int,
+        default=20,
+        help="backbone layers unfrozen in stage 2, counted from the end and rounded up to "
+        "whole blocks (default 20: the last two inverted-residual blocks and the final "
+        "1x1 conv; 0 keeps the backbone frozen)",
+    )
+    m.add_argument(
+        "--crop",
+        choices=["none", "center"],
+        default="none",
+        help="resize the whole image (none, default) or a centred square",
+    )
+    t = parser.add_argument_group("training")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--val", type=float, default=0.15, help="validation fraction")
+    t.add_argument("--test", type=float, default=0.15, help="test fraction")
+    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--head-lr", type=float, default=1e-3, help="stage 1 learning rate")
+    t.add_argument("--fine-tune-lr", type=float, default=1e-4, help="stage 2 learning rate")
+    t.add_argument("--head-epochs", type=int, default=200, help="stage 1 max epochs")
+    t.add_argument("--fine-tune-epochs", type=int, default=30, help="stage 2 max epochs")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument(
+        "--augment-copies",
+        type=int,
+        default=3,
+        help="augmented views of each training image (default 3)",
+    )
+    t.add_argument("--augment-strength", type=float, default=1.0, help="0 disables")
+    t.add_argument(
+        "--vertical-flip",
+        action="store_true",
+        help="also flip vertically (textures, top-down views)",
+    )
+    t.add_argument("--min-per-class", type=int, default=5)
+    t.add_argument(
+        "--representative",
+        type=int,
+        default=300,
+        help="training images used to calibrate int8 (default 300)",
+    )
+    t.add_argument("--threads", type=int, default=None, help="TFLite threads for evaluation")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.fit import FitConfig
+    from trainer.training import TrainOptions, train
+
+    fit = FitConfig(
+        dropout=args.dropout,
+        head_lr=args.head_lr,
+        head_epochs=args.head_epochs,
+        fine_tune_lr=args.fine_tune_lr,
+        fine_tune_epochs=args.fine_tune_epochs if args.fine_tune_layers > 0 else 0,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    opts = TrainOptions(
+        data=args.data,
+        out=args.out,
+        name=args.name,
+        input_size=args.input_size,
+        alpha=args.alpha,
+        weights=args.weights,
+        fine_tune_layers=max(1, args.fine_tune_layers),
+        augment_copies=max(0, args.augment_copies),
+        augment_strength=args.augment_strength,
+        vertical_flip=args.vertical_flip,
+        crop=args.crop,
+        val_fraction=args.val,
+        test_fraction=args.test,
+        min_per_class=args.min_per_class,
+        representative_count=args.representative,
+        threads=args.threads,
+        show_progress=not args.no_progress,
+        fit=fit,
+    )
+    train(opts)
+    print(f"bundle written to {args.out}")
+    return 0

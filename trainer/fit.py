@@ -1,0 +1,173 @@
+"""Transfer learning in two stages, on cached features.
+
+Stage 1 trains the head on pooled features with the whole backbone frozen; it must
+converge before anything else is unfrozen, or the random head's large gradients wreck
+the pretrained layers. Stage 2 unfreezes the layers above the cut (batch norm stays in
+inference mode) and trains them with the head at a lower learning rate. Both stop
+early on validation loss and keep their best weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer.features import Features
+from trainer.model import make_head, set_trainable_top
+
+
+@dataclass
+class FitConfig:
+    """Training settings; the defaults are what ``sightwire train`` uses."""
+
+    dropout: float = 0.2
+    head_lr: float = 1e-3
+    head_epochs: int = 200
+    head_patience: int = 15
+    fine_tune_lr: float = 1e-4
+    fine_tune_epochs: int = 30
+    fine_tune_patience: int = 4
+    batch_size: int = 32
+    monitor: str = "val_loss"  # what early stopping watches in stage 2
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """Per-epoch curves of both stages, for the report."""
+
+    stages: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def add(self, stage: str, history: keras.callbacks.History) -> None:
+        self.stages[stage] = {k: [float(x) for x in v] for k, v in history.history.items()}
+
+
+def class_weights(labels: np.ndarray, n_classes: int, threshold: float = 1.5) -> dict | None:
+    """Balanced weights when the largest class is over ``threshold`` x the smallest."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    if counts.min() == 0 or counts.max() / counts.min() <= threshold:
+        return None
+    weights = counts.sum() / (n_classes * counts)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, n_per_epoch: int):
+    """Shuffled, repeated batches; an epoch is ``n_per_epoch`` samples from all views."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).repeat()
+    return ds.batch(batch).prefetch(2), max(1, -(-n_per_epoch // batch))
+
+
+def _compile(model: keras.Model, lr: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+
+
+def train_head(
+    train: Features,
+    y_train: np.ndarray,
+    val: Features,
+    y_val: np.ndarray,
+    n_classes: int,
+    cfg: FitConfig,
+    history: History | None = None,
+    verbose: int = 2,
+) -> keras.Sequential:
+    """Stage 1: dropout + softmax on pooled features of every training view."""
+    keras.utils.set_random_seed(cfg.seed)
+    head = make_head(n_classes, cfg.dropout)
+    head.build((None, train.pooled.shape[1]))
+    _compile(head, cfg.head_lr)
+    y_all = np.tile(y_train, train.views)
+    data, steps = _dataset(train.pooled, y_all, cfg.batch_size, cfg.seed, len(y_all))
+    h = head.fit(
+        data,
+        steps_per_epoch=steps,
+        epochs=cfg.head_epochs,
+        validation_data=(val.pooled, y_val),
+        class_weight=class_weights(y_train, n_classes),
+        callbacks=[_early_stop(cfg.head_patience)],
+        verbose=verbose,
+    )
+    if history is not None:
+        history.add("head", h)
+    return head
+
+
+def fine_tune(
+    top: keras.Model,
+    head: keras.Sequential,
+    train: Features,
+    y_train: np.ndarray,
+    val: Features,
+    y_val: np.ndarray,
+    n_classes: int,
+    cfg: FitConfig,
+    history: History | None = None,
+    verbose: int | None = None,
+    train_batch_norm: bool = False,
+) -> bool:
+    """Stage 2: the layers above the cut and the head, on cached cut tensors.
+
+    Each epoch draws as many samples as there are training images, from all views,
+    so an epoch costs the same whatever the number of augmented copies.
+    ``train_batch_norm`` is for a backbone trained from scratch, whose statistics
+    are still to be learned. Returns whether the fine-tuned weights were kept: they are
+    not when they do not lower the validation loss of stage 1.
+    """
+    if cfg.fine_tune_epochs <= 0:
+        return False
+    keras.utils.set_random_seed(cfg.seed + 1)
+    inputs = keras.Input(train.cut.shape[1:])
+    model = keras.Model(inputs, head(top(inputs)), name="fine_tune")
+    _compile(model, cfg.fine_tune_lr)
+    before = model.get_weights()
+    stage1_loss = float(model.evaluate(val.cut, y_val, verbose=0)[0])
+    set_trainable_top(top, True, train_batch_norm)
+    _compile(model, cfg.fine_tune_lr)  # recompile: trainable flags changed
+    y_all = np.tile(y_train, train.views)
+    data, steps = _dataset(train.cut, y_all, cfg.batch_size, cfg.seed, len(y_train))
+    h = model.fit(
+        data,
+        steps_per_epoch=steps,
+        epochs=cfg.fine_tune_epochs,
+        validation_data=(val.cut, y_val),
+        class_weight=class_weights(y_train, n_classes),
+        callbacks=[_early_stop(cfg.fine_tune_patience, cfg.monitor)],
+        verbose=keras_verbosity() if verbose is None else verbose,
+    )
+    set_trainable_top(top, False)
+    if history is not None:
+        history.add("fine_tune", h)
+    best = min(h.history["val_loss"])
+    if not train_batch_norm and best >= stage1_loss:
+        # Fine-tuning has to earn its place on validation data, or it is undone.
+        model.set_weights(before)
+        if history is not None:
+            history.stages["fine_tune"]["reverted"] = [stage1_loss, best]
+    return best < stage1_loss
+
+
+def keras_verbosity() -> int:
+    """Keras' live progress bar on a terminal, one line per epoch in logs and CI."""
+    import sys
+
+    return 1 if sys.stderr.isatty() else 2
+
+
+def _early_stop(patience: int, monitor: str = "val_loss") -> keras.callbacks.EarlyStopping:
+    return keras.callbacks.EarlyStopping(
+        monitor=monitor,
+        mode="max" if "acc" in monitor else "min",
+        patience=patience,
+        restore_best_weights=True,
+    )
