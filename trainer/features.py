@@ -57,7 +57,26 @@ class Features:
         return len(self.pooled) // self.views
 
     def first_view(self) -> Features:
-        return Features(self.cut[: self.n], self.pooled[: self.n], 1)
+        return self.with_views(1)
+
+    def with_views(self, views: int) -> Features:
+        """Only the first ``views`` views (view 0 is the original image)."""
+        views = max(1, min(views, self.views))
+        return Features(self.cut[: views * self.n], self.pooled[: views * self.n], views)
+
+    def take(self, items: np.ndarray) -> Features:
+        """The rows of the given images, every view kept."""
+        rows = np.concatenate([v * self.n + np.asarray(items) for v in range(self.views)])
+        return Features(self.cut[rows], self.pooled[rows], self.views)
+
+
+def advance(frozen_mid: keras.Model, feats: Features, batch_size: int = 128) -> Features:
+    """Cut features one cut deeper: run the frozen blocks between two cuts once."""
+    parts = [
+        frozen_mid.predict_on_batch(feats.cut[i : i + batch_size])
+        for i in range(0, len(feats.cut), batch_size)
+    ]
+    return Features(np.concatenate(parts), feats.pooled, feats.views)
 
 
 def extract(

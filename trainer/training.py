@@ -17,10 +17,12 @@ import keras
 import numpy as np
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 
 from device.bundle import load_bundle
 from device.preprocess import InputSpec
 from trainer import dataset as dsmod
+from trainer.calibrate import thresholds
 from trainer.evaluate import confusion_png, evaluate_bundle
 from trainer.export import (
     KERAS_FILE,
@@ -31,10 +33,17 @@ from trainer.export import (
     to_int8_tflite,
     write_bundle,
 )
-from trainer.features import Features, augmenter, extract
+from trainer.features import Features, advance, augmenter, extract
 from trainer.fit import FitConfig, History, fine_tune, train_head
-from trainer.model import assemble, cut_index, feature_extractor, load_backbone, split_backbone
+from trainer.model import (
+    assemble,
+    cut_index,
+    feature_extractor,
+    load_backbone,
+    split_backbone,
+)
 from trainer.progress import console
+from trainer.report_html import write_report
 
 
 @dataclass
@@ -55,6 +64,10 @@ class TrainOptions:
     min_per_class: int = 5
     representative_count: int = 300
     threads: int | None = None
+    search_trials: int = 0
+    search_minutes: float | None = None
+    folds: int = 0
+    target_precision: float = 0.95
     show_progress: bool = True
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -72,10 +85,51 @@ class Stopwatch:
         self._t = now
 
 
-def train(opts: TrainOptions) -> dict[str, Any]:
-    """Run the whole chain; returns the written manifest."""
-    keras.utils.set_random_seed(opts.fit.seed)
-    watch = Stopwatch()
+@dataclass
+class Prepared:
+    """Everything computed once per run: data, backbone, cached features."""
+
+    ds: dsmod.Dataset
+    parts: dict[str, np.ndarray]
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    spec: InputSpec
+    backbone: keras.Model
+    scratch: bool
+    base_cut: int  # the deepest cut features were cached at
+    feats: dict[int, dict[str, Features]]  # cut index -> split -> features
+    pretrained: list[np.ndarray]  # backbone weights before any fine-tuning
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.ds.classes)
+
+    def features_at(self, cut: int) -> dict[str, Features]:
+        """Features at a cut at or above the cached one (frozen blocks run once)."""
+        if cut not in self.feats:
+            if cut < self.base_cut:
+                raise ValueError("features are cached above this cut")
+            mid = keras.Model(
+                self.backbone.layers[self.base_cut].input, self.backbone.layers[cut].input
+            )
+            self.backbone.set_weights(self.pretrained)
+            self.feats[cut] = {k: advance(mid, f) for k, f in self.feats[self.base_cut].items()}
+        return self.feats[cut]
+
+
+@dataclass
+class Trained:
+    head: keras.Sequential
+    cut: int
+    kept_fine_tune: bool
+    history: History
+    val_probs: np.ndarray
+    val_loss: float
+    val_accuracy: float
+
+
+def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None) -> Prepared:
+    """Scan, split, decode, and run the frozen backbone once per image and view."""
     spec = InputSpec(width=opts.input_size, height=opts.input_size, crop=opts.crop)
     ds = dsmod.scan(opts.data, opts.min_per_class, spec, opts.show_progress)
     parts = dsmod.split(ds, opts.val_fraction, opts.test_fraction, opts.fit.seed)
@@ -93,87 +147,212 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         # while it still learns (validation accuracy rises): watch the accuracy.
         opts.fit.fine_tune_patience = opts.fit.fine_tune_epochs
         opts.fit.monitor = "val_accuracy"
-    cut = cut_index(backbone, len(backbone.layers) if scratch else opts.fine_tune_layers)
-    _, top = split_backbone(backbone, cut)
-    extractor = feature_extractor(backbone, cut)
+        base = cut_index(backbone, len(backbone.layers))
+    else:
+        base = min(cuts or [cut_index(backbone, opts.fine_tune_layers)])
+    extractor = feature_extractor(backbone, base)
     aug = augmenter(opts.augment_strength, opts.fit.seed, opts.vertical_flip)
-    feats: dict[str, Features] = {
+    show = opts.show_progress
+    feats = {
         "train": extract(
             extractor,
             x["train"],
             1 + opts.augment_copies,
             aug,
             label="backbone features: train",
-            show_progress=opts.show_progress,
+            show_progress=show,
         ),
-        "val": extract(
-            extractor, x["val"], label="backbone features: val", show_progress=opts.show_progress
-        ),
-        "test": extract(
-            extractor, x["test"], label="backbone features: test", show_progress=opts.show_progress
-        ),
+        "val": extract(extractor, x["val"], label="backbone features: val", show_progress=show),
+        "test": extract(extractor, x["test"], label="backbone features: test", show_progress=show),
     }
     watch.lap("backbone_features")
-    baseline = linear_baseline(feats, y, opts.fit.seed)
-    watch.lap("linear_baseline")
+    return Prepared(
+        ds, parts, x, y, spec, backbone, scratch, base, {base: feats}, backbone.get_weights()
+    )
 
+
+def fit_stages(
+    prep: Prepared,
+    cfg: FitConfig,
+    cut: int,
+    views: int,
+    train_items: np.ndarray | None = None,
+    val_items: np.ndarray | None = None,
+    quiet: bool = False,
+) -> Trained:
+    """Stage 1 then stage 2 from the pretrained backbone, on cached features.
+
+    ``train_items``/``val_items`` select images of the train split (cross-validation);
+    by default the train and validation splits are used.
+    """
+    prep.backbone.set_weights(prep.pretrained)
+    _, top = split_backbone(prep.backbone, cut)
+    feats = prep.features_at(cut)
+    train, y_train = feats["train"].with_views(views), prep.y["train"]
+    val, y_val = feats["val"], prep.y["val"]
+    if train_items is not None and val_items is not None:
+        val = feats["train"].first_view().take(val_items)
+        y_val = prep.y["train"][val_items]
+        train, y_train = train.take(train_items), y_train[train_items]
     history = History()
-    n_classes = len(ds.classes)
-    console.print(f"[bold]stage 1[/]: head on frozen features ({feats['train'].pooled.shape})")
+    verbose = 0 if quiet else None
+    if not quiet:
+        console.print(f"[bold]stage 1[/]: head on frozen features ({train.pooled.shape})")
     head = train_head(
-        feats["train"], y["train"], feats["val"], y["val"], n_classes, opts.fit, history
+        train, y_train, val, y_val, prep.n_classes, cfg, history, verbose=0 if quiet else 2
     )
-    watch.lap("stage1_head")
-    console.print(
-        f"[bold]stage 2[/]: fine-tune the last {len(backbone.layers) - cut} backbone layers "
-        f"(from {backbone.layers[cut].name}) at lr {opts.fit.fine_tune_lr:g}"
-    )
+    if not quiet:
+        console.print(
+            f"[bold]stage 2[/]: fine-tune the last {len(prep.backbone.layers) - cut} backbone "
+            f"layers (from {prep.backbone.layers[cut].name}) at lr {cfg.fine_tune_lr:g}"
+        )
     kept = fine_tune(
         top,
         head,
-        feats["train"],
-        y["train"],
-        feats["val"],
-        y["val"],
-        n_classes,
-        opts.fit,
+        train,
+        y_train,
+        val,
+        y_val,
+        prep.n_classes,
+        cfg,
         history,
-        train_batch_norm=scratch,
+        verbose=verbose,
+        train_batch_norm=prep.scratch,
     )
-    watch.lap("stage2_fine_tune")
-    if opts.fit.fine_tune_epochs > 0 and not kept:
-        console.print("[yellow]fine-tuning did not lower the validation loss: kept stage 1[/]")
+    probs = (
+        np.concatenate(
+            [
+                keras.ops.convert_to_numpy(head(top(val.cut[i : i + 128]), training=False))
+                for i in range(0, max(len(val.cut), 1), 128)
+            ]
+        )
+        if len(val.cut)
+        else np.zeros((0, prep.n_classes), np.float32)
+    )
+    loss = (
+        float(keras.losses.sparse_categorical_crossentropy(y_val, probs).numpy().mean())
+        if len(y_val)
+        else float("nan")
+    )
+    acc = float(np.mean(probs.argmax(1) == y_val)) if len(y_val) else float("nan")
+    return Trained(head, cut, kept, history, probs, loss, acc)
 
-    model = assemble(backbone, head)
+
+def train(opts: TrainOptions) -> dict[str, Any]:
+    """Run the whole chain; returns the written manifest."""
+    keras.utils.set_random_seed(opts.fit.seed)
+    watch = Stopwatch()
+    search_cuts = None
+    if opts.search_trials:
+        from trainer.search import candidate_cuts
+
+        search_cuts = candidate_cuts(load_backbone(opts.input_size, opts.alpha, "none"))
+    prep = prepare(opts, watch, search_cuts)
+    baseline = linear_baseline(prep.feats[prep.base_cut], prep.y, opts.fit.seed)
+    watch.lap("linear_baseline")
+    cfg, cut, views = opts.fit, prep.base_cut, 1 + opts.augment_copies
+    search_record = None
+    if opts.search_trials:
+        from trainer.search import run_search
+
+        search_record, (cfg, cut, views) = run_search(prep, opts, watch)
+    folds = cross_validate(prep, cfg, cut, views, opts.folds) if opts.folds > 1 else None
+    if folds:
+        watch.lap("cross_validation")
+    result = fit_stages(prep, cfg, cut, views)
+    watch.lap("final_training")
+    if cfg.fine_tune_epochs > 0 and not result.kept_fine_tune and not prep.scratch:
+        console.print("[yellow]fine-tuning did not lower the validation loss: kept stage 1[/]")
+    calibration = (
+        thresholds(result.val_probs, prep.y["val"], prep.ds.classes, opts.target_precision)
+        if len(prep.y["val"])
+        else None
+    )
+
+    model = assemble(prep.backbone, result.head)
     opts.out.mkdir(parents=True, exist_ok=True)
     clear_bundle(opts.out)
     model.save(opts.out / KERAS_FILE)
-    rep = x["train"][representative_indices(y["train"], opts.representative_count, 0)]
+    rep = prep.x["train"][representative_indices(prep.y["train"], opts.representative_count, 0)]
     console.print(f"exporting float and int8 TFLite ({len(rep)} representative images)")
-    models = {"float": to_float_tflite(model), "int8": to_int8_tflite(model, rep, spec)}
+    models = {"float": to_float_tflite(model), "int8": to_int8_tflite(model, rep, prep.spec)}
     watch.lap("export")
+    extra: dict[str, Any] = {
+        "trainer": {
+            "version": manifest_version(),
+            "backbone": "mobilenet_v2",
+            "alpha": opts.alpha,
+            "weights": opts.weights if opts.weights in ("imagenet", "none") else "file",
+            "fine_tune_from": prep.backbone.layers[cut].name,
+            "fine_tune_kept": result.kept_fine_tune,
+            "fit": cfg.to_dict(),
+            "augment_views": views,
+        },
+        "split": "report/split.json",
+    }
+    if calibration:
+        extra["threshold"] = calibration["suggested_threshold"]
     manifest = write_bundle(
         opts.out,
         opts.name or Path(opts.data).resolve().name,
-        ds.classes,
-        spec,
+        prep.ds.classes,
+        prep.spec,
         models,
-        extra={
-            "trainer": {
-                "version": manifest_version(),
-                "backbone": "mobilenet_v2",
-                "alpha": opts.alpha,
-                "weights": opts.weights if opts.weights in ("imagenet", "none") else "file",
-                "fine_tune_from": backbone.layers[cut].name,
-                "fit": opts.fit.to_dict(),
-                "augment_copies": opts.augment_copies,
-            },
-            "split": "report/split.json",
-        },
+        extra=extra,
     )
-    report = finish_report(opts, ds, parts, manifest, history, baseline, watch)
+    sections = {
+        "baseline_linear_head": baseline,
+        "search": search_record,
+        "cross_validation": folds,
+        "calibration": calibration,
+    }
+    report = finish_report(opts, prep.ds, prep.parts, manifest, result.history, sections, watch)
     print_results(report)
     return manifest
+
+
+def stage1_speedup(prep: Prepared, result: Trained, watch: Stopwatch) -> dict[str, Any]:
+    """Cached-feature stage 1 against the same epochs run end to end through the backbone.
+
+    End to end, every epoch would push every training view through the whole frozen
+    backbone; the estimate uses the backbone throughput measured while caching.
+    """
+    feats = prep.feats[prep.base_cut]
+    passes = sum(len(f.pooled) for f in feats.values())
+    rate = passes / max(watch.phases.get("backbone_features", 0.0), 1e-9)
+    epochs = len(result.history.stages.get("head", {}).get("loss", []))
+    per_epoch = len(feats["train"].pooled)
+    end_to_end = epochs * per_epoch / rate
+    cached = watch.phases.get("backbone_features", 0.0) + watch.phases.get("final_training", 0.0)
+    return {
+        "backbone_images_per_s": round(rate, 1),
+        "stage1_epochs": epochs,
+        "stage1_end_to_end_estimate_s": round(end_to_end, 1),
+        "features_plus_training_s": round(cached, 1),
+        "speedup": round(end_to_end / cached, 1) if cached else None,
+    }
+
+
+def cross_validate(prep: Prepared, cfg: FitConfig, cut: int, views: int, k: int) -> dict[str, Any]:
+    """K stratified folds over the training split (test untouched): mean and spread."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = prep.y["train"]
+    k = max(2, min(k, int(np.bincount(y).min())))
+    scores = []
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=cfg.seed)
+    for i, (tr, te) in enumerate(folds.split(np.zeros(len(y)), y)):
+        r = fit_stages(prep, cfg, cut, views, train_items=tr, val_items=te, quiet=True)
+        scores.append(r.val_accuracy)
+        console.print(f"fold {i + 1}/{k}: accuracy {r.val_accuracy:.2%}")
+    record = {
+        "folds": k,
+        "accuracy": scores,
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores)),
+    }
+    console.print(f"cross-validation: {record['mean']:.2%} ± {record['std']:.2%} over {k} folds")
+    return record
 
 
 def manifest_version() -> str:
@@ -198,10 +377,16 @@ def linear_baseline(feats: dict[str, Features], y: dict[str, np.ndarray], seed: 
             best = (score, c, clf)
     assert best is not None
     test_acc = best[2].score(feats["test"].pooled, y["test"]) if len(y["test"]) else None
+    test_bal = (
+        balanced_accuracy_score(y["test"], best[2].predict(feats["test"].pooled))
+        if len(y["test"])
+        else None
+    )
     return {
         "C": best[1],
         "val_accuracy": float(best[0]),
         "test_accuracy": None if test_acc is None else float(test_acc),
+        "test_balanced_accuracy": None if test_bal is None else float(test_bal),
     }
 
 
@@ -211,7 +396,7 @@ def finish_report(
     parts: dict[str, np.ndarray],
     manifest: dict[str, Any],
     history: History,
-    baseline: dict,
+    sections: dict[str, Any],
     watch: Stopwatch,
 ) -> dict[str, Any]:
     """Evaluate the exported models on the test split and write report/ + manifest."""
@@ -245,7 +430,7 @@ def finish_report(
         "evaluated_on": "test" if len(parts["test"]) else "val",
         "test": results,
         "test_files": [ds.relative(ds.items[i]) for i in test_idx],
-        "baseline_linear_head": baseline,
+        **{k: v for k, v in sections.items() if v is not None},
         "history": history.stages,
         "options": {
             k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "fit"
@@ -256,10 +441,11 @@ def finish_report(
     manifest["metrics"] = {
         "test_accuracy": {v: round(r["accuracy"], 4) for v, r in results.items()},
         "test_balanced_accuracy": {v: round(r["balanced_accuracy"], 4) for v, r in results.items()},
-        "baseline_linear_head_test_accuracy": baseline["test_accuracy"],
+        "baseline_linear_head_test_accuracy": sections["baseline_linear_head"]["test_accuracy"],
         "train_seconds": round(sum(watch.phases.values()), 1),
     }
     save_manifest(opts.out, manifest)
+    console.print(f"report: {write_report(opts.out)}")
     return report
 
 
@@ -299,7 +485,8 @@ def print_results(report: dict[str, Any]) -> None:
         )
     base = report["baseline_linear_head"]["test_accuracy"]
     if base is not None:
-        table.add_row("frozen linear head", f"{base:.2%}", "", "")
+        bal = report["baseline_linear_head"].get("test_balanced_accuracy")
+        table.add_row("frozen linear head", f"{base:.2%}", f"{bal:.2%}" if bal else "", "")
     console.print(table)
     t = report["timings_s"]
     console.print(

@@ -68,6 +68,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training images used to calibrate int8 (default 300)",
     )
     t.add_argument("--threads", type=int, default=None, help="TFLite threads for evaluation")
+    q = parser.add_argument_group("search and validation")
+    q.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hyperparameter search: up to N trials (KerasTuner, Bayesian) over "
+        "learning rates, dropout, fine-tune depth and augmentation, scored on the "
+        "validation split; the best is retrained and exported",
+    )
+    q.add_argument(
+        "--search-minutes",
+        type=float,
+        default=None,
+        help="stop starting new trials after this many minutes",
+    )
+    q.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also report K-fold cross-validated accuracy over the training split",
+    )
+    q.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.95,
+        help="precision the suggested confidence threshold keeps (default 0.95)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -101,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
         min_per_class=args.min_per_class,
         representative_count=args.representative,
         threads=args.threads,
+        search_trials=max(0, args.search),
+        search_minutes=args.search_minutes,
+        folds=args.folds,
+        target_precision=args.target_precision,
         show_progress=not args.no_progress,
         fit=fit,
     )

@@ -1,0 +1,121 @@
+"""Hyperparameter search (KerasTuner, Bayesian) over both training stages.
+
+Every trial trains on the cached backbone features, so a trial costs seconds to a
+minute instead of a full backbone pass per epoch. The features are cached once at the
+deepest fine-tuning cut the search may pick; shallower cuts are derived from them by
+running the frozen blocks in between once. Trials are scored on the validation split
+only; the test split is touched once, by the final model.
+
+What is searched: learning rates of both stages, dropout, fine-tune depth (in whole
+blocks) and augmentation strength as the number of augmented views per image (the
+views themselves are computed once). The input size is not searched: it changes every
+cached feature; pick it with ``--input-size``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import keras
+import keras_tuner as kt
+
+from trainer.fit import FitConfig
+from trainer.model import block_starts
+from trainer.progress import console
+
+if TYPE_CHECKING:
+    from trainer.training import Prepared, Stopwatch, TrainOptions
+
+FINE_TUNE_BLOCKS = (1, 2, 3, 4)  # blocks 16; 15-16; 14-16; 13-16 (+ the final 1x1 conv)
+
+
+def candidate_cuts(backbone: keras.Model) -> list[int]:
+    starts = block_starts(backbone)
+    return [starts[-b] for b in FINE_TUNE_BLOCKS]
+
+
+class _Tuner(kt.Tuner):
+    """Runs each trial with ``fit_stages`` and stops at the time budget."""
+
+    def __init__(
+        self, prep: Prepared, base: FitConfig, max_views: int, deadline: float | None, **kwargs: Any
+    ):
+        super().__init__(**kwargs)
+        self.prep, self.base, self.max_views, self.deadline = prep, base, max_views, deadline
+        self.records: list[dict[str, Any]] = []
+
+    def settings(self, hp: kt.HyperParameters) -> tuple[FitConfig, int, int]:
+        cuts = candidate_cuts(self.prep.backbone)
+        cfg = replace(
+            self.base,
+            head_lr=hp.Float("head_lr", 3e-4, 3e-3, sampling="log"),
+            dropout=hp.Float("dropout", 0.0, 0.5, step=0.1),
+            fine_tune_lr=hp.Float("fine_tune_lr", 1e-5, 3e-4, sampling="log"),
+        )
+        blocks = hp.Choice("fine_tune_blocks", list(FINE_TUNE_BLOCKS))
+        views = hp.Choice("augment_views", sorted({1, min(2, self.max_views), self.max_views}))
+        return cfg, cuts[FINE_TUNE_BLOCKS.index(blocks)], views
+
+    def run_trial(self, trial: kt.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict:
+        from trainer.training import fit_stages
+
+        start = time.perf_counter()
+        cfg, cut, views = self.settings(trial.hyperparameters)
+        result = fit_stages(self.prep, cfg, cut, views, quiet=True)
+        record = {
+            "trial": len(self.records) + 1,
+            "params": dict(trial.hyperparameters.values),
+            "val_loss": round(result.val_loss, 5),
+            "val_accuracy": round(result.val_accuracy, 5),
+            "fine_tune_kept": result.kept_fine_tune,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        self.records.append(record)
+        console.print(
+            f"trial {record['trial']}: val loss {record['val_loss']:.4f}, "
+            f"accuracy {record['val_accuracy']:.2%} ({record['seconds']:.0f}s) {record['params']}"
+        )
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            self.oracle.max_trials = len(self.oracle.trials)  # no new trial after this one
+        return {"val_loss": result.val_loss, "val_accuracy": result.val_accuracy}
+
+
+def run_search(
+    prep: Prepared, opts: TrainOptions, watch: Stopwatch
+) -> tuple[dict[str, Any], tuple[FitConfig, int, int]]:
+    """Search, then return the record for the report and the best (config, cut, views)."""
+    deadline = time.perf_counter() + opts.search_minutes * 60 if opts.search_minutes else None
+    with tempfile.TemporaryDirectory(prefix="sightwire-search-") as tmp:
+        tuner = _Tuner(
+            prep,
+            opts.fit,
+            1 + opts.augment_copies,
+            deadline,
+            oracle=kt.oracles.BayesianOptimizationOracle(
+                objective=kt.Objective("val_loss", "min"),
+                max_trials=opts.search_trials,
+                seed=opts.fit.seed,
+            ),
+            directory=tmp,
+            project_name="sightwire",
+            overwrite=True,
+        )
+        console.print(
+            f"[bold]search[/]: up to {opts.search_trials} trials"
+            + (f" or {opts.search_minutes:g} minutes" if deadline else "")
+        )
+        tuner.search()
+        best_hp = tuner.get_best_hyperparameters(1)[0]
+        best = tuner.settings(best_hp)
+    watch.lap("search")
+    record = {
+        "objective": "val_loss",
+        "trials": tuner.records,
+        "best": dict(best_hp.values),
+        "seconds": watch.phases["search"],
+    }
+    console.print(f"best trial: {record['best']}")
+    return record, best
