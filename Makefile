@@ -32,5 +32,13 @@ lint: setup
 demo: setup
 	$(PY) -m trainer.demo
 
+# Latency of float/int8 vs Coral's reference int8 model, and the loop vs bare inference,
+# on the demo's bundle (run `make demo` first) or BUNDLE=path.
+BUNDLE ?= demo-out/bundle
+REFERENCE ?= ../shared/reference/tf2_mobilenet_v2_1.0_224_ptq.tflite
+bench: setup
+	$(VENV)/bin/sightwire bench $(BUNDLE) $(wildcard $(REFERENCE)) --threads 1,2 --runs 200 \
+		--loop-sizes 640x480,1280x720 --loop-frames 300 --json bench.json --plot bench.png
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out

@@ -9,6 +9,7 @@ early on validation loss and keep their best weights.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ import tensorflow as tf
 
 from trainer.features import Features
 from trainer.model import make_head, set_trainable_top
+
+# Keras warns that shuffle=True is ignored for a tf.data input; ours is shuffled already.
+warnings.filterwarnings("ignore", message=".*shuffle=True.*tf.data.Dataset.*")
 
 
 @dataclass

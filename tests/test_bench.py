@@ -1,0 +1,396 @@
+"""``sightwire bench``: real models, real images, the real pipeline; tiny runs.
+
+The bundle is built without training: Coral's uint8 MobileNetV1 0.25/128 as the int8
+model, a small float Keras network of the same input and output size converted with
+TensorFlow as the float model, and the Edge TPU build of the MobileNetV1 (no TPU here:
+it must be listed as skipped). One bench run (module fixture) feeds most tests; figures
+are checked for presence and consistency, never for speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from device.bench import BenchOptions, latency_stats, make_frames, run_bench
+from device.bench_report import Tab, render_plain
+from device.cli import main
+from device.config import MqttConfig
+from device.timing import STAGES
+from tests.mqtt_helpers import Recorder, free_port
+
+INT8 = "mobilenet_v1_0.25_128_quant.tflite"
+REFERENCE = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
+EDGETPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+XNNPACK_LOG = "XNNPACK delegate"
+PHOTOS = {"Egyptian cat": "cat.bmp", "macaw": "parrot.jpg", "military uniform": "grace_hopper.bmp"}
+
+
+def flags(text: str) -> list[str]:
+    """Command-line options written as one string (no value holds a space)."""
+    return text.split()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _float_model(path: Path) -> None:
+    """A small float32 network, 128x128 RGB in, 1001 probabilities out (no training)."""
+    tf = pytest.importorskip("tensorflow")
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((128, 128, 3))
+    x = tf.keras.layers.Conv2D(8, 3, strides=4, activation="relu")(inputs)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    outputs = tf.keras.layers.Dense(1001, activation="softmax")(x)
+    model = tf.keras.Model(inputs, outputs)
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, reference) -> Path:
+    root = tmp_path_factory.mktemp("bundle")
+    shutil.copy(reference / INT8, root / "model_int8.tflite")
+    shutil.copy(reference / EDGETPU, root / "model_int8_edgetpu.tflite")
+    _float_model(root / "model_float.tflite")
+    labels = (reference / "imagenet_labels.txt").read_text().splitlines()
+    (root / "labels.txt").write_text("\n".join(labels) + "\n")
+    files = {
+        "int8": "model_int8.tflite",
+        "float": "model_float.tflite",
+        "edgetpu": "model_int8_edgetpu.tflite",
+    }
+    manifest = {
+        "format_version": 1,
+        "name": "tiny",
+        "labels": labels,
+        "input": {"width": 128, "height": 128, "color": "RGB", "resize": "bilinear"},
+        "models": {v: {"file": f, "sha256": _sha(root / f)} for v, f in files.items()},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, reference) -> Path:
+    """Three ImageNet classes, three real photos each (original, mirrored, cropped),
+    plus one corrupt file that both bench and evaluate must leave out."""
+    root = tmp_path_factory.mktemp("labelled")
+    for label, name in PHOTOS.items():
+        folder = root / label
+        folder.mkdir()
+        shutil.copy(reference / name, folder / name)
+        img = Image.open(reference / name).convert("RGB")
+        ImageOps.mirror(img).save(folder / "mirrored.png")
+        w, h = img.size
+        img.crop((w // 8, h // 8, w - w // 8, h - h // 8)).save(folder / "cropped.jpg")
+    (root / "macaw" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench_run(bundle, labelled, reference, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    models = [str(bundle), *(str(reference / m) for m in (REFERENCE, INT8, EDGETPU))]
+    options = flags("--threads 1 --runs 5 --warmup 2 --loop-sizes 640x480 --loop-frames 10")
+    files = ["--json", str(out / "bench.json"), "--plot", str(out / "bench.png")]
+    argv = ["bench", *models, "--data", str(labelled), *options, *files]
+    assert main(argv) == 0
+    return {
+        "json": out / "bench.json",
+        "png": out / "bench.png",
+        "result": json.loads((out / "bench.json").read_text()),
+    }
+
+
+def _model(result: dict, name: str) -> dict:
+    return next(m for m in result["models"] if m["name"] == name)
+
+
+def test_json_describes_the_machine_and_settings(bench_run):
+    result = bench_run["result"]
+    assert result["schema"] == "sightwire-bench/1"
+    machine = result["machine"]
+    for key in ("cpu", "cores", "platform", "python", "arch", "memory_kib", "load_avg_start"):
+        assert machine[key], key
+    assert machine["runtime"]["name"] in ("ai_edge_litert", "tflite_runtime", "tensorflow")
+    assert machine["runtime"]["version"]
+    assert result["settings"]["threads"] == [1]
+    assert result["settings"]["runs"] == 5
+    assert result["settings"]["xnnpack"] is True
+    assert result["edgetpu_attached"] is False
+    for key in ("latency_ms", "rss_kib.loaded_delta", "rss_kib.hwm", "loop.loop_over_bare"):
+        assert result["definitions"][key]
+
+
+def test_every_model_has_every_figure(bench_run, bundle):
+    result = bench_run["result"]
+    names = [m["name"] for m in result["models"]]
+    assert names == ["float", "int8", "edgetpu", REFERENCE, INT8, EDGETPU]
+    for name in ("float", "int8", REFERENCE, INT8):
+        model = _model(result, name)
+        assert model["status"] == "ok"
+        assert model["bytes"] == Path(model["file"]).stat().st_size
+        assert model["input"]["shape"][1:] == (
+            [224, 224, 3] if name == REFERENCE else [128, 128, 3]
+        )
+        (row,) = model["results"]
+        assert row["threads"] == 1
+        assert row["runs"] == 5 and len(row["samples_ms"]) == 5
+        assert row["load_ms"] > 0
+        rss = row["rss_kib"]
+        assert rss["before"] > 0 and rss["hwm"] >= rss["before"]
+        assert rss["loaded_delta"] is not None and rss["run_delta"] is not None
+        lat = row["latency_ms"]
+        assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        # The summary is the summary of the samples stored beside it.
+        again = latency_stats(np.array(row["samples_ms"]) / 1000)
+        assert again["p50"] == pytest.approx(lat["p50"], abs=1e-3)
+        assert again["mean"] == pytest.approx(lat["mean"], abs=1e-3)
+        assert row["throughput_fps"] == pytest.approx(1000 / lat["mean"], rel=1e-3)
+    assert _model(result, "float")["input"]["dtype"] == "float32"
+    assert _model(result, "int8")["input"]["dtype"] == "uint8"
+
+
+def test_edgetpu_models_are_skipped_with_the_reason(bench_run):
+    for name in ("edgetpu", EDGETPU):
+        model = _model(bench_run["result"], name)
+        assert model["status"] == "skipped"
+        assert "Edge TPU" in model["reason"]
+        assert "results" not in model
+
+
+def test_ratios_int8_against_float_and_same_size_reference(bench_run):
+    result = bench_run["result"]
+    ratios = result["ratios"]
+    p50 = {
+        m["name"]: m["results"][0]["latency_ms"]["p50"]
+        for m in result["models"]
+        if m.get("results")
+    }
+    assert ratios["int8_over_float"]["1"] == pytest.approx(p50["int8"] / p50["float"], rel=1e-3)
+    refs = ratios["int8_over_reference"]
+    assert refs[INT8]["1"] == pytest.approx(p50["int8"] / p50[INT8], rel=1e-3)
+    assert "224x224" in refs[REFERENCE]["skipped"]  # another input size: no ratio
+    assert "skipped" in refs[EDGETPU]
+
+
+def test_accuracy_equals_sightwire_evaluate(bench_run, bundle, labelled, tmp_path):
+    out = tmp_path / "evaluate.json"
+    argv = ["evaluate", str(bundle), str(labelled), "--json", str(out), "--no-progress"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "device.cli", *argv], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    evaluated = json.loads(out.read_text())
+    acc = bench_run["result"]["accuracy"]
+    assert acc["n"] == 9  # the corrupt file is left out by both
+    assert len(acc["unreadable"]) == 1 and "broken.jpg" in acc["unreadable"][0]
+    assert acc["files"] == evaluated["files"]
+    for variant in ("float", "int8"):
+        mine, theirs = acc["variants"][variant], evaluated["results"][variant]
+        assert mine["predictions"] == theirs["predictions"]
+        assert mine["top1"] == pytest.approx(theirs["accuracy"])
+    assert acc["int8_agreement_with_float"] == pytest.approx(
+        evaluated["results"]["int8"]["agreement_with_float"]
+    )
+    # The photos make int8 right on some files and wrong on others: a real figure.
+    assert 0 < acc["variants"]["int8"]["correct"] < acc["n"]
+
+
+def test_loop_against_bare_inference(bench_run):
+    (loop,) = bench_run["result"]["loop"]
+    assert (loop["size"], loop["variant"], loop["threads"]) == ("640x480", "int8", 1)
+    assert loop["capture"] == "demand"
+    assert loop["frames"] == 10 and loop["errors"] == 0
+    assert loop["dropped"] == 0  # demand capture: every decoded frame is classified
+    assert loop["fps"] > 0 and loop["bare_fps"] > 0
+    assert loop["loop_over_bare"] == pytest.approx(loop["fps"] / loop["bare_fps"], rel=1e-3)
+    stages = loop["stages_ms"]
+    assert set(stages) == set(STAGES)
+    for stage in ("capture", "fit", "convert", "invoke", "postprocess", "total"):
+        assert stages[stage]["mean"] > 0, stage
+    busy = sum(
+        stages[s]["mean"]
+        for s in ("fit", "convert", "set_tensor", "invoke", "output", "postprocess", "publish")
+    )
+    assert loop["worker_busy_ms"] == pytest.approx(busy, abs=0.01)
+    assert loop["mqtt"] is None
+
+
+def test_plot_is_a_real_png(bench_run):
+    data = bench_run["png"].read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 10_000
+    with Image.open(bench_run["png"]) as img:
+        img.load()
+        assert img.width >= 600 and img.height >= 300
+        pixels = np.asarray(img.convert("L"))
+    # Drawn content, not a blank canvas: many grey levels and plenty of ink.
+    assert len(np.unique(pixels)) > 50
+    assert np.mean(pixels < 128) > 0.005
+
+
+def test_terminal_table_lists_models_ratios_and_loop(bundle, reference, capsys):
+    options = flags("--threads 1 --runs 3 --loop-sizes 640x480 --loop-frames 3")
+    assert main(["bench", str(bundle), str(reference / INT8), *options]) == 0
+    out = capsys.readouterr().out
+    for text in ("int8 / float", INT8.removesuffix(".tflite"), "skipped", "loop/bare", "640x480"):
+        assert text in out, text
+    for text in ("ai_edge_litert", "XNNPACK", "on (runtime default)"):
+        assert text in out, text
+
+
+def test_frames_have_camera_size(tmp_path, reference):
+    made = make_frames(tmp_path / "f", (1280, 720), 3, [reference / "parrot.jpg"])
+    made += make_frames(tmp_path / "s", (640, 480), 2)  # synthetic scenes
+    for path in made:
+        with Image.open(path) as img:
+            assert img.format == "JPEG"
+            assert img.size in ((1280, 720), (640, 480))
+            assert np.asarray(img).std() > 10  # a picture, not a flat colour
+
+
+def test_plain_text_table_without_rich():
+    tab = Tab("title", ["model", "p50"], [["int8", "1.25"], ["float", "10.50"]], ["a note"])
+    lines = render_plain(tab).splitlines()
+    assert lines == [
+        "title",
+        "model    p50",
+        "-----  -----",
+        "int8    1.25",
+        "float  10.50",
+        "a note",
+    ]
+
+
+def _edit(result: dict, cpu: str, host: str, p50: float) -> dict:
+    other = json.loads(json.dumps(result))
+    other["machine"].update(cpu=cpu, hostname=host)
+    _model(other, "int8")["results"][0]["latency_ms"]["p50"] = p50
+    other["loop"] = []
+    return other
+
+
+def test_compare_puts_files_side_by_side(bench_run, tmp_path, capsys):
+    a, b = tmp_path / "x86.json", tmp_path / "pi.json"
+    shutil.copy(bench_run["json"], a)
+    b.write_text(json.dumps(_edit(bench_run["result"], "Cortex-A72", "raspberrypi", 123.456)))
+    assert main(["bench", "--compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "x86.json" in out and "pi.json" in out
+    assert bench_run["result"]["machine"]["cpu"] in out and "Cortex-A72" in out
+    row = next(line for line in out.splitlines() if "int8 p50 ms, 1 thr" in line)
+    mine = bench_run["result"]["models"][1]["results"][0]["latency_ms"]["p50"]
+    assert f"{mine:.2f}" in row and "123.46" in row
+    loop_row = next(line for line in out.splitlines() if "loop 640x480" in line)
+    assert "—" in loop_row  # the second file has no loop figures
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "/nonexistent/bundle"], "model not found"),
+        (["bench", "--compare", "/nonexistent.json"], "file not found"),
+        (["bench"], "name a BUNDLE"),
+    ],
+)
+def test_bad_input_is_one_line(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sightwire bench: error:") and message in err[0]
+
+
+def test_bad_files_are_one_line(bundle, labelled, reference, tmp_path, capsys):
+    notjson = tmp_path / "x.json"
+    notjson.write_text("{}")
+    other = tmp_path / "other"
+    (other / "no such label").mkdir(parents=True)
+    shutil.copy(reference / "cat.bmp", other / "no such label" / "cat.bmp")
+    cases = [
+        (["bench", "--compare", str(notjson)], "not a bench JSON file"),
+        (["bench", str(bundle), str(reference / "cat.bmp")], "must be .tflite"),
+        (["bench", str(bundle), "--data", str(other), "--no-loop", "--runs", "1"], "no such label"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("sightwire bench: error:") and message in err[-1], err
+
+
+def _bench_process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "device.cli", "bench", *args], capture_output=True, text=True
+    )
+
+
+def test_bare_tflite_without_labels_is_timed_with_xnnpack(reference, tmp_path):
+    """A bare .tflite without labels is timed as a model (the loop needs labels); LiteRT
+    logs XNNPACK's creation on stderr, which the next test relies on."""
+    model = tmp_path / INT8
+    shutil.copy(reference / INT8, model)  # no labels beside it
+    out = tmp_path / "on.json"
+    proc = _bench_process(str(model), "--threads", "1", "--runs", "3", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert XNNPACK_LOG in proc.stderr
+    result = json.loads(out.read_text())
+    assert result["settings"]["xnnpack"] is True
+    assert result["bundle"]["kind"] == "bare-tflite"
+    assert result["models"][0]["status"] == "ok" and result["loop"] == []
+    assert "labels" in result["loop_skipped"]
+
+
+def test_no_xnnpack_makes_no_xnnpack_interpreter_anywhere(bundle, tmp_path):
+    """Model timings and the loop both run LiteRT's builtin kernels with --no-xnnpack."""
+    out = tmp_path / "off.json"
+    options = flags("--threads 1 --runs 3 --loop-sizes 320x240 --loop-frames 3 --no-xnnpack")
+    proc = _bench_process(str(bundle), *options, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert XNNPACK_LOG not in proc.stderr
+    result = json.loads(out.read_text())
+    assert result["settings"]["xnnpack"] is False
+    assert result["loop"][0]["frames"] == 3
+    assert [m["status"] for m in result["models"]] == ["ok", "ok", "skipped"]
+
+
+@pytest.mark.mqtt
+def test_broker_gets_the_loop_results(bundle, broker, tmp_path):
+    recorder = Recorder(broker, "sightwire/#")
+    try:
+        opts = BenchOptions(
+            threads=[1],
+            runs=2,
+            warmup=1,
+            loop_sizes=[(640, 480)],
+            loop_frames=6,
+            broker=(broker.host, broker.port),
+        )
+        result = run_bench(bundle, (), opts)
+        loop = result["loop"][0]
+        assert loop["mqtt"] == {"broker": f"{broker.host}:{broker.port}", "connected": True}
+        base = f"sightwire/{MqttConfig().device_id}-bench"
+        recorder.wait_for(f"{base}/status", lambda m: m.text == "online")
+        state = json.loads(recorder.wait_for(f"{base}/state").text)
+        assert state["model"] and state["label"]
+    finally:
+        recorder.close()
+
+
+def test_unreachable_broker_is_one_error(bundle, capsys):
+    port = free_port()  # nothing listens there
+    options = flags("--threads 1 --runs 1 --loop-sizes 320x240 --loop-frames 2")
+    argv = ["bench", str(bundle), *options, "--broker", f"127.0.0.1:{port}"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"sightwire bench: error: cannot connect to the MQTT broker 127.0.0.1:{port}"
+    )
