@@ -98,13 +98,37 @@ def main() -> int:
     try:
         step("1/4 train")
         data, flags = pick_data(work)
-        proc = sightwire("train", str(data), "--out", str(bundle), *flags,
-                         "--fine-tune-epochs", "8", "--representative", "100")
+        proc = sightwire(
+            "train",
+            str(data),
+            "--out",
+            str(bundle),
+            *flags,
+            "--fine-tune-epochs",
+            "8",
+            "--representative",
+            "100",
+        )
         if proc.returncode != 0 and "--weights" in flags and "imagenet" in flags:
             print("ImageNet weights unavailable offline: training from scratch instead")
-            proc = sightwire("train", str(data), "--out", str(bundle), "--weights", "none",
-                             "--input-size", "96", "--alpha", "0.35", "--fine-tune-lr", "3e-3",
-                             "--fine-tune-epochs", "30", "--batch-size", "16")
+            proc = sightwire(
+                "train",
+                str(data),
+                "--out",
+                str(bundle),
+                "--weights",
+                "none",
+                "--input-size",
+                "96",
+                "--alpha",
+                "0.35",
+                "--fine-tune-lr",
+                "3e-3",
+                "--fine-tune-epochs",
+                "30",
+                "--batch-size",
+                "16",
+            )
         if proc.returncode != 0:
             return proc.returncode
 
@@ -112,7 +136,14 @@ def main() -> int:
         split = json.loads((bundle / "report" / "split.json").read_text())
         frames = work / "frames"
         frames.mkdir()
-        for i, (rel, _) in enumerate(sorted(split["test"], key=lambda r: r[0])[:24]):
+        by_class: dict[str, list[str]] = {}
+        for rel, label in sorted(split["test"]):
+            by_class.setdefault(label, []).append(rel)
+        # Runs of 4 frames per class, class after class: the label changes, debounced.
+        order = [
+            rel for k in range(0, 8, 4) for files in by_class.values() for rel in files[k : k + 4]
+        ]
+        for i, rel in enumerate(order):
             shutil.copy(data / rel, frames / f"{i:03d}{Path(rel).suffix}")
         broker, port = start_broker(work)
         messages: list[tuple[str, str]] = []
@@ -125,10 +156,25 @@ def main() -> int:
             client.connect("127.0.0.1", port)
             client.subscribe("sightwire/#")
             client.loop_start()
-        args = ["run", "--model", str(bundle), "--source", "folder", "--source-path",
-                str(frames), "--device-id", "demo", "--set", "source.fps=8",
-                "--set", "source.loop=false", "--set", "mqtt.stats_interval_s=2",
-                "--duration", "8"]
+        args = [
+            "run",
+            "--model",
+            str(bundle),
+            "--source",
+            "folder",
+            "--source-path",
+            str(frames),
+            "--device-id",
+            "demo",
+            "--set",
+            "source.fps=8",
+            "--set",
+            "source.loop=false",
+            "--set",
+            "mqtt.stats_interval_s=2",
+            "--duration",
+            "8",
+        ]
         args += ["--broker", f"127.0.0.1:{port}"] if broker else ["--no-mqtt"]
         daemon = subprocess.Popen([sys.executable, "-m", "device.cli", *args])
         try:
@@ -150,8 +196,16 @@ def main() -> int:
         print(f"({len(messages)} messages)")
 
         step("4/4 benchmark")
-        bench = sightwire("bench", str(bundle), "--runs", "20", "--threads", "2",
-                          "--json", str(OUT / "bench.json"))
+        bench = sightwire(
+            "bench",
+            str(bundle),
+            "--runs",
+            "20",
+            "--threads",
+            "2",
+            "--json",
+            str(OUT / "bench.json"),
+        )
         if bench.returncode == 2:
             print("(bench not available in this build)")
         print(f"\nbundle: {bundle}\nreport: {bundle / 'report'}")

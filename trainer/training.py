@@ -198,9 +198,14 @@ def fit_stages(
     verbose = 0 if quiet else None
     if not quiet:
         console.print(f"[bold]stage 1[/]: head on frozen features ({train.pooled.shape})")
-    head = train_head(
-        train, y_train, val, y_val, prep.n_classes, cfg, history, verbose=0 if quiet else 2
-    )
+    head = train_head(train, y_train, val, y_val, prep.n_classes, cfg, history, verbose=0)
+    if not quiet:
+        stage1 = history.stages["head"]
+        lr = stage1.get("logistic_regression")
+        console.print(
+            f"stage 1: {len(stage1['loss'])} epochs, best val loss {min(stage1['val_loss']):.4f}"
+            + (f"; logistic regression (C={lr[0]:g}) was better: {lr[1]:.4f}" if lr else "")
+        )
     if not quiet:
         console.print(
             f"[bold]stage 2[/]: fine-tune the last {len(prep.backbone.layers) - cut} backbone "
