@@ -20,8 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from device.bundle import load_bundle
+from device.classifier import Classifier
 from device.preprocess import InputSpec
 from trainer import dataset as dsmod
+from trainer import doctor
 from trainer.calibrate import thresholds
 from trainer.evaluate import confusion_png, evaluate_bundle
 from trainer.export import (
@@ -99,6 +101,7 @@ class Prepared:
     base_cut: int  # the deepest cut features were cached at
     feats: dict[int, dict[str, Features]]  # cut index -> split -> features
     pretrained: list[np.ndarray]  # backbone weights before any fine-tuning
+    pre_doctor: doctor.DoctorReport | None = None  # the pixel pass made before the split
 
     @property
     def n_classes(self) -> int:
@@ -132,7 +135,11 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
     """Scan, split, decode, and run the frozen backbone once per image and view."""
     spec = InputSpec(width=opts.input_size, height=opts.input_size, crop=opts.crop)
     ds = dsmod.scan(opts.data, opts.min_per_class, spec, opts.show_progress)
-    parts = dsmod.split(ds, opts.val_fraction, opts.test_fraction, opts.fit.seed)
+    # Near-duplicates by pixels (no network needed) before the split, so that copies of a
+    # photo never land on both sides of it.
+    pre = doctor.diagnose(ds, checks=("duplicates",), thumbnails=False)
+    groups = dsmod.duplicate_groups(ds, extra=pre.near_duplicate_groups())
+    parts = dsmod.split(ds, opts.val_fraction, opts.test_fraction, opts.fit.seed, groups=groups)
     print_dataset(ds, parts)
     x = {side: dsmod.load_arrays(ds, idx, spec) for side, idx in parts.items()}
     y = {side: ds.labels[idx] for side, idx in parts.items()}
@@ -167,7 +174,7 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
     }
     watch.lap("backbone_features")
     return Prepared(
-        ds, parts, x, y, spec, backbone, scratch, base, {base: feats}, backbone.get_weights()
+        ds, parts, x, y, spec, backbone, scratch, base, {base: feats}, backbone.get_weights(), pre
     )
 
 
@@ -311,9 +318,33 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         "cross_validation": folds,
         "calibration": calibration,
     }
+    found = run_doctor(opts, prep)
+    sections["doctor"] = {"worst": found.worst, "findings": [f.to_dict() for f in found.findings]}
+    watch.lap("doctor")
     report = finish_report(opts, prep.ds, prep.parts, manifest, result.history, sections, watch)
     print_results(report)
     return manifest
+
+
+def run_doctor(opts: TrainOptions, prep: Prepared) -> doctor.DoctorReport:
+    """The data doctor on this run's data, features, split and exported int8 model."""
+    pooled = None
+    if not prep.scratch:  # random-backbone features say nothing about the photos
+        base = prep.feats[prep.base_cut]
+        pooled = doctor.item_order(prep.parts, {side: f.pooled for side, f in base.items()})
+    found = doctor.diagnose(
+        prep.ds,
+        pooled,
+        prep.parts,
+        classifier=Classifier.open(opts.out, "int8", opts.threads),
+        images=prep.pre_doctor.images if prep.pre_doctor else None,
+        seed=opts.fit.seed,
+        show_progress=opts.show_progress,
+    )
+    found.write(opts.out / "report" / "doctor.json")
+    for line in found.summary_lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return found
 
 
 def stage1_speedup(prep: Prepared, result: Trained, watch: Stopwatch) -> dict[str, Any]:

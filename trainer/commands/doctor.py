@@ -1,0 +1,120 @@
+"""``sightwire doctor DATA_DIR [--out DIR]``: shortcuts, leaks, label errors, too little data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = (
+    "Check a folder-per-class dataset before training: background/colour/file-property "
+    "shortcuts, near-duplicates and train/test leaks, probable label errors, and whether "
+    "more photos would help (learning curve per class). Writes DIR/doctor.json with --out."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="dataset folder, one sub-folder per class")
+    parser.add_argument("--out", type=Path, help="folder to write doctor.json into")
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="backbone for the feature checks: imagenet (downloaded once, cached), PATH to a "
+        "MobileNetV2 no-top .weights.h5 file, or none (pixel checks only: no label errors, "
+        "no learning curve)",
+    )
+    parser.add_argument("--input-size", type=int, default=224, help="96..224 (default 224)")
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (default 1.0)")
+    parser.add_argument(
+        "--border",
+        type=float,
+        default=0.12,
+        help="share of each side kept as the border for the background check (default 0.12)",
+    )
+    parser.add_argument(
+        "--bundle",
+        help="a trained bundle: also show where its model looks (occlusion maps)",
+    )
+    parser.add_argument(
+        "--variant",
+        default="int8",
+        choices=["int8", "float", "auto"],
+        help="bundle model for the occlusion maps (default int8: the one that ships)",
+    )
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=2,
+        help="photos per class for the occlusion maps (default 2; 50 invokes each)",
+    )
+    parser.add_argument("--min-per-class", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-thumbnails", action="store_true", help="leave thumbnails out of doctor.json"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from device.errors import SightwireError
+    from device.preprocess import InputSpec
+    from trainer.dataset import scan, split
+    from trainer.doctor import diagnose
+    from trainer.doctor_images import collect
+
+    if not 0.02 <= args.border <= 0.4:
+        raise SightwireError(f"--border must be between 0.02 and 0.4, got {args.border}")
+    if args.per_class < 1:
+        raise SightwireError(f"--per-class must be at least 1, got {args.per_class}")
+    progress = not args.no_progress
+    started = time.perf_counter()
+    use_features = args.weights.lower() != "none"
+    spec = InputSpec(args.input_size, args.input_size) if use_features else None
+    if use_features and not 96 <= args.input_size <= 224:
+        raise SightwireError(f"--input-size must be between 96 and 224, got {args.input_size}")
+    weights_file = use_features and args.weights.lower() != "imagenet"
+    if weights_file and not Path(args.weights).expanduser().is_file():
+        raise SightwireError(f"weights file not found: {args.weights}")
+    classifier = None
+    if args.bundle:  # a bad bundle fails before minutes of feature extraction
+        from device.classifier import Classifier
+
+        classifier = Classifier.open(args.bundle, args.variant)
+    ds = scan(args.data, args.min_per_class, spec, progress)
+    images = collect(ds, progress)
+    timings = {"scan_and_read": round(time.perf_counter() - started, 2)}
+    pooled = None
+    if use_features:
+        from trainer.doctor_features import compute_features
+
+        t = time.perf_counter()
+        pooled = compute_features(
+            ds, args.weights, args.input_size, args.alpha, show_progress=progress
+        )
+        timings["features"] = round(time.perf_counter() - t, 2)
+    for item in ds.items:
+        item.pixels = None  # the features are made: free the memory
+    # A user split is the split that will be used; otherwise show what a random split
+    # made without the doctor's groups would leak.
+    parts = split(ds, seed=args.seed)
+    report = diagnose(
+        ds,
+        pooled,
+        parts,
+        classifier=classifier,
+        images=images,
+        split_kind="given" if ds.user_split else "plain_random",
+        border=args.border,
+        attribution_per_class=args.per_class,
+        seed=args.seed,
+        thumbnails=not args.no_thumbnails,
+        show_progress=progress,
+    )
+    report.timings = {**timings, **report.timings, "total": round(time.perf_counter() - started, 2)}
+    for line in report.summary_lines():
+        print(line)
+    if args.out:
+        path = report.write(args.out / "doctor.json")
+        print(f"report written to {path}")
+    return 0

@@ -1,0 +1,183 @@
+"""What the data doctor knows of each image without a network: a small copy and file facts.
+
+Every check that does not need backbone features (shortcut cues, perceptual near-duplicate
+search) works on one 64x64 RGB copy of each image, made once. It comes from the pixels the
+scan already fitted to the model's size when there are any (no second decode), else from
+the file, decoded at reduced scale (``Image.draft``: a JPEG decodes at 1/2..1/8 size for a
+fraction of the time). File facts (size, format, mode, JPEG quality) come from the file
+header alone: Pillow reads them without decoding the pixels.
+
+Thumbnails for the report are small JPEG data URIs, so ``doctor.json`` is self-contained
+and the HTML report needs no files beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from device.preprocess import load_image, to_rgb
+from trainer.dataset import Dataset
+from trainer.progress import bar
+
+SMALL = 64  # side of the small copy every pixel check works on
+THUMB = 96  # longest side of a report thumbnail
+
+# The IJG (libjpeg) luminance table at quality 50, JPEG standard Annex K. Encoders that
+# take a "quality" scale it by 50/q (q < 50) or (200 - 2q)/100 (q >= 50).
+_IJG_LUMA = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Facts about a file that a model cannot see directly but a dataset can leak through."""
+
+    width: int
+    height: int
+    format: str  # "JPEG", "PNG", ... ("" when unknown)
+    mode: str  # Pillow mode of the file: "L", "RGB", "RGBA", "P", ...
+    jpeg_quality: float | None  # estimated from the luminance quantization table
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ImageSet:
+    """The small copies (N x 64 x 64 x 3 uint8) and file facts, in ``ds.items`` order."""
+
+    small: np.ndarray
+    info: list[FileInfo]
+
+
+def jpeg_quality(quantization: dict[int, Any] | None) -> float | None:
+    """Estimate the IJG quality (1..100) that produced a JPEG's luminance table.
+
+    The ratio of the table's sum to the standard table's sum is independent of the
+    coefficient order (Pillow has returned tables in zig-zag and in natural order in
+    different versions), and inverts the IJG scaling formula.
+    """
+    if not quantization or 0 not in quantization:
+        return None
+    table = np.asarray(list(quantization[0]), dtype=np.float64)
+    if table.size != 64:
+        return None
+    scale = 100.0 * table.sum() / _IJG_LUMA.sum()
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return float(np.clip(round(quality, 1), 1.0, 100.0))
+
+
+def file_info(path: Path) -> FileInfo:
+    """Header facts of one image file (no pixel decoding)."""
+    with Image.open(path) as img:
+        quality = jpeg_quality(getattr(img, "quantization", None)) if img.format == "JPEG" else None
+        return FileInfo(img.width, img.height, img.format or "", img.mode, quality)
+
+
+def small_copy(source: Path | np.ndarray, side: int = SMALL) -> np.ndarray:
+    """The whole image resized (not cropped) to ``side`` x ``side`` RGB uint8."""
+    if isinstance(source, np.ndarray):
+        img = Image.fromarray(to_rgb(source))
+    else:
+        with Image.open(source) as opened:
+            opened.draft("RGB", (side * 2, side * 2))  # JPEG: decode at reduced scale
+            img = Image.fromarray(to_rgb(opened))
+    return np.asarray(img.resize((side, side), Image.BILINEAR, reducing_gap=2.0))
+
+
+def collect(ds: Dataset, show_progress: bool = True, workers: int = 4) -> ImageSet:
+    """Small copy and file facts of every item (threads: Pillow releases the GIL)."""
+    small = np.empty((len(ds.items), SMALL, SMALL, 3), dtype=np.uint8)
+    info: list[FileInfo | None] = [None] * len(ds.items)
+
+    with bar("doctor: reading images", len(ds.items), show_progress) as advance:
+
+        def work(i: int) -> None:
+            item = ds.items[i]
+            small[i] = small_copy(item.pixels if item.pixels is not None else item.path)
+            info[i] = file_info(item.path)
+            advance()
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, range(len(ds.items))))
+    return ImageSet(small, [x for x in info if x is not None])
+
+
+def _jpeg_uri(rgb: np.ndarray, quality: int = 70) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail_uri(source: Path | np.ndarray, side: int = THUMB) -> str:
+    """A ``data:image/jpeg;base64,...`` thumbnail, longest side ``side``, aspect kept."""
+    if isinstance(source, np.ndarray):
+        img = Image.fromarray(to_rgb(source))
+    else:
+        img = Image.fromarray(load_image(source))
+    img.thumbnail((side, side), Image.BILINEAR)
+    return _jpeg_uri(np.asarray(img))
+
+
+def heat_overlay_uri(rgb: np.ndarray, heat: np.ndarray, side: int = THUMB) -> str:
+    """The image with ``heat`` (any grid, >= 0) blended in red: where the model looked."""
+    img = Image.fromarray(to_rgb(rgb))
+    img.thumbnail((side, side), Image.BILINEAR)
+    base = np.asarray(img).astype(np.float32)
+    peak = float(heat.max())
+    norm = (heat / peak if peak > 0 else np.zeros_like(heat)).astype(np.float32)
+    mask = Image.fromarray((norm * 255).astype(np.uint8)).resize(img.size, Image.BILINEAR)
+    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0 * 0.6
+    red = np.array([255.0, 0.0, 0.0], dtype=np.float32)
+    blended = base * (1 - alpha) + red * alpha
+    return _jpeg_uri(np.clip(blended, 0, 255).astype(np.uint8))
+
+
+class Thumbnails:
+    """Image references for the report, each thumbnail encoded at most once."""
+
+    def __init__(self, ds: Dataset, enabled: bool = True) -> None:
+        self.ds = ds
+        self.enabled = enabled
+        self._cache: dict[int, str] = {}
+
+    def uri(self, index: int) -> str | None:
+        if not self.enabled:
+            return None
+        if index not in self._cache:
+            item = self.ds.items[index]
+            self._cache[index] = thumbnail_uri(item.path)
+        return self._cache[index]
+
+    def ref(self, index: int, thumb: bool = True) -> dict[str, Any]:
+        """``{"index", "path", "label", "thumb"}``: the shape of every image in the report.
+
+        ``path`` is relative to the dataset root, ``label`` is the folder's class name,
+        ``thumb`` a JPEG data URI or None (left out to keep the report small).
+        """
+        item = self.ds.items[index]
+        return {
+            "index": int(index),
+            "path": self.ds.relative(item),
+            "label": self.ds.classes[item.label],
+            "thumb": self.uri(index) if thumb else None,
+        }
