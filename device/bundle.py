@@ -13,6 +13,7 @@ import logging
 import re
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,7 @@ def extract_zip(zip_path: Path, dest: Path, max_bytes: int = 512 << 20) -> Path:
                 if total > max_bytes:
                     raise BundleError(f"{zip_path}: unpacks to more than {max_bytes >> 20} MiB")
             zf.extractall(dest)
-    except (zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
         raise BundleError(f"{zip_path}: not a valid zip file ({exc})") from exc
     if (dest / MANIFEST).is_file():
         return dest

@@ -93,6 +93,10 @@ class SourceConfig(_Strict):
     roi: Roi | None = None
     reopen_min_s: Annotated[float, Field(gt=0)] = 1.0
     reopen_max_s: Annotated[float, Field(gt=0)] = 30.0
+    # A single open() or read() of the source that has not returned after this long is a
+    # stall (a hung driver or stream): the capture thread is abandoned and the source
+    # reopened. 0 turns the watchdog off; it never fires sooner than 3 frame periods.
+    watchdog_s: Annotated[float, Field(ge=0)] = 30.0
 
     @model_validator(mode="after")
     def _check_kind(self) -> SourceConfig:
@@ -152,7 +156,7 @@ class MqttConfig(_Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     prefix: str = "sightwire"
     device_id: str = Field(default_factory=default_device_id)
-    client_id: str | None = None  # default: sightwire-<device_id>
+    client_id: Annotated[str, Field(min_length=1)] | None = None  # default: sightwire-<device_id>
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
@@ -164,6 +168,13 @@ class MqttConfig(_Strict):
     snapshot_quality: Annotated[int, Field(ge=10, le=95)] = 80
     commands: list[str] = Field(default_factory=lambda: list(COMMANDS))
     allow_update: bool = False
+    max_update_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 64 << 20  # zip, either way
+    update_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0  # whole download
+    update_keep: Annotated[int, Field(ge=2, le=100)] = 3  # versions kept in the models dir
+    # A fixed client id with clean_session off: the broker keeps our subscription and
+    # queues QoS 1 commands sent while the device is away (paho resends our own QoS 1
+    # messages after a reconnect either way).
+    persistent_session: bool = True
     discovery: bool = False
     discovery_prefix: str = "homeassistant"
     max_queued: Annotated[int, Field(ge=1, le=100_000)] = 1000
@@ -289,7 +300,7 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
     """Each pydantic error as ``dotted.key: what is wrong``; never echoes a secret."""
     parts = []
     for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"]]
+        loc = [_printable_key(p) for p in err["loc"]]
         name = prefix + ".".join(loc) if loc else (prefix.rstrip(".") or "config")
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
@@ -304,6 +315,15 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
             message += f" (got {err['input']!r})"
         parts.append(f"{name}: {message}")
     return "; ".join(parts)
+
+
+def _printable_key(part: Any, limit: int = 60) -> str:
+    """A key as it can be shown in one line: a key read from a file may hold newlines or
+    terminal escapes (TOML allows any quoted key)."""
+    text = str(part)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -1,13 +1,16 @@
 """Commands in over MQTT (``<base>/cmd/<name>``) → handlers, and one reply each.
 
-The dispatch is a table, name → handler, so a new command (``update``, fault
-injection) plugs in with one ``register`` call. ``submit`` runs in paho's network
-thread and only does the cheap checks a hostile or broken sender can fail: payload
-size, UTF-8, known name, allow-list (``mqtt.commands``), queue room. Accepted commands
-wait in a bounded queue and run in the pipeline's worker thread (``run_pending``), the
-only thread that touches the model and the post-processing state, so handlers need no
-locks. Every command gets exactly one ``{"command", "ok", "error"}`` reply; a handler
-that needs time (a trigger waiting for frames) returns ``DEFERRED`` and replies later.
+The dispatch is a table, name → handler, so a new command plugs in with one
+``register`` call. ``submit`` runs in paho's network thread and only does the cheap
+checks a hostile or broken sender can fail: payload size, UTF-8 (unless the command
+takes bytes, like ``update`` with a zip), known name, allow-list (``mqtt.commands``), an
+optional per-command gate (``update``: enabled? already running?) and queue room; so
+nothing big is ever queued for a command that would be refused anyway. Accepted
+commands wait in a bounded queue and run in the pipeline's worker thread
+(``run_pending``), the only thread that touches the model and the post-processing
+state, so handlers need no locks. Every command gets exactly one final
+``{"command", "ok", "error"}`` reply; a handler that needs time (a trigger waiting for
+frames, an update downloading) returns ``DEFERRED`` and replies later.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import logging
 import queue
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +28,7 @@ from device.errors import SightwireError
 
 log = logging.getLogger(__name__)
 
+LOG_PER_MINUTE = 10  # refused commands logged per minute; a flood must not fill the journal
 DEFERRED = object()  # a handler's "I will call reply() myself"
 Reply = Callable[[str, bool, "str | None"], None]
 
@@ -35,7 +40,8 @@ class CommandError(SightwireError):
 @dataclass(frozen=True)
 class Command:
     name: str
-    text: str  # the payload, decoded as UTF-8
+    text: str  # the payload, decoded as UTF-8 ("" for a binary payload that is not)
+    payload: bytes = b""  # the raw bytes
 
     def json_object(self, example: str = '{"key": "value"}') -> dict[str, Any]:
         """The payload as a JSON object, or a ``CommandError`` saying what was expected."""
@@ -45,12 +51,27 @@ class Command:
             raise CommandError(
                 f"payload is not valid JSON ({exc}); expected e.g. {example}"
             ) from None
+        except RecursionError:  # "[[[[..." : a hostile payload, not a bug
+            raise CommandError(f"payload nests too deeply; expected e.g. {example}") from None
         if not isinstance(data, dict):
             raise CommandError(f"payload must be a JSON object, e.g. {example}")
         return data
 
 
 Handler = Callable[[Command], Any]
+# Runs in paho's thread before a command is queued: returns why it is refused, or None
+# (which may reserve something, like the one update slot; ``release`` gives it back when
+# the command is then dropped for want of queue room).
+Gate = Callable[[], "str | None"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    handler: Handler
+    binary: bool  # takes any bytes (no UTF-8 check)
+    max_bytes: int | None  # own payload limit instead of the router's
+    gate: Gate | None
+    release: Callable[[], None] | None
 
 
 def printable_name(name: str, limit: int = 64) -> str:
@@ -74,41 +95,71 @@ class CommandRouter:
         self.allowed = None if allowed is None else set(allowed)
         self.max_bytes = max_bytes
         self.on_submit = on_submit
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, _Entry] = {}
         self.received = 0
         self.rejected = 0
         self._pending: queue.Queue[Command] = queue.Queue(max_pending)
+        self._log_window = (0.0, 0)  # start, refusals logged in it: a flood logs 10 a minute
 
-    def register(self, name: str, handler: Handler) -> None:
-        self.handlers[name] = handler
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        binary: bool = False,
+        max_bytes: int | None = None,
+        gate: Gate | None = None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        self.handlers[name] = _Entry(handler, binary, max_bytes, gate, release)
 
     def _refuse(self, name: str, error: str) -> None:
         self.rejected += 1
-        log.info("command %s refused: %s", name, error)
+        now = time.monotonic()
+        start, logged = self._log_window
+        if now - start > 60:
+            if logged > LOG_PER_MINUTE:
+                log.warning("%d more commands refused in the last minute", logged - LOG_PER_MINUTE)
+            start, logged = now, 0
+        logged += 1
+        self._log_window = (start, logged)
+        if logged <= LOG_PER_MINUTE:
+            log.info("command %s refused: %s", name, error)
         self.reply(name, False, error)
 
     def submit(self, name: str, payload: bytes) -> None:
         """Check and queue one incoming command (paho's thread: cheap checks only)."""
         self.received += 1
         shown = printable_name(name)
-        if len(payload) > self.max_bytes:
-            self._refuse(shown, f"payload of {len(payload)} bytes exceeds {self.max_bytes}")
+        entry = self.handlers.get(name)
+        limit = entry.max_bytes if entry is not None and entry.max_bytes else self.max_bytes
+        if len(payload) > limit:
+            self._refuse(shown, f"payload of {len(payload)} bytes exceeds {limit}")
             return
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
-            self._refuse(shown, "payload is not UTF-8 text")
-            return
-        if name not in self.handlers:
+            if entry is None or not entry.binary:
+                self._refuse(shown, "payload is not UTF-8 text")
+                return
+            text = ""
+        if entry is None:
             known = ", ".join(sorted(self.handlers))
             self._refuse(shown, f"unknown command {shown!r} (known: {known})")
             return
         if self.allowed is not None and name not in self.allowed:
             self._refuse(name, "not allowed by mqtt.commands")
             return
+        if entry.gate is not None:
+            why = entry.gate()
+            if why is not None:
+                self._refuse(name, why)
+                return
         try:
-            self._pending.put_nowait(Command(name, text))
+            self._pending.put_nowait(Command(name, text, payload))
         except queue.Full:
+            if entry.release is not None:
+                entry.release()
             self._refuse(name, "busy: too many commands waiting, try again")
             return
         if self.on_submit:
@@ -127,7 +178,7 @@ class CommandRouter:
 
     def execute(self, command: Command) -> None:
         try:
-            outcome = self.handlers[command.name](command)
+            outcome = self.handlers[command.name].handler(command)
         except SightwireError as exc:
             self._refuse(command.name, str(exc))
             return

@@ -9,6 +9,15 @@ threshold, debounce), publishes when the label changes and on heartbeats, runs q
 commands and sends stats. Everything that decides what to publish lives in that one
 thread, so none of it needs a lock.
 
+A watchdog in the worker thread notices a source call (open or read) that has not
+returned for ``source.watchdog_s``: the hung capture thread is abandoned (Python cannot
+kill it), the source closed and a fresh one opened in a new capture thread. Should
+hung threads pile up (a driver that never returns), the pipeline gives up
+(``failure``) so that ``sightwire run`` exits non-zero and systemd restarts it.
+
+``cmd/update`` hands the download and checks to ``device.ota.Updater`` (its own thread);
+the worker thread only loads the model it installed, like ``cmd/reload``.
+
 ``Pipeline`` works in-process with or without a broker (``mqtt.enabled = false``), which
 is how ``sightwire bench`` measures it; ``sightwire run`` is a thin shell around it.
 """
@@ -17,10 +26,14 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +42,7 @@ from PIL import Image
 from device.classifier import Classifier
 from device.config import Config, InferenceConfig, validate
 from device.control import DEFERRED, Command, CommandError, CommandRouter
+from device.ota import Installed, Updater
 from device.postprocess import Decision, PostProcessor
 from device.publisher import Publisher
 from device.sources import Pacer, ReopeningSource, Source, make_source, one_line
@@ -36,6 +50,20 @@ from device.timing import INDEX as _T
 from device.timing import StageTimes
 
 log = logging.getLogger(__name__)
+
+MAX_STUCK_THREADS = 2  # hung capture threads tolerated; one more stall ends the daemon
+
+
+def model_location(path: Path) -> Path:
+    """``model.path`` with a symlinked folder (``current``) resolved once, so that one load
+    reads manifest and model from the same version even if the link switches meanwhile."""
+    path = Path(path).expanduser()
+    return path.resolve() if path.is_symlink() and path.is_dir() else path
+
+
+def open_model(config: Config) -> Classifier:
+    m = config.model
+    return Classifier.open(model_location(m.path), m.variant, m.threads)
 
 
 def utc_now() -> str:
@@ -115,15 +143,25 @@ class Pipeline:
         self.settings: InferenceConfig = config.inference
         self.max_frames = max_frames
         self.duration = duration
-        m = config.model
-        self.classifier = classifier or Classifier.open(m.path, m.variant, m.threads)
+        self.classifier = classifier or open_model(config)
         self.post = self._postprocessor(self.settings)
         src = config.source
         self._stop = threading.Event()
         self.finished = threading.Event()  # set when max_frames/duration is reached
-        self.source = ReopeningSource(
-            source or make_source(src), src.roi, src.reopen_min_s, src.reopen_max_s, self._stop
+        self.failure: str | None = None  # why the pipeline gave up (finished is set too)
+        # An injected source is reopened as it is; a configured one is made anew after a
+        # stall, since the old object may still be stuck in a hung call.
+        self._make_source: Callable[[], Source] = (
+            (lambda: source) if source is not None else (lambda: make_source(src))
         )
+        self.source = ReopeningSource(
+            self._make_source(), src.roi, src.reopen_min_s, src.reopen_max_s, threading.Event()
+        )
+        self.watchdog_s = max(src.watchdog_s, 3.0 / src.fps) if src.watchdog_s > 0 else 0.0
+        self.stalls = 0
+        self._capture_gen = 0
+        self._capture: threading.Thread | None = None
+        self._abandoned: list[tuple[threading.Thread, ReopeningSource]] = []
         self.slot = FrameSlot()
         self.timings = StageTimes()
         self.publisher: Publisher | None = None
@@ -133,10 +171,24 @@ class Pipeline:
             config.mqtt.max_command_bytes,
             on_submit=self.slot.wake,
         )
+        mq = config.mqtt
+        self.updater = Updater(
+            Path(config.model.path),
+            config.model.variant,
+            enabled=mq.allow_update,
+            max_bytes=mq.max_update_bytes,
+            timeout_s=mq.update_timeout_s,
+            keep=mq.update_keep,
+            progress=lambda stage: self._reply("update", True, None, progress=stage),
+            failed=lambda error: self._reply("update", False, error),
+            installed=lambda done: self._call_soon(lambda: self._finish_update(done)),
+        )
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._register_commands()
         if config.mqtt.enabled:
             self.publisher = Publisher(config.mqtt, self.router.submit)
         self.frames = 0  # frames classified
+        self.events = 0  # label changes (each one published on <base>/event)
         self.errors = 0
         self.paused = False
         self.latest: Frame | None = None
@@ -152,6 +204,7 @@ class Pipeline:
         self._error_counts: dict[str, int] = {}
         self._stats_mark = (0, 0.0, 0)  # frames, time, dropped at the last stats
         self._next_trigger: float | None = None
+        self._seq = 0  # capture counter, across capture threads
 
     # --- set-up ----------------------------------------------------------------------
 
@@ -170,7 +223,17 @@ class Pipeline:
             "update": self._cmd_update,
         }
         for name, handler in table.items():
-            self.router.register(name, handler)
+            if name == "update":
+                self.router.register(
+                    name,
+                    handler,
+                    binary=True,
+                    max_bytes=self.config.mqtt.max_update_bytes,
+                    gate=self.updater.gate,
+                    release=self.updater.release,
+                )
+            else:
+                self.router.register(name, handler)
 
     @property
     def model_id(self) -> str:
@@ -181,6 +244,12 @@ class Pipeline:
     def start(self) -> Pipeline:
         self.started_at = time.monotonic()
         self._stats_mark = (0, self.started_at, 0)
+        if self.config.mqtt.allow_update and not Path(self.config.model.path).is_symlink():
+            log.warning(
+                "mqtt.allow_update is on but model.path %s is not a symlink: updates will be "
+                "refused (see deploy/README.md for the models/current layout)",
+                self.config.model.path,
+            )
         if self.publisher is not None:
             self.publisher.start()
         log.info(
@@ -191,11 +260,22 @@ class Pipeline:
             self.source.name,
             self.settings.mode,
         )
-        for name, target in (("capture", self._capture_loop), ("worker", self._work_loop)):
-            thread = threading.Thread(target=target, name=f"sightwire-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._start_capture()
+        worker = threading.Thread(target=self._work_loop, name="sightwire-worker", daemon=True)
+        worker.start()
+        self._threads.append(worker)
         return self
+
+    def _start_capture(self) -> None:
+        self._capture_gen += 1
+        thread = threading.Thread(
+            target=self._capture_loop,
+            args=(self._capture_gen, self.source),
+            name=f"sightwire-capture-{self._capture_gen}",
+            daemon=True,
+        )
+        thread.start()
+        self._capture = thread
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until ``max_frames``/``duration`` is reached (True) or ``timeout``."""
@@ -207,43 +287,94 @@ class Pipeline:
         Bounded (threads 2 x ``timeout``, MQTT a few seconds) to stay inside systemd's
         stop timeout even when a camera read hangs."""
         self._stop.set()
+        self.source.stop.set()
+        for _, wrapper in self._abandoned:
+            wrapper.stop.set()
+        self.updater.cancel.set()
         self._running.set()
         self.slot.wake()
         stuck = []
-        for thread in self._threads:
-            thread.join(timeout)
+        threads = [*self._threads, *([self._capture] if self._capture else [])]
+        for thread in threads:
+            # After a give-up the capture thread is known to hang: do not wait for it.
+            thread.join(0.5 if self.failure and thread is self._capture else timeout)
             if thread.is_alive():
                 stuck.append(thread.name)
         if stuck:
             log.warning("threads still running after %.0fs: %s", timeout, ", ".join(stuck))
-        if "sightwire-capture" not in stuck:
+        if self._capture is not None and not self._capture.is_alive():
             self.source.close()
         if self.publisher is not None:
             self.publisher.stop()
         self._threads = []
+        self._capture = None
 
     @property
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        threads = [*self._threads, *([self._capture] if self._capture else [])]
+        return bool(self._threads) and all(t.is_alive() for t in threads)
+
+    def _fail(self, reason: str) -> None:
+        """Give up: ``sightwire run`` exits non-zero and systemd starts it afresh."""
+        log.error("giving up: %s", reason)
+        self.failure = reason
+        self.finished.set()
+        self._stop.set()
 
     # --- capture thread --------------------------------------------------------------
 
-    def _capture_loop(self) -> None:
-        pacer = Pacer(self.config.source.fps, self._stop) if self.source.source.paced else None
-        seq = 0
-        while not self._stop.is_set():
+    def _capture_loop(self, gen: int, source: ReopeningSource) -> None:
+        """One capture thread; it ends when the pipeline stops or the watchdog replaced it
+        (``gen`` is no longer the current generation)."""
+        pacer = Pacer(self.config.source.fps, source.stop) if source.source.paced else None
+        while not self._stop.is_set() and gen == self._capture_gen:
             if not self._running.is_set():
                 self._running.wait(0.5)
                 continue
             if pacer is not None:
                 pacer.wait()
             t0 = time.perf_counter()
-            image = self.source.read()  # handles failures and reopens itself
-            if image is None:
+            image = source.read()  # handles failures and reopens itself
+            if image is None or gen != self._capture_gen:
                 break
             t1 = time.perf_counter()
-            seq += 1
-            self.slot.put(Frame(image, seq, t1, t1 - t0))
+            self._seq += 1
+            self.slot.put(Frame(image, self._seq, t1, t1 - t0))
+
+    def _check_watchdog(self, now: float) -> None:
+        """Abandon a capture thread stuck in one source call for ``watchdog_s``."""
+        since = self.source.busy_since
+        if not self.watchdog_s or since is None or now - since < self.watchdog_s:
+            return
+        self.stalls += 1
+        old = self.source
+        self._abandoned = [(t, w) for t, w in self._abandoned if t.is_alive()]
+        log.warning(
+            "%s: no frame for %.0fs (a call into the source hangs); reopening it (stall %d)",
+            old.name,
+            now - since,
+            self.stalls,
+        )
+        if len(self._abandoned) >= MAX_STUCK_THREADS:
+            self._fail(
+                f"{old.name}: {len(self._abandoned) + 1} capture threads hang in the source "
+                "and never return (driver or device fault)"
+            )
+            return
+        old.stop.set()
+        if self._capture is not None:
+            self._abandoned.append((self._capture, old))
+        # Closing may unblock the hung call; it may hang as well, so not in this thread.
+        closer = threading.Thread(target=old.close, name="sightwire-close", daemon=True)
+        closer.start()
+        closer.join(2.0)
+        try:
+            fresh = self._make_source()
+        except Exception as exc:  # a configured source that cannot even be built now
+            self._fail(f"{old.name}: cannot make a new source after a stall: {one_line(exc)}")
+            return
+        self.source = old.successor(fresh, threading.Event())
+        self._start_capture()
 
     # --- worker thread ---------------------------------------------------------------
 
@@ -260,9 +391,11 @@ class Pipeline:
             frame = self.slot.take(timeout)
             try:
                 self.router.run_pending()
+                self._run_calls()
                 if frame is not None:
                     self._on_frame(frame)
                 now = time.monotonic()
+                self._check_watchdog(now)
                 if self._trigger is not None and now > self._trigger.deadline:
                     trig = self._trigger
                     self._cancel_trigger(
@@ -367,6 +500,7 @@ class Pipeline:
         pub.publish_state(self.state)
         pub.publish_label(str(decision.label))
         if decision.changed:
+            self.events += 1
             event = {
                 "from": decision.previous,
                 "to": decision.label,
@@ -410,6 +544,10 @@ class Pipeline:
             "label": self.state["label"] if self.state else None,
             "source_reopens": self.source.reopens,
             "source_failures": self.source.failures,
+            "source_stalls": self.stalls,
+            "bad_frames": self.source.bad_frames,
+            "events": self.events,
+            "update": self.updater.stage,
         }
         if self.publisher is not None:
             stats["mqtt_dropped"] = self.publisher.dropped
@@ -476,9 +614,22 @@ class Pipeline:
 
     # --- commands (worker thread, via the router) ------------------------------------
 
-    def _reply(self, command: str, ok: bool, error: str | None) -> None:
+    def _reply(self, command: str, ok: bool, error: str | None, **extra: Any) -> None:
         if self.publisher is not None:
-            self.publisher.publish_result(command, ok, error)
+            self.publisher.publish_result(command, ok, error, **extra)
+
+    def _call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the worker thread (from another thread, e.g. the updater)."""
+        self._calls.put(fn)
+        self.slot.wake()
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            fn()
 
     def submit(self, name: str, payload: bytes | str = b"") -> None:
         """Send a command in-process, as if it came in on ``cmd/<name>``."""
@@ -502,17 +653,22 @@ class Pipeline:
         self._running.set()
 
     def _cmd_reload(self, cmd: Command) -> None:
-        m = self.config.model
         try:
-            new = Classifier.open(m.path, m.variant, m.threads)
+            new = open_model(self.config)
         except Exception as exc:
-            raise CommandError(f"reload failed, the old model keeps running: {exc}") from None
+            raise CommandError(
+                f"reload failed, the old model keeps running: {one_line(exc)}"
+            ) from None
+        self._use_model(new, "reloaded")
+
+    def _use_model(self, new: Classifier, how: str) -> None:
+        """Swap in a loaded model (worker thread); the published label carries over."""
         old_id = self.model_id
         self._cancel_trigger("cancelled: the model was reloaded")
         self.classifier = new
         self.post = self._postprocessor(self.settings, self.post.label)
         self._last = None
-        log.info("reloaded %s: model %s -> %s", m.path, old_id, self.model_id)
+        log.info("%s %s: model %s -> %s", how, self.config.model.path, old_id, self.model_id)
 
     def _cmd_classify(self, cmd: Command) -> Any:
         if self.settings.mode == "trigger":
@@ -537,7 +693,39 @@ class Pipeline:
         self.post = self._postprocessor(settings, self.post.label)
         log.info("settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in changes.items()))
 
-    def _cmd_update(self, cmd: Command) -> None:
-        if not self.config.mqtt.allow_update:
-            raise CommandError("disabled (set mqtt.allow_update = true to enable)")
-        raise CommandError("not available in this version")
+    def _cmd_update(self, cmd: Command) -> Any:
+        """Start an update (the gate in paho's thread already took the one slot)."""
+        try:
+            self.updater.start(cmd.payload)
+        except BaseException:
+            self.updater.release()
+            raise
+        return DEFERRED
+
+    def _finish_update(self, done: Installed) -> None:
+        """Worker thread: load what the updater made current, or switch back."""
+        try:
+            try:
+                new = open_model(self.config)
+            except Exception as exc:
+                error = f"the installed bundle did not load ({one_line(exc)})"
+                if done.previous is not None:
+                    try:
+                        done.store.switch(done.previous)
+                        error += f"; switched back to {os.path.basename(done.previous)}"
+                    except OSError as again:
+                        error += f"; switching back failed too ({one_line(again)})"
+                log.error("update: %s", error)
+                self._reply("update", False, error)
+                return
+            self._use_model(new, "rolled back" if done.rollback else "updated")
+            self._reply(
+                "update",
+                True,
+                None,
+                model=self.model_id,
+                version=done.version,
+                previous=done.previous,
+            )
+        finally:
+            self.updater.finished()

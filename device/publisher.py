@@ -10,7 +10,18 @@ This wrapper adds what the contract in the README needs on top:
 - ``state`` and ``label`` are "latest value" topics: while disconnected they are only
   remembered, never queued, and every connect republishes the newest retained, so
   the broker never ends up holding an older state than the device's;
-- events, command results and other QoS>0 messages queue in paho while offline;
+- events and command results (QoS>0) published while offline wait here, the newest
+  ``max_queued`` of them, and are sent after the ``online``/state of the next connect;
+  QoS 0 ones (stats, snapshots) are dropped meanwhile. They are not left to paho's
+  queue: a queue filled by a long outage made paho refuse the ``online`` and state of
+  the next connect (the device then stayed "offline" for Home Assistant although it
+  was back). paho still keeps each QoS 1 message that was in flight when the link
+  died and resends it after the reconnect (its limit: ``max_queued`` + ``HEADROOM``), so
+  around a reconnect events may arrive out of order: each carries its ``ts``;
+- a persistent session (``persistent_session``: fixed client id, clean_session off) makes
+  the broker keep our ``cmd/+`` subscription and queue QoS 1 commands while we are away;
+- a failed connection attempt is logged with its reason (refused credentials, TLS
+  errors, no route) at attempts 1, 2, 4, 8, ..., while paho backs off between attempts;
 - ``<base>/cmd/<name>`` messages are handed to a callback (``device.control``).
 """
 
@@ -21,6 +32,7 @@ import logging
 import re
 import ssl
 import threading
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -78,12 +90,16 @@ def discovery_messages(cfg: MqttConfig) -> list[tuple[str, str]]:
     return [(f"{prefix}_label/config", dumps(label)), (f"{prefix}_score/config", dumps(score))]
 
 
+# paho 2.2 logs these as errors when its loop runs while a connection is made or torn
+# down, or when the broker goes away; our own reconnect logging says it better, once.
+NOISE = ("Client is not connected", "failed to receive on socket")
+
+
 class _NotConnectedNoise(logging.Filter):
-    """paho 2.2 logs "Client is not connected" as an error whenever its loop runs while
-    a connection is being made or torn down; our own reconnect logging says it better."""
+    """Drops paho's ``NOISE`` lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
+        return not str(record.msg).startswith(NOISE)
 
 
 def _delivered(info: mqtt.MQTTMessageInfo) -> bool:
@@ -95,6 +111,24 @@ def _delivered(info: mqtt.MQTTMessageInfo) -> bool:
         return False
 
 
+_AUTH_HINT = "check mqtt.username and mqtt.password"
+HEADROOM = 64  # paho queue room kept for status, discovery and latest-value messages
+
+
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed: paho's own
+    retry loop swallows the exception (a refused TCP connection, a TLS error)."""
+
+    last_error: str = ""
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise
+
+
 class Publisher:
     """One paho client publishing one device's topics under ``<prefix>/<device_id>``."""
 
@@ -104,13 +138,17 @@ class Publisher:
         self.on_command = on_command
         self.qos = cfg.qos
         self.connects = 0
-        self.dropped = 0  # messages refused because paho's queue was full
+        self.dropped = 0  # messages lost because too many waited for the broker
+        self.sent: Counter[str] = Counter()  # per topic (last level): handed to paho
+        self.unsent: Counter[str] = Counter()  # QoS 0 messages dropped while offline
         self._lock = threading.Lock()
         self._connected = False
         self._up = threading.Event()  # set while connected, for wait_connected
         self._latest: dict[str, str] = {}  # retained latest-value topics → payload
         self._infos: dict[str, mqtt.MQTTMessageInfo] = {}
+        self._pending: deque[tuple[str, str]] = deque()  # QoS>0 messages while offline
         self._failed_attempts = 0
+        self._refused = False
         self._timer: threading.Timer | None = None
         self._started = False
         self.client = self._make_client()
@@ -124,9 +162,10 @@ class Publisher:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(
+        client = _Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"sightwire-{cfg.device_id}",
+            clean_session=not cfg.persistent_session,
             protocol=mqtt.MQTTv311,
         )
         client.will_set(self.topic("status"), "offline", qos=self.qos, retain=True)
@@ -149,7 +188,7 @@ class Publisher:
             if tls.insecure:
                 client.tls_insecure_set(True)
         client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_max_s, 1))
-        client.max_queued_messages_set(cfg.max_queued)
+        client.max_queued_messages_set(cfg.max_queued + HEADROOM)
         # A bug in a callback must not end paho's thread (and with it all reconnects):
         # paho logs such exceptions instead of raising them.
         client.suppress_exceptions = True
@@ -162,6 +201,7 @@ class Publisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     # --- lifecycle -------------------------------------------------------------------
@@ -207,7 +247,11 @@ class Publisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._on_connect_fail(client, userdata, reason=str(reason_code))
+            reason = str(reason_code)
+            if reason in ("Not authorized", "Bad user name or password"):
+                reason += f": {_AUTH_HINT}"
+            self._refused = True  # the disconnect that follows is this same attempt
+            self._on_connect_fail(client, userdata, reason=reason)
             return
         self.connects += 1
         self._failed_attempts = 0
@@ -232,9 +276,14 @@ class Publisher:
             self._timer = threading.Timer(1.0, self._republish)
             self._timer.daemon = True
             self._timer.start()
+        # What waited while offline goes after this callback's messages, from another
+        # thread: paho resends its in-flight messages (older still) when this returns.
+        threading.Thread(target=self._flush, name="sightwire-mqtt-flush", daemon=True).start()
         self._up.set()
 
     def _on_connect_fail(self, client, userdata, reason: str = "") -> None:
+        if not reason:
+            reason, client.last_error = getattr(client, "last_error", ""), ""
         self._failed_attempts += 1
         n = self._failed_attempts
         if n & (n - 1) == 0:  # log attempts 1, 2, 4, 8, ...
@@ -253,6 +302,27 @@ class Publisher:
             self._up.clear()
         if was and self._started:
             log.warning("mqtt: disconnected (%s); reconnecting", reason_code)
+        elif self._refused:
+            self._refused = False
+        elif self._started:
+            # Closed before the broker's CONNACK: with TLS this is how a broker that wants
+            # a client certificate (or rejects ours) answers; say so rather than nothing.
+            self._on_connect_fail(
+                client,
+                userdata,
+                reason=f"closed before being accepted ({reason_code}); does the broker "
+                "require a client certificate (mqtt.tls.cert and key)?"
+                if self.cfg.tls.active
+                else f"closed before being accepted ({reason_code})",
+            )
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error(
+                "mqtt: the broker refused the subscription to %s (its ACL?): "
+                "commands will not arrive",
+                self.topic("cmd/+"),
+            )
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         name = msg.topic[len(self.base) + len("/cmd/") :]
@@ -265,8 +335,40 @@ class Publisher:
 
     # --- publishing (any thread) -----------------------------------------------------
 
+    def _queue(self, topic: str, payload: str) -> None:
+        """An event or reply: sent now, or kept while offline (the newest ``max_queued``)."""
+        with self._lock:
+            if self.qos > 0 and (not self._connected or self._pending):
+                if len(self._pending) >= self.cfg.max_queued:
+                    self._pending.popleft()
+                    self.dropped += 1
+                    log.debug("mqtt: %d messages wait for the broker", len(self._pending))
+                self._pending.append((topic, payload))
+                return
+        self._send(topic, payload, self.qos)
+
+    def _flush(self) -> None:
+        """Send what waited while offline, oldest first, while the link stays up."""
+        while True:
+            with self._lock:
+                if not self._pending or not self._connected:
+                    return
+                topic, payload = self._pending[0]
+                self._pending.popleft()
+            self._send(topic, payload, self.qos)
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting for the broker to come back."""
+        return len(self._pending)
+
     def _send(self, topic: str, payload: str | bytes, qos: int, retain: bool = False):
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        name = topic.rsplit("/", 1)[-1]
+        if qos == 0 and info.rc == mqtt.MQTT_ERR_NO_CONN:
+            self.unsent[name] += 1
+        else:
+            self.sent[name] += 1
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
             log.debug("mqtt: queue full, dropped a message on %s", topic)
@@ -295,7 +397,7 @@ class Publisher:
         self._latest_value("label", label)
 
     def publish_event(self, event: dict[str, Any]) -> None:
-        self._send(self.topic("event"), dumps(event), self.qos)
+        self._queue(self.topic("event"), dumps(event))
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         self._send(self.topic("stats"), dumps(stats), 0)
@@ -303,6 +405,9 @@ class Publisher:
     def publish_snapshot(self, jpeg: bytes) -> None:
         self._send(self.topic("snapshot"), jpeg, 0)
 
-    def publish_result(self, command: str, ok: bool, error: str | None = None) -> None:
-        reply = {"command": command, "ok": ok, "error": error}
-        self._send(self.topic("cmd/result"), dumps(reply), self.qos)
+    def publish_result(
+        self, command: str, ok: bool, error: str | None = None, **extra: Any
+    ) -> None:
+        """``{"command", "ok", "error"}`` plus extras (an update's ``progress``, ``model``)."""
+        reply = {"command": command, "ok": ok, "error": error, **extra}
+        self._queue(self.topic("cmd/result"), dumps(reply))

@@ -8,7 +8,11 @@ without picamera2 both run the kinds they have.
 A daemon that runs for months meets unplugged cameras, dropped streams and half-written
 files. ``ReopeningSource`` turns every such failure into a log line and a reopen with
 exponential backoff; only configuration mistakes (a missing library, a folder that does
-not exist) are errors at start-up.
+not exist) are errors at start-up. It also checks every frame (``normalize_frame``):
+grey, RGBA and 16-bit frames are converted, anything else (empty, float, odd shapes) is
+counted and skipped, and a source that delivers only such frames is reopened. It
+records when a call into the source started (``busy_since``), so the pipeline's
+watchdog can tell a hung driver from a slow one.
 """
 
 from __future__ import annotations
@@ -43,6 +47,37 @@ class SourceError(SightwireError):
 
 class SourceEnded(SourceError):
     """A finite source (video file, folder without ``loop``) reached its end."""
+
+
+class BadFrame(SourceError):
+    """A frame that is not an image the model can take (empty, float, odd shape)."""
+
+
+BAD_FRAMES_REOPEN = 10  # unusable frames in a row before the source is reopened
+
+
+def normalize_frame(frame: Any) -> np.ndarray:
+    """The frame as HxWx3 uint8 RGB without a copy where it already is one; grey, grey+alpha,
+    RGBA and 16-bit frames are converted, anything else is a ``BadFrame``."""
+    if not isinstance(frame, np.ndarray):
+        raise BadFrame(f"frame is {type(frame).__name__}, not an image array")
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        raise BadFrame(f"frame dtype {frame.dtype} (expected uint8 or uint16)")
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        rgb = frame
+    elif frame.ndim == 2:
+        rgb = np.repeat(frame[:, :, None], 3, axis=2)
+    elif frame.ndim == 3 and frame.shape[2] in (1, 2):  # grey, grey + alpha
+        rgb = np.repeat(frame[:, :, :1], 3, axis=2)
+    elif frame.ndim == 3 and frame.shape[2] == 4:  # RGBA / RGBX
+        rgb = frame[:, :, :3]
+    else:
+        raise BadFrame(f"frame shape {frame.shape} is not an image")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise BadFrame(f"empty frame {frame.shape}")
+    return rgb
 
 
 class Source(Protocol):
@@ -267,7 +302,9 @@ class ReopeningSource:
     """Frames from ``source``, reopening it with exponential backoff whenever it fails or ends.
 
     Failures are logged one line each; a streak of the same failure is logged at attempts
-    1, 2, 4, 8, … so a camera unplugged for a month does not fill the journal.
+    1, 2, 4, 8, … so a camera unplugged for a month does not fill the journal. ``stop``
+    ends ``read`` (it returns None); ``successor`` makes the wrapper that replaces this
+    one when the watchdog gives up on a hung call, carrying the counters over.
     """
 
     def __init__(
@@ -285,22 +322,39 @@ class ReopeningSource:
         self.stop = stop or threading.Event()
         self.reopens = 0  # opens after the first one
         self.failures = 0
+        self.bad_frames = 0
+        self.busy_since: float | None = None  # monotonic start of the open()/read() under way
         self._is_open = False
         self._opened_before = False
         self._delay = min_s
         self._streak = 0
+        self._bad_streak = 0
         self._last_error = ""
 
     @property
     def name(self) -> str:
         return self.source.name
 
+    def successor(self, source: Source, stop: threading.Event) -> ReopeningSource:
+        """A fresh wrapper for ``source`` that goes on counting where this one stopped."""
+        new = ReopeningSource(source, self.roi, self.min_s, self.max_s, stop)
+        new.reopens, new.failures, new.bad_frames = self.reopens, self.failures, self.bad_frames
+        new._opened_before = True
+        return new
+
+    def _call(self, fn: Any) -> Any:
+        self.busy_since = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.busy_since = None
+
     def read(self) -> np.ndarray | None:
-        """The next frame (ROI applied), or None once ``stop`` is set."""
+        """The next frame (checked, ROI applied), or None once ``stop`` is set."""
         while not self.stop.is_set():
             if not self._is_open:
                 try:
-                    self.source.open()
+                    self._call(self.source.open)
                 except Exception as exc:
                     self._failed("cannot open", exc)
                     continue
@@ -310,7 +364,7 @@ class ReopeningSource:
                     log.info("%s: reopened", self.name)
                 self._opened_before = True
             try:
-                frame = crop_roi(self.source.read(), self.roi)
+                raw = self._call(self.source.read)
             except SourceEnded as exc:
                 log.info("%s; reopening in %.1fs", exc, self.min_s)
                 self._close()
@@ -320,10 +374,34 @@ class ReopeningSource:
                 self._close()
                 self._failed("failed", exc)
                 continue
+            try:
+                frame = normalize_frame(raw)
+            except BadFrame as exc:
+                self._bad_frame(exc)
+                continue
+            try:
+                frame = crop_roi(frame, self.roi)
+            except SourceError as exc:
+                self._close()
+                self._failed("failed", exc)
+                continue
             self._delay = self.min_s
             self._streak = 0
-            return frame
+            self._bad_streak = 0
+            return None if self.stop.is_set() else frame
         return None
+
+    def _bad_frame(self, exc: BadFrame) -> None:
+        """Skip one unusable frame; a source that delivers only such frames is reopened."""
+        self.bad_frames += 1
+        self._bad_streak += 1
+        n = self.bad_frames
+        if n & (n - 1) == 0:  # 1, 2, 4, 8, ... in total
+            log.warning("%s: %s; skipped (%d unusable frames so far)", self.name, exc, n)
+        if self._bad_streak >= BAD_FRAMES_REOPEN:
+            self._bad_streak = 0
+            self._close()
+            self._failed("failed", SourceError(f"{BAD_FRAMES_REOPEN} unusable frames in a row"))
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.failures += 1

@@ -14,6 +14,7 @@ from PIL import Image
 
 from device.config import Roi, SourceConfig
 from device.sources import (
+    BadFrame,
     FolderSource,
     OpenCVSource,
     Pacer,
@@ -22,6 +23,7 @@ from device.sources import (
     SourceError,
     crop_roi,
     make_source,
+    normalize_frame,
 )
 
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
@@ -214,3 +216,17 @@ def test_picamera2_off_a_pi_says_how_to_install_it():
     assert "apt install python3-picamera2" in str(err.value)
     assert "--system-site-packages" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_normalize_frame_converts_what_cameras_give_and_refuses_the_rest():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert normalize_frame(rgb) is rgb  # the common case costs no copy
+    grey = rgb[:, :, 0]
+    for frame in (grey, grey[:, :, None], np.dstack([grey, grey])):
+        out = normalize_frame(frame)
+        assert out.shape == (2, 3, 3) and (out[:, :, 2] == grey).all()
+    assert (normalize_frame(np.dstack([rgb, grey])) == rgb).all()  # RGBA → RGB
+    assert (normalize_frame(rgb.astype(np.uint16) * 257) == rgb).all()  # 16-bit → 8-bit
+    for bad in (np.zeros((0, 4, 3), np.uint8), rgb.astype(np.float32), None, rgb[0, 0]):
+        with pytest.raises(BadFrame):
+            normalize_frame(bad)

@@ -3,7 +3,8 @@
 All settings come from one TOML file (``deploy/sightwire.toml`` is the annotated
 example); any key can be overridden with ``--set section.key=value`` and the common ones
 have their own flags. SIGTERM/SIGINT stop it cleanly: ``offline`` is published
-(retained), threads are joined, exit status 0.
+(retained), threads are joined, exit status 0. A pipeline that gives up (capture
+threads hung in a camera driver) stops the same way but exits 1, for systemd to restart.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device.config import ConfigError, load_config, to_json, to_toml
+from device.errors import SightwireError
 
 HELP = (
     "Run the camera → model → MQTT daemon from a TOML config "
@@ -131,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         pipeline.stop()
         _restore_signal_handlers(previous)
     log.info("stopped after %d frames", pipeline.frames)
+    if pipeline.failure is not None:
+        # Exit non-zero so that systemd (Restart=on-failure) starts a fresh process.
+        raise SightwireError(f"stopped: {pipeline.failure}")
     return 0
 
 

@@ -1,0 +1,520 @@
+"""Over-the-air model update (``cmd/update``): fetch a bundle, prove it, switch to it atomically.
+
+A device in a field is updated by a message, so the update must never leave it without
+a working model, whatever arrives and whenever the power goes. Hence:
+
+- **Where**: the versioned layout ``sightwire deploy`` and ``install-pi.sh`` already use:
+  ``<models>/<UTC stamp>-<name>-<content id>/`` folders and a ``current`` symlink that
+  ``model.path`` names. A new bundle is unpacked into a hidden ``.staging-*`` folder
+  beside them (same file system, so moving it into place is one rename).
+- **What is proved first**: the zip unpacks with no member escaping the staging folder
+  (``device.bundle.extract_zip``), every model file matches its sha256 in
+  ``manifest.json`` (each model must have one), and the model the daemon would run opens
+  and classifies a blank frame. A bundle failing any check is deleted and never becomes
+  ``current``; the running model keeps running.
+- **The switch** is ``os.replace`` of a fresh symlink over ``current`` (one ``rename(2)``),
+  after the files and folders were fsynced: a crash leaves the old or the new bundle
+  current, never half of one. ``previous`` points at the bundle it replaced, for
+  ``{"rollback": true}``; old versions beyond ``mqtt.update_keep`` are removed.
+- **Where it runs**: download and checks run in the ``Updater``'s own thread, one update
+  at a time, never in the inference loop; the pipeline's worker thread then reloads the
+  model through ``current`` like ``cmd/reload``.
+
+The payload of ``cmd/update`` is the bundle ``.zip`` itself, a URL (``https://``,
+``http://``, ``file://``), or JSON ``{"url": ..., "sha256": <of the zip>}`` /
+``{"rollback": true}``; both directions are capped by ``mqtt.max_update_bytes``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from device.bundle import extract_zip, load_bundle, sha256_file
+from device.classifier import Classifier
+from device.errors import SightwireError
+
+log = logging.getLogger(__name__)
+
+# The names `sightwire deploy` gives versions (without its ".partial" in-progress suffix).
+VERSION = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+-[0-9a-f]{8}$")
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+SCHEMES = ("https", "http", "file")
+STAGING_PREFIX = ".staging-"
+PREVIOUS = "previous"
+MAX_MEMBERS = 1000  # a bundle has a handful of files; a million empty ones is an attack
+CHUNK = 1 << 16
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+USAGE = 'send the bundle .zip, a URL, or JSON {"url": "https://...", "sha256": "..."}'
+
+
+class UpdateError(SightwireError):
+    """An update that is refused or failed; the running model is untouched."""
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """What ``cmd/update`` asked for: zip bytes, a URL to fetch, or a rollback."""
+
+    url: str | None = None
+    data: bytes | None = None
+    sha256: str | None = None  # expected sha256 of the zip, when the sender gives one
+    rollback: bool = False
+
+    def describe(self) -> str:
+        if self.rollback:
+            return "rollback"
+        if self.url is not None:
+            return redact_url(self.url)
+        return f"{len(self.data or b'')}-byte zip in the payload"
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials or query (signed URLs carry tokens there), for logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = ("***@" if "@" in parts.netloc else "") + host + port
+    return urlunsplit((parts.scheme, netloc, parts.path, "..." if parts.query else "", ""))
+
+
+def parse_request(payload: bytes) -> UpdateRequest:
+    """Read a ``cmd/update`` payload; ``UpdateError`` says what was expected."""
+    if payload.startswith(ZIP_MAGIC):
+        return UpdateRequest(data=payload)
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UpdateError(f"payload is neither a zip nor UTF-8 text; {USAGE}") from None
+    if not text:
+        raise UpdateError(f"empty payload; {USAGE}")
+    if not text.startswith("{"):
+        return UpdateRequest(url=_check_url(text))
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UpdateError(f"payload is not valid JSON ({exc}); {USAGE}") from None
+    except RecursionError:
+        raise UpdateError(f"payload nests too deeply; {USAGE}") from None
+    if not isinstance(data, dict):
+        raise UpdateError(f"payload must be a JSON object; {USAGE}")
+    unknown = sorted(set(data) - {"url", "sha256", "rollback"})
+    if unknown:
+        raise UpdateError(f"unknown key {unknown[0][:40]!r} (allowed: url, sha256, rollback)")
+    if data.get("rollback") is True and set(data) == {"rollback"}:
+        return UpdateRequest(rollback=True)
+    if "rollback" in data:
+        raise UpdateError('rollback takes {"rollback": true} and nothing else')
+    url = data.get("url")
+    if not isinstance(url, str):
+        raise UpdateError(f"url must be a string; {USAGE}")
+    sha = data.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha.lower())):
+        raise UpdateError("sha256 must be 64 hex digits (the zip's sha256)")
+    return UpdateRequest(url=_check_url(url), sha256=sha.lower() if sha else None)
+
+
+def _check_url(url: str) -> str:
+    url = url.strip()
+    if len(url) > 4096 or any(ord(c) < 0x21 for c in url):
+        raise UpdateError(f"not a URL (too long or with spaces/control characters); {USAGE}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise UpdateError(f"not a valid URL: {redact_url(url)}") from None
+    if parts.scheme.lower() not in SCHEMES:
+        raise UpdateError(f"URL scheme must be one of {', '.join(SCHEMES)}: {redact_url(url)}")
+    if parts.scheme.lower() == "file" and not parts.path:
+        raise UpdateError("file:// URL without a path")
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        raise UpdateError(f"URL without a host: {redact_url(url)}")
+    return url
+
+
+def fetch(
+    request: UpdateRequest,
+    dest: Path,
+    max_bytes: int,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+) -> str:
+    """Write the zip to ``dest`` (from the payload or downloaded, at most ``max_bytes``
+    within ``timeout_s``); returns its sha256."""
+    digest = hashlib.sha256()
+    if request.data is not None:
+        if len(request.data) > max_bytes:
+            raise UpdateError(f"zip of {len(request.data)} bytes exceeds {max_bytes}")
+        dest.write_bytes(request.data)
+        digest.update(request.data)
+        return digest.hexdigest()
+    assert request.url is not None
+    shown = redact_url(request.url)
+    deadline = time.monotonic() + timeout_s
+    size = 0
+    try:
+        with urllib.request.urlopen(
+            http_request(request.url), timeout=min(timeout_s, 30.0)
+        ) as resp:
+            length = resp.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                raise UpdateError(f"{shown}: {length} bytes exceeds {max_bytes}")
+            with open(dest, "wb") as out:
+                while chunk := resp.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise UpdateError(f"{shown}: more than {max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise UpdateError(f"{shown}: download took longer than {timeout_s:g}s")
+                    if cancel is not None and cancel.is_set():
+                        raise UpdateError("cancelled: the daemon is stopping")
+                    digest.update(chunk)
+                    out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        raise UpdateError(f"download failed: {shown}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise UpdateError(f"download failed: {shown}: {exc.reason}") from None
+    except (OSError, ValueError) as exc:  # timeouts, resets, a bad file:// path
+        raise UpdateError(f"download failed: {shown}: {one_line(exc)}") from None
+    if size == 0:
+        raise UpdateError(f"{shown}: empty download")
+    return digest.hexdigest()
+
+
+def http_request(url: str) -> urllib.request.Request:
+    """A request for ``url``; ``user:password@`` becomes basic auth (urllib would take it
+    for part of the host name)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unpack(zip_path: Path, dest: Path, max_bytes: int) -> Path:
+    """``extract_zip`` (refuses members escaping ``dest``) plus the failures it lets through:
+    a corrupt deflate stream, an encrypted member, too many members."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = len(zf.infolist())
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise UpdateError(f"not a valid zip file ({one_line(exc)})") from None
+    if members > MAX_MEMBERS:
+        raise UpdateError(f"zip has {members} members; a bundle has a handful")
+    dest.mkdir()
+    try:
+        return extract_zip(zip_path, dest, max_bytes=max_bytes)
+    except (zlib.error, RuntimeError, NotImplementedError, ValueError, OSError) as exc:
+        raise UpdateError(f"zip cannot be unpacked ({one_line(exc)})") from None
+
+
+def verify_bundle(root: Path, variant: str, threads: int | None = None) -> Classifier:
+    """Every sha256 of the manifest checked, and the model that would run runs once."""
+    bundle = load_bundle(root, verify=True)
+    if bundle.kind != "bundle":
+        raise UpdateError(
+            "no manifest.json in the zip: an update must be a bundle from `sightwire train` "
+            "or `export`, whose manifest lists each model's sha256"
+        )
+    for name, entry in bundle.manifest.get("models", {}).items():
+        if not (isinstance(entry, dict) and entry.get("sha256")):
+            raise UpdateError(f"manifest.json gives no sha256 for the {name!r} model")
+    clf = Classifier.open(bundle, variant, threads)
+    probs = clf.classify(np.zeros((clf.spec.height, clf.spec.width, 3), np.uint8))
+    if probs.shape != (len(clf.labels),) or not np.all(np.isfinite(probs)):
+        raise UpdateError("the model's test inference gave no usable probabilities")
+    return clf
+
+
+def content_id(root: Path) -> str:
+    """8 hex digits naming a bundle's content (sha256 of its ``sha256sum`` listing)."""
+    lines = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        lines.append(f"{sha256_file(path)}  {path.relative_to(root).as_posix()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:8]
+
+
+def version_name(name: str, cid: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:40] or "model"
+    return f"{stamp}-{slug}-{cid}"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Data and directory entries on disk before the switch makes them current."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        _fsync(path)
+    _fsync(root)
+
+
+class ModelStore:
+    """The models directory: version folders, ``current`` (``model.path``) and ``previous``."""
+
+    def __init__(self, link: Path):
+        self.link = link
+        self.root = link.parent
+
+    @classmethod
+    def of(cls, model_path: Path) -> ModelStore:
+        link = Path(os.path.abspath(model_path.expanduser()))
+        if not link.is_symlink():
+            raise UpdateError(
+                f"model.path {model_path} is not a symlink: updates need the layout "
+                "`sightwire deploy` makes (model.path = <models>/current, a symlink to a "
+                "version folder beside it, e.g. /var/lib/sightwire/models/current)"
+            )
+        if not os.access(link.parent, os.W_OK):
+            raise UpdateError(f"{link.parent}: not writable by this user")
+        return cls(link)
+
+    def target(self, link: Path | None = None) -> str | None:
+        link = link or self.link
+        return os.readlink(link) if link.is_symlink() else None
+
+    def new_staging(self) -> Path:
+        """A fresh hidden folder for one update; leftovers of a crashed one are removed."""
+        for old in self.root.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
+
+    def install(
+        self, bundle_root: Path, name: str, now: datetime | None = None
+    ) -> tuple[str, str | None]:
+        """Move a verified bundle into place and switch to it: (version, previous)."""
+        version = version_name(name, content_id(bundle_root), now)
+        target = self.root / version
+        if not target.exists():
+            _fsync_tree(bundle_root)
+            os.rename(bundle_root, target)
+            _fsync(self.root)
+        return version, self.switch(version)
+
+    def switch(self, version: str) -> str | None:
+        """Point ``current`` at ``version`` atomically; ``previous`` at what it replaced."""
+        old = self.target()
+        _replace_link(self.root / ".current.ota", version, self.link)
+        if old is not None and old != version:
+            _replace_link(self.root / ".previous.ota", old, self.root / PREVIOUS)
+        _fsync(self.root)
+        return old
+
+    def rollback(self) -> tuple[str, str | None]:
+        """Switch back to ``previous`` (which then names the version rolled back from)."""
+        prev = self.target(self.root / PREVIOUS)
+        if prev is None:
+            raise UpdateError(f"no {self.root / PREVIOUS} link: nothing to roll back to")
+        if not (self.root / prev).is_dir():
+            raise UpdateError(f"the previous version {prev} is gone: nothing to roll back to")
+        return prev, self.switch(prev)
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove versions beyond the newest ``keep`` (never current nor previous)."""
+        pinned = {Path(t).name for t in (self.target(), self.target(self.root / PREVIOUS)) if t}
+        versions = sorted(p.name for p in self.root.iterdir() if VERSION.match(p.name))
+        drop = [v for v in versions[:-keep] if v not in pinned]
+        for name in drop:
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        return drop
+
+
+def _replace_link(tmp: Path, target: str, link: Path) -> None:
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """An update that is now ``current`` and waits for the pipeline to load it."""
+
+    store: ModelStore
+    version: str
+    previous: str | None
+    rollback: bool = False
+
+
+class Updater:
+    """One update at a time, in its own thread; see the module doc.
+
+    ``gate``/``release`` hold the single slot from the moment a command is accepted (in
+    paho's thread, so a second one is "busy" before its payload is even queued) until
+    ``finished`` is called after the pipeline has loaded the new model.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        variant: str,
+        *,
+        enabled: bool,
+        max_bytes: int,
+        timeout_s: float,
+        keep: int,
+        progress: Callable[[str], None],
+        failed: Callable[[str], None],
+        installed: Callable[[Installed], None],
+    ):
+        self.model_path = model_path
+        self.variant = variant
+        self.enabled = enabled
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.keep = keep
+        self._progress = progress
+        self._failed = failed
+        self._installed = installed
+        self._lock = threading.Lock()
+        self._busy = False
+        self.stage = "idle"
+        self.cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the slot (gate runs in paho's thread) ---------------------------------------
+
+    def gate(self) -> str | None:
+        if not self.enabled:
+            return "disabled (set mqtt.allow_update = true to enable)"
+        with self._lock:
+            if self._busy:
+                return f"busy: an update is already running ({self.stage})"
+            self._busy = True
+            self.stage = "queued"
+        return None
+
+    def release(self) -> None:
+        with self._lock:
+            self._busy = False
+            self.stage = "idle"
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def finished(self) -> None:
+        """Called by the pipeline once the update's outcome has been reported."""
+        self.release()
+
+    # --- the work (its own thread) ---------------------------------------------------
+
+    def start(self, payload: bytes) -> None:
+        """Parse the payload (errors raise at once) and run the update in a thread."""
+        request = parse_request(payload)
+        log.info("update: %s", request.describe())
+        self._thread = threading.Thread(
+            target=self._run, args=(request,), name="sightwire-update", daemon=True
+        )
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _step(self, stage: str) -> None:
+        self.stage = stage
+        log.info("update: %s", stage)
+        self._progress(stage)
+
+    def _run(self, request: UpdateRequest) -> None:
+        try:
+            outcome = self._rollback() if request.rollback else self._update(request)
+        except SightwireError as exc:
+            self._fail(str(exc))
+            return
+        except Exception as exc:  # a bug here must not kill the daemon or hold the slot
+            log.exception("update crashed")
+            self._fail(f"internal error: {type(exc).__name__}: {one_line(exc)}")
+            return
+        self._step("loading")
+        self._installed(outcome)
+
+    def _fail(self, error: str) -> None:
+        log.error("update refused, the running model keeps running: %s", error)
+        try:
+            self._failed(error)
+        finally:
+            self.release()
+
+    def _rollback(self) -> Installed:
+        store = ModelStore.of(self.model_path)
+        self._step("rolling back")
+        version, previous = store.rollback()
+        return Installed(store, version, previous, rollback=True)
+
+    def _update(self, request: UpdateRequest) -> Installed:
+        store = ModelStore.of(self.model_path)
+        staging = store.new_staging()
+        try:
+            return self._install(request, store, staging)
+        except SightwireError as exc:  # the staging paths mean nothing to the sender
+            text = str(exc)
+            for path in {staging, staging.resolve()}:
+                text = text.replace(f"{path}/bundle.zip", "zip").replace(f"{path}/bundle/", "")
+            raise UpdateError(text) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _install(self, request: UpdateRequest, store: ModelStore, staging: Path) -> Installed:
+        self._step("downloading" if request.url else "receiving")
+        zip_path = staging / "bundle.zip"
+        digest = fetch(request, zip_path, self.max_bytes, self.timeout_s, self.cancel)
+        if request.sha256 and digest != request.sha256:
+            raise UpdateError(
+                f"the zip's sha256 is {digest[:12]}…, not the {request.sha256[:12]}… "
+                "the command gave (corrupt or replaced download)"
+            )
+        self._step("verifying")
+        root = unpack(zip_path, staging / "bundle", max_bytes=4 * self.max_bytes)
+        zip_path.unlink()
+        clf = verify_bundle(root, self.variant, threads=1)
+        name = clf.bundle.name
+        del clf  # the checking interpreter is not needed any more
+        self._step("installing")
+        version, previous = store.install(root, name)
+        pruned = store.prune(self.keep)
+        if pruned:
+            log.info("update: removed old versions %s", ", ".join(pruned))
+        return Installed(store, version, previous)
