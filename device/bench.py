@@ -732,7 +732,7 @@ class DemandSlot(TimedSlot):
         super().wake()
 
 
-_WORKER_STAGES = ("fit", "convert", "set_tensor", "invoke", "output", "postprocess", "publish")
+_WORKER_STAGES = ("convert", "set_tensor", "invoke", "output", "postprocess", "publish")
 
 
 def measure_loop(

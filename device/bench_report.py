@@ -251,8 +251,8 @@ def loop_tabs(result: dict[str, Any]) -> list[Tab]:
             ]
         )
     stages.notes.append(
-        "decode runs in the capture thread, beside the worker; busy = the worker's "
-        "fit..publish per frame; idle = 1000/fps - busy, the worker waiting for a frame"
+        "decode and fit run in the capture thread, beside the worker; busy = the worker's "
+        "convert..publish per frame; idle = 1000/fps - busy, the worker waiting for a frame"
     )
     return [fps, stages]
 

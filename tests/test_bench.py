@@ -221,8 +221,8 @@ def test_loop_against_bare_inference(bench_run):
         assert stages[stage]["mean"] > 0, stage
     busy = sum(
         stages[s]["mean"]
-        for s in ("fit", "convert", "set_tensor", "invoke", "output", "postprocess", "publish")
-    )
+        for s in ("convert", "set_tensor", "invoke", "output", "postprocess", "publish")
+    )  # fitting runs in the capture thread, beside the worker
     assert loop["worker_busy_ms"] == pytest.approx(busy, abs=0.01)
     assert loop["mqtt"] is None
 
