@@ -64,7 +64,7 @@ class TrainOptions:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     min_per_class: int = 5
-    representative_count: int = 300
+    representative_count: int = 1000
     threads: int | None = None
     search_trials: int = 0
     search_minutes: float | None = None

@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--representative",
         type=int,
-        default=300,
-        help="training images used to calibrate int8 (default 300)",
+        default=1000,
+        help="training images used to calibrate int8 (default 1000, or all there are): "
+        "300 lost 1 point on the magnetic tiles, all 940 lost none",
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")

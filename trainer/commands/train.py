@@ -64,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--representative",
         type=int,
-        default=300,
-        help="training images used to calibrate int8 (default 300)",
+        default=1000,
+        help="training images used to calibrate int8 (default 1000, or all there are): "
+        "300 lost 1 point on the magnetic tiles, all 940 lost none",
     )
     t.add_argument("--threads", type=int, default=None, help="TFLite threads for evaluation")
     q = parser.add_argument_group("search and validation")
