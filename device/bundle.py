@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import tempfile
 import zipfile
 import zlib
@@ -117,7 +118,20 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if not path.exists():
         raise BundleError(f"model not found: {path}")
     if path.is_file() and path.suffix.lower() == ".zip":
-        return load_bundle(extract_zip(path, Path(tempfile.mkdtemp(prefix="sightwire-"))), verify)
+        # One folder per distinct zip (by content): a reload of the same zip reuses it
+        # instead of leaving another copy in /tmp (tmpfs on a Pi: RAM).
+        dest = Path(tempfile.gettempdir()) / f"sightwire-bundle-{sha256_file(path)[:16]}"
+        if not dest.is_dir():
+            staging = Path(tempfile.mkdtemp(prefix="sightwire-unzip-"))
+            try:
+                extract_zip(path, staging)
+                staging.rename(dest)
+            except OSError:  # another process unpacked it first
+                shutil.rmtree(staging, ignore_errors=True)
+            except BundleError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return load_bundle(_bundle_root(dest, path), verify)
     if path.is_file():
         if path.suffix.lower() != ".tflite":
             raise BundleError(f"{path}: expected a bundle directory, a .zip or a .tflite file")
@@ -190,6 +204,11 @@ def extract_zip(zip_path: Path, dest: Path, max_bytes: int = 512 << 20) -> Path:
             zf.extractall(dest)
     except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
         raise BundleError(f"{zip_path}: not a valid zip file ({exc})") from exc
+    return _bundle_root(dest, zip_path)
+
+
+def _bundle_root(dest: Path, zip_path: Path) -> Path:
+    """The folder holding manifest.json (a zip may wrap the bundle in one folder)."""
     if (dest / MANIFEST).is_file():
         return dest
     inner = [p.parent for p in dest.glob(f"*/{MANIFEST}")]

@@ -69,3 +69,32 @@ def test_synthetic_dataset_is_deterministic(tmp_path):
     assert len(files_a) == 6
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
+
+
+def test_zip_bundle_loads_and_reuses_one_folder(reference, tmp_path):
+    import zipfile
+
+    from device.bundle import load_bundle
+
+    archive = tmp_path / "small.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(reference / "mobilenet_v1_0.25_128_quant.tflite", "small/model.tflite")
+        zf.write(reference / "imagenet_labels.txt", "small/labels.txt")
+    first, second = load_bundle(archive), load_bundle(archive)
+    assert first.root == second.root  # a reload does not unpack another copy
+    clf = Classifier.open(first)
+    probs = clf.classify(load_image(reference / "cat.bmp"))
+    assert "cat" in clf.labels[int(np.argmax(probs))]
+
+
+def test_zip_that_escapes_is_refused(tmp_path):
+    import zipfile
+
+    from device.bundle import load_bundle
+    from device.errors import BundleError
+
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../evil.tflite", b"x")
+    with pytest.raises(BundleError, match="escapes"):
+        load_bundle(archive)
