@@ -66,6 +66,15 @@ def recorder(broker: Broker):
     r.close()
 
 
+@pytest.fixture
+def cats(tmp_path: Path, reference: Path) -> Path:
+    """A folder source with one photo: Coral's cat (the reference models say 286)."""
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    os.symlink(reference / "cat.bmp", folder / "cat.bmp")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory) -> Path:
     """Three classes of drawn shapes, 24 images each, 64x64 (session-wide, read-only)."""

@@ -58,14 +58,6 @@ def images(tmp_path, reference) -> Path:
 
 
 @pytest.fixture
-def cats(tmp_path, reference) -> Path:
-    folder = tmp_path / "cats"
-    folder.mkdir()
-    os.symlink(reference / "cat.bmp", folder / "cat.bmp")
-    return folder
-
-
-@pytest.fixture
 def model(tmp_path, reference) -> Path:
     """A private copy of the reference model (with its labels) that tests may break."""
     folder = tmp_path / "model"

@@ -99,14 +99,6 @@ def alternating(tmp_path, reference) -> Path:
     return folder
 
 
-@pytest.fixture
-def cats(tmp_path, reference) -> Path:
-    folder = tmp_path / "cats"
-    folder.mkdir()
-    os.symlink(reference / "cat.bmp", folder / "cat.bmp")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def cat_image(reference) -> np.ndarray:
     return load_image(reference / "cat.bmp")

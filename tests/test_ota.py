@@ -97,14 +97,6 @@ def models(tmp_path, bundles) -> Path:
     return root / "current"
 
 
-@pytest.fixture
-def cats(tmp_path, reference) -> Path:
-    folder = tmp_path / "cats"
-    folder.mkdir()
-    os.symlink(reference / "cat.bmp", folder / "cat.bmp")
-    return folder
-
-
 def ota_config(broker, current: Path, cats: Path, **mqtt) -> dict:
     return make_config(
         broker, current, cats, mqtt={"allow_update": True, "heartbeat_s": 0.5, **mqtt}

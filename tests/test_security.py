@@ -174,14 +174,6 @@ def model(tmp_path, reference) -> Path:
     return folder / MODEL
 
 
-@pytest.fixture
-def cats(tmp_path, reference) -> Path:
-    folder = tmp_path / "cats"
-    folder.mkdir()
-    (folder / "cat.bmp").symlink_to(reference / "cat.bmp")
-    return folder
-
-
 @pytest.mark.mqtt
 def test_daemon_works_over_tls_with_a_password_under_a_per_device_acl(
     secure_broker, model, cats, caplog
