@@ -313,6 +313,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         extra=extra,
     )
     sections = {
+        "speed": stage1_speedup(prep, result, watch),
         "baseline_linear_head": baseline,
         "search": search_record,
         "cross_validation": folds,
