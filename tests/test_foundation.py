@@ -98,3 +98,47 @@ def test_zip_that_escapes_is_refused(tmp_path):
         zf.writestr("../evil.tflite", b"x")
     with pytest.raises(BundleError, match="escapes"):
         load_bundle(archive)
+
+
+def _labels(reference):
+    return (reference / "imagenet_labels.txt").read_text().splitlines()
+
+
+def test_teachable_machine_folder_says_egyptian_cat(reference, tmp_path):
+    """Teachable Machine's export: model.tflite + labels.txt numbered '0 background'."""
+    folder = tmp_path / "converted_tflite_quantized"
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(
+        (reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite").read_bytes()
+    )
+    (folder / "labels.txt").write_text(
+        "".join(f"{i} {name}\n" for i, name in enumerate(_labels(reference)))
+    )
+    clf = Classifier.open(folder)
+    assert clf.bundle.kind == "teachable" and clf.labels[286] == "Egyptian cat"
+    probs = clf.classify(load_image(reference / "cat.bmp"))
+    assert clf.top_k(probs, 1)[0][0] == "Egyptian cat"
+
+
+def test_manifest_bundle_says_egyptian_cat(reference, tmp_path):
+    import json
+
+    from device.bundle import sha256_file
+
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    model = folder / "model_int8.tflite"
+    model.write_bytes((reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite").read_bytes())
+    labels = _labels(reference)
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    manifest = {
+        "format_version": 1,
+        "name": "coral",
+        "labels": labels,
+        "input": {"width": 224, "height": 224, "normalization": {"mean": 127.5, "std": 127.5}},
+        "models": {"int8": {"file": model.name, "sha256": sha256_file(model)}},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    clf = Classifier.open(folder)
+    assert clf.bundle.kind == "bundle"
+    assert clf.top_k(clf.classify(load_image(reference / "cat.bmp")), 1)[0][0] == "Egyptian cat"
