@@ -150,3 +150,14 @@ def test_export_redoes_tflite_from_the_keras_model(trained):
     assert after["labels"] == before["labels"]
     assert sha256_file(out / "model_int8.tflite") == after["models"]["int8"]["sha256"]
     load_bundle(out)  # hashes verified
+
+
+def test_trainer_int8_export_passes_edgetpu_preflight(trained):
+    from trainer.edgetpu import preflight
+
+    _, out = trained
+    report = preflight(out / "model_int8.tflite")
+    assert report.first_fallback is None
+    assert report.mapped == len(report.ops) > 50
+    proc = sightwire("compile-edgetpu", str(out), "--check")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
