@@ -125,7 +125,14 @@ class Message:
 class Recorder:
     """A subscriber that keeps every message, for assertions on what was published."""
 
-    def __init__(self, broker: Broker, topics: str | list[str] = "#", client_id: str = ""):
+    def __init__(
+        self,
+        broker: Broker,
+        topics: str | list[str] = "#",
+        client_id: str = "",
+        setup=None,
+    ):
+        """``setup(client)`` runs before connecting: TLS, username and password."""
         self.messages: list[Message] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -134,6 +141,8 @@ class Recorder:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a, **k: self._subscribed.set()
+        if setup is not None:
+            setup(self.client)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         if not self._subscribed.wait(10):
@@ -166,6 +175,10 @@ class Recorder:
                     seen = sorted({m.topic for m in self.messages})
                     raise TimeoutError(f"no message on {topic} in {timeout}s; saw {seen}")
                 self._cond.wait(left)
+
+    def seen_topics(self) -> set[str]:
+        with self._cond:
+            return {m.topic for m in self.messages}
 
     def publish(self, topic: str, payload: bytes | str = b"", qos: int = 1, retain: bool = False):
         info = self.client.publish(topic, payload, qos=qos, retain=retain)

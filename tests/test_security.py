@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from device.cli import main
 from device.config import MqttConfig
 from device.errors import SightwireError
 from device.publisher import Publisher
-from tests.mqtt_helpers import Broker, free_port
+from tests.mqtt_helpers import Broker, Recorder, free_port
 from tests.test_daemon import BASE, DEVICE, MODEL, make_config, payload, running
 
 pytestmark = pytest.mark.faults
@@ -106,54 +105,14 @@ def secure_broker(tmp_path, mosquitto_binary, pki):
     broker.stop()
 
 
-class Operator:
+def Operator(broker: SecureBroker, user: str, password: str, topics: list[str]) -> Recorder:
     """A TLS client logged in as ``user``, recording what it receives."""
 
-    def __init__(self, broker: SecureBroker, user: str, password: str, topics: list[str]):
-        self.messages: list[mqtt.MQTTMessage] = []
-        self._cond = threading.Condition()
-        ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.tls_set(ca_certs=str(broker.pki / "ca.crt"))
-        self.client.username_pw_set(user, password)
-        self.client.on_connect = lambda c, *a: c.subscribe([(t, 1) for t in topics])
-        self.client.on_subscribe = lambda *a: ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert ready.wait(20), "operator could not subscribe"
+    def login(client: mqtt.Client) -> None:
+        client.tls_set(ca_certs=str(broker.pki / "ca.crt"))
+        client.username_pw_set(user, password)
 
-    def _on_message(self, client, userdata, msg) -> None:
-        with self._cond:
-            self.messages.append(msg)
-            self._cond.notify_all()
-
-    def wait_for(self, topic: str, predicate=None, timeout: float = 20.0) -> mqtt.MQTTMessage:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for m in self.messages:
-                    if mqtt.topic_matches_sub(topic, m.topic) and (
-                        predicate is None or predicate(m)
-                    ):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"nothing on {topic}; saw {[m.topic for m in self.messages]}"
-                    )
-                self._cond.wait(left)
-
-    def topics(self) -> set[str]:
-        with self._cond:
-            return {m.topic for m in self.messages}
-
-    def publish(self, topic: str, body: bytes | str = b"") -> None:
-        self.client.publish(topic, body, qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+    return Recorder(broker, topics, setup=login)
 
 
 def cam_mqtt(broker: SecureBroker, **extra) -> dict:
@@ -214,8 +173,8 @@ def test_the_acl_really_confines_the_device_user(secure_broker, model, cats, cap
         op.wait_for(f"{BASE}/probe")
         cam.wait_for(f"{BASE}/cmd/probe")
         # Each client's messages arrive in order: the denied ones would be here by now.
-        assert "sightwire/cam2/state" not in op.topics()
-        assert "sightwire/cam2/cmd/pause" not in cam.topics()
+        assert "sightwire/cam2/state" not in op.seen_topics()
+        assert "sightwire/cam2/cmd/pause" not in cam.seen_topics()
 
         other = make_config(
             secure_broker, model, cats, mqtt=cam_mqtt(secure_broker, device_id="cam2")
@@ -229,7 +188,7 @@ def test_the_acl_really_confines_the_device_user(secure_broker, model, cats, cap
             assert denied in secure_broker.log()
             assert pipeline.alive
         # Nothing of the muted daemon got through (the operator only hears its own spy).
-        cam2 = {t for t in op.topics() if t.startswith("sightwire/cam2/")}
+        cam2 = {t for t in op.seen_topics() if t.startswith("sightwire/cam2/")}
         assert cam2 == {"sightwire/cam2/cmd/pause"}
     finally:
         op.close()
