@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests.mqtt_helpers import MOSQUITTO_HINT, Broker, Recorder, find_mosquitto
 from trainer.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
+REFERENCE_MODEL = "tf2_mobilenet_v2_1.0_224_ptq.tflite"  # Coral's int8 MobileNetV2, known answers
 
 
 def shared_path() -> Path | None:
@@ -64,6 +66,16 @@ def recorder(broker: Broker):
     r = Recorder(broker, "#")
     yield r
     r.close()
+
+
+@pytest.fixture
+def model(tmp_path: Path, reference: Path) -> Path:
+    """A private copy of the reference model (with its labels) that tests may break."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(reference / REFERENCE_MODEL, folder / REFERENCE_MODEL)
+    shutil.copy(reference / "imagenet_labels.txt", folder / "labels.txt")
+    return folder / REFERENCE_MODEL
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,6 @@ from device.timing import STAGES
 from tests.mqtt_helpers import Recorder
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
 DEVICE = "cam1"
 BASE = f"sightwire/{DEVICE}"
 LABELS = {"cat": "Egyptian cat", "parrot": "macaw", "grace": "military uniform"}
@@ -55,16 +53,6 @@ def images(tmp_path, reference) -> Path:
         os.symlink(reference / "grace_hopper.bmp", folder / f"c_grace_{i}.bmp")
     (folder / "d_broken.jpg").write_bytes(b"\xff\xd8 truncated")
     return folder
-
-
-@pytest.fixture
-def model(tmp_path, reference) -> Path:
-    """A private copy of the reference model (with its labels) that tests may break."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    shutil.copy(reference / MODEL, folder / MODEL)
-    shutil.copy(reference / "imagenet_labels.txt", folder / "labels.txt")
-    return folder / MODEL
 
 
 def merge(base: dict, extra: dict) -> dict:

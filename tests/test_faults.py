@@ -35,11 +35,11 @@ from device.config import COMMANDS, Config, ConfigError, InferenceConfig, load_c
 from device.control import LOG_PER_MINUTE, printable_name
 from device.pipeline import Pipeline
 from device.preprocess import load_image
+from tests.conftest import REFERENCE_MODEL as MODEL
 from tests.mqtt_helpers import Broker, Recorder
 from tests.test_daemon import (
     BASE,
     DEVICE,
-    MODEL,
     command,
     make_config,
     next_message,
@@ -76,15 +76,6 @@ def figures(tmp_path_factory):
 
 
 # --- shared set-up ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def model(tmp_path, reference) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    shutil.copy(reference / MODEL, folder / MODEL)
-    shutil.copy(reference / "imagenet_labels.txt", folder / "labels.txt")
-    return folder / MODEL
 
 
 @pytest.fixture

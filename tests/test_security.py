@@ -26,7 +26,7 @@ from device.config import MqttConfig
 from device.errors import SightwireError
 from device.publisher import Publisher
 from tests.mqtt_helpers import Broker, Recorder, free_port
-from tests.test_daemon import BASE, DEVICE, MODEL, make_config, payload, running
+from tests.test_daemon import BASE, DEVICE, make_config, payload, running
 
 pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[1]
@@ -122,15 +122,6 @@ def cam_mqtt(broker: SecureBroker, **extra) -> dict:
         "tls": {"ca": str(broker.pki / "ca.crt")},
         **extra,
     }
-
-
-@pytest.fixture
-def model(tmp_path, reference) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    shutil.copy(reference / MODEL, folder / MODEL)
-    shutil.copy(reference / "imagenet_labels.txt", folder / "labels.txt")
-    return folder / MODEL
 
 
 @pytest.mark.mqtt
