@@ -70,15 +70,6 @@ class Features:
         return Features(self.cut[rows], self.pooled[rows], self.views)
 
 
-def advance(frozen_mid: keras.Model, feats: Features, batch_size: int = 128) -> Features:
-    """Cut features one cut deeper: run the frozen blocks between two cuts once."""
-    parts = [
-        frozen_mid.predict_on_batch(feats.cut[i : i + batch_size])
-        for i in range(0, len(feats.cut), batch_size)
-    ]
-    return Features(np.concatenate(parts), feats.pooled, feats.views)
-
-
 def extract(
     extractor: keras.Model,
     images: np.ndarray,

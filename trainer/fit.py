@@ -10,6 +10,7 @@ early on validation loss and keep their best weights.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -186,6 +187,7 @@ def fine_tune(
     history: History | None = None,
     verbose: int | None = None,
     train_batch_norm: bool = False,
+    frozen: Sequence[keras.layers.Layer] = (),
 ) -> bool:
     """Stage 2: the layers above the cut and the head, on cached cut tensors.
 
@@ -203,7 +205,7 @@ def fine_tune(
     _compile(model, cfg.fine_tune_lr)
     before = model.get_weights()
     stage1_loss = float(model.evaluate(val.cut, y_val, verbose=0)[0])
-    set_trainable_top(top, True, train_batch_norm)
+    set_trainable_top(top, True, train_batch_norm, frozen)
     _compile(model, cfg.fine_tune_lr)  # recompile: trainable flags changed
     y_all = np.tile(y_train, train.views)
     data, steps = _dataset(train.cut, y_all, cfg.batch_size, cfg.seed, len(y_train))

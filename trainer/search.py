@@ -1,10 +1,14 @@
 """Hyperparameter search (KerasTuner, Bayesian) over both training stages.
 
 Every trial trains on the cached backbone features, so a trial costs seconds to a
-minute instead of a full backbone pass per epoch. The features are cached once at the
-deepest fine-tuning cut the search may pick; shallower cuts are derived from them by
-running the frozen blocks in between once. Trials are scored on the validation split
+minute instead of a full backbone pass per epoch. The features are cached once below
+the deepest fine-tuning cut the search may pick; a shallower cut only freezes the
+blocks in between. Trials are scored on the validation split
 only; the test split is touched once, by the final model.
+
+The best trial's own weights are what gets exported: retraining its settings would
+not reproduce its validation loss (multithreaded TensorFlow on a CPU does not sum in
+a fixed order), and the point of the search is the model it scored.
 
 What is searched: learning rates of both stages, dropout, fine-tune depth (in whole
 blocks) and augmentation strength as the number of augmented views per image (the
@@ -16,18 +20,20 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner as kt
+import numpy as np
 
+from device.errors import SightwireError
 from trainer.fit import FitConfig
 from trainer.model import block_starts
 from trainer.progress import console
 
 if TYPE_CHECKING:
-    from trainer.training import Prepared, Stopwatch, TrainOptions
+    from trainer.training import Prepared, Stopwatch, Trained, TrainOptions
 
 FINE_TUNE_BLOCKS = (1, 2, 3, 4)  # blocks 16; 15-16; 14-16; 13-16 (+ the final 1x1 conv)
 
@@ -46,6 +52,7 @@ class _Tuner(kt.Tuner):
         super().__init__(**kwargs)
         self.prep, self.base, self.max_views, self.deadline = prep, base, max_views, deadline
         self.records: list[dict[str, Any]] = []
+        self.best: Best | None = None
 
     def settings(self, hp: kt.HyperParameters) -> tuple[FitConfig, int, int]:
         cuts = candidate_cuts(self.prep.backbone)
@@ -74,6 +81,9 @@ class _Tuner(kt.Tuner):
             "seconds": round(time.perf_counter() - start, 1),
         }
         self.records.append(record)
+        if self.best is None or result.val_loss < self.best.trained.val_loss:
+            weights = self.prep.backbone.get_weights()  # the trial's fine-tuned backbone
+            self.best = Best(result, weights, (cfg, cut, views), record["trial"])
         console.print(
             f"trial {record['trial']}: val loss {record['val_loss']:.4f}, "
             f"accuracy {record['val_accuracy']:.2%} ({record['seconds']:.0f}s) {record['params']}"
@@ -83,10 +93,18 @@ class _Tuner(kt.Tuner):
         return {"val_loss": result.val_loss, "val_accuracy": result.val_accuracy}
 
 
-def run_search(
-    prep: Prepared, opts: TrainOptions, watch: Stopwatch
-) -> tuple[dict[str, Any], tuple[FitConfig, int, int]]:
-    """Search, then return the record for the report and the best (config, cut, views)."""
+@dataclass
+class Best:
+    """The best trial so far: its trained head, backbone weights and settings."""
+
+    trained: Trained
+    backbone_weights: list[np.ndarray]
+    settings: tuple[FitConfig, int, int]
+    trial: int
+
+
+def run_search(prep: Prepared, opts: TrainOptions, watch: Stopwatch) -> tuple[dict[str, Any], Best]:
+    """Search, then return the record for the report and the best trial."""
     deadline = time.perf_counter() + opts.search_minutes * 60 if opts.search_minutes else None
     with tempfile.TemporaryDirectory(prefix="sightwire-search-") as tmp:
         tuner = _Tuner(
@@ -108,14 +126,16 @@ def run_search(
             + (f" or {opts.search_minutes:g} minutes" if deadline else "")
         )
         tuner.search()
-        best_hp = tuner.get_best_hyperparameters(1)[0]
-        best = tuner.settings(best_hp)
+    best = tuner.best
+    if best is None:
+        raise SightwireError("the search ran no trial: raise --search-minutes")
     watch.lap("search")
     record = {
         "objective": "val_loss",
         "trials": tuner.records,
-        "best": dict(best_hp.values),
+        "best": tuner.records[best.trial - 1]["params"],
+        "best_trial": best.trial,
         "seconds": watch.phases["search"],
     }
-    console.print(f"best trial: {record['best']}")
+    console.print(f"best trial: {best.trial} {record['best']}: its weights are exported")
     return record, best

@@ -35,10 +35,11 @@ from trainer.export import (
     to_int8_tflite,
     write_bundle,
 )
-from trainer.features import Features, advance, augmenter, extract
+from trainer.features import Features, augmenter, extract
 from trainer.fit import FitConfig, History, fine_tune, train_head
 from trainer.model import (
     assemble,
+    cache_cut,
     cut_index,
     feature_extractor,
     load_backbone,
@@ -57,6 +58,7 @@ class TrainOptions:
     alpha: float = 1.0
     weights: str = "imagenet"
     fine_tune_layers: int = 20
+    multiscale: bool = True
     augment_copies: int = 3
     augment_strength: float = 1.0
     vertical_flip: bool = False
@@ -98,8 +100,9 @@ class Prepared:
     spec: InputSpec
     backbone: keras.Model
     scratch: bool
-    base_cut: int  # the deepest cut features were cached at
-    feats: dict[int, dict[str, Features]]  # cut index -> split -> features
+    multiscale: bool
+    base_cut: int  # the layer whose input is cached: no fine-tuning cut or tap is below it
+    feats: dict[str, Features]  # split -> features at base_cut
     pretrained: list[np.ndarray]  # backbone weights before any fine-tuning
     pre_doctor: doctor.DoctorReport | None = None  # the pixel pass made before the split
 
@@ -107,17 +110,11 @@ class Prepared:
     def n_classes(self) -> int:
         return len(self.ds.classes)
 
-    def features_at(self, cut: int) -> dict[str, Features]:
-        """Features at a cut at or above the cached one (frozen blocks run once)."""
-        if cut not in self.feats:
-            if cut < self.base_cut:
-                raise ValueError("features are cached above this cut")
-            mid = keras.Model(
-                self.backbone.layers[self.base_cut].input, self.backbone.layers[cut].input
-            )
-            self.backbone.set_weights(self.pretrained)
-            self.feats[cut] = {k: advance(mid, f) for k, f in self.feats[self.base_cut].items()}
-        return self.feats[cut]
+    def last_layer(self) -> dict[str, np.ndarray]:
+        """The backbone's own pooled features per split (the last columns of the taps):
+        what a plain frozen-backbone classifier reads."""
+        dim = int(self.backbone.output.shape[-1])
+        return {side: f.pooled[:, -dim:] for side, f in self.feats.items()}
 
 
 @dataclass
@@ -156,8 +153,10 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
         opts.fit.monitor = "val_accuracy"
         base = cut_index(backbone, len(backbone.layers))
     else:
-        base = min(cuts or [cut_index(backbone, opts.fine_tune_layers)])
-    extractor = feature_extractor(backbone, base)
+        base = cache_cut(
+            backbone, min(cuts or [cut_index(backbone, opts.fine_tune_layers)]), opts.multiscale
+        )
+    extractor = feature_extractor(backbone, base, opts.multiscale)
     aug = augmenter(opts.augment_strength, opts.fit.seed, opts.vertical_flip)
     show = opts.show_progress
     feats = {
@@ -174,7 +173,18 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
     }
     watch.lap("backbone_features")
     return Prepared(
-        ds, parts, x, y, spec, backbone, scratch, base, {base: feats}, backbone.get_weights(), pre
+        ds,
+        parts,
+        x,
+        y,
+        spec,
+        backbone,
+        scratch,
+        opts.multiscale,
+        base,
+        feats,
+        backbone.get_weights(),
+        pre,
     )
 
 
@@ -189,12 +199,14 @@ def fit_stages(
 ) -> Trained:
     """Stage 1 then stage 2 from the pretrained backbone, on cached features.
 
-    ``train_items``/``val_items`` select images of the train split (cross-validation);
-    by default the train and validation splits are used.
+    Stage 2 trains the layers from ``cut`` up; those between the cache and the cut run
+    frozen. ``train_items``/``val_items`` select images of the train split
+    (cross-validation); by default the train and validation splits are used.
     """
     prep.backbone.set_weights(prep.pretrained)
-    _, top = split_backbone(prep.backbone, cut)
-    feats = prep.features_at(cut)
+    _, top = split_backbone(prep.backbone, prep.base_cut, prep.multiscale)
+    frozen = prep.backbone.layers[prep.base_cut : cut]
+    feats = prep.feats
     train, y_train = feats["train"].with_views(views), prep.y["train"]
     val, y_val = feats["val"], prep.y["val"]
     if train_items is not None and val_items is not None:
@@ -230,6 +242,7 @@ def fit_stages(
         history,
         verbose=verbose,
         train_batch_norm=prep.scratch,
+        frozen=frozen,
     )
     probs = (
         np.concatenate(
@@ -260,19 +273,25 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
         search_cuts = candidate_cuts(load_backbone(opts.input_size, opts.alpha, "none"))
     prep = prepare(opts, watch, search_cuts)
-    baseline = linear_baseline(prep.feats[prep.base_cut], prep.y, opts.fit.seed)
+    baseline = linear_baseline(prep.last_layer(), prep.y, opts.fit.seed)
     watch.lap("linear_baseline")
-    cfg, cut, views = opts.fit, prep.base_cut, 1 + opts.augment_copies
-    search_record = None
+    cfg, views = opts.fit, 1 + opts.augment_copies
+    cut = prep.base_cut if prep.scratch else cut_index(prep.backbone, opts.fine_tune_layers)
+    search_record, best = None, None
     if opts.search_trials:
         from trainer.search import run_search
 
-        search_record, (cfg, cut, views) = run_search(prep, opts, watch)
+        search_record, best = run_search(prep, opts, watch)
+        cfg, cut, views = best.settings
     folds = cross_validate(prep, cfg, cut, views, opts.folds) if opts.folds > 1 else None
     if folds:
         watch.lap("cross_validation")
-    result = fit_stages(prep, cfg, cut, views)
-    watch.lap("final_training")
+    if best is not None:
+        result = best.trained  # the searched model itself (see trainer.search)
+        prep.backbone.set_weights(best.backbone_weights)
+    else:
+        result = fit_stages(prep, cfg, cut, views)
+        watch.lap("final_training")
     if cfg.fine_tune_epochs > 0 and not result.kept_fine_tune and not prep.scratch:
         console.print("[yellow]fine-tuning did not lower the validation loss: kept stage 1[/]")
     calibration = (
@@ -281,7 +300,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         else None
     )
 
-    model = assemble(prep.backbone, result.head)
+    model = assemble(prep.backbone, result.head, prep.multiscale)
     opts.out.mkdir(parents=True, exist_ok=True)
     clear_bundle(opts.out)
     model.save(opts.out / KERAS_FILE)
@@ -297,6 +316,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             "weights": opts.weights if opts.weights in ("imagenet", "none") else "file",
             "fine_tune_from": prep.backbone.layers[cut].name,
             "fine_tune_kept": result.kept_fine_tune,
+            "multiscale": prep.multiscale,
             "fit": cfg.to_dict(),
             "augment_views": views,
         },
@@ -331,8 +351,7 @@ def run_doctor(opts: TrainOptions, prep: Prepared) -> doctor.DoctorReport:
     """The data doctor on this run's data, features, split and exported int8 model."""
     pooled = None
     if not prep.scratch:  # random-backbone features say nothing about the photos
-        base = prep.feats[prep.base_cut]
-        pooled = doctor.item_order(prep.parts, {side: f.pooled for side, f in base.items()})
+        pooled = doctor.item_order(prep.parts, prep.last_layer())
     found = doctor.diagnose(
         prep.ds,
         pooled,
@@ -354,7 +373,7 @@ def stage1_speedup(prep: Prepared, result: Trained, watch: Stopwatch) -> dict[st
     End to end, every epoch would push every training view through the whole frozen
     backbone; the estimate uses the backbone throughput measured while caching.
     """
-    feats = prep.feats[prep.base_cut]
+    feats = prep.feats
     passes = sum(len(f.pooled) for f in feats.values())
     rate = passes / max(watch.phases.get("backbone_features", 0.0), 1e-9)
     epochs = len(result.history.stages.get("head", {}).get("loss", []))
@@ -398,14 +417,15 @@ def manifest_version() -> str:
     return __version__
 
 
-def linear_baseline(feats: dict[str, Features], y: dict[str, np.ndarray], seed: int) -> dict:
+def linear_baseline(feats: dict[str, np.ndarray], y: dict[str, np.ndarray], seed: int) -> dict:
     """What Teachable Machine does: logistic regression on frozen pooled features.
 
     The regularization is picked on the validation split; the fine-tuned model must
     beat this figure on the same test split to have earned its time.
     """
     best = None
-    train, val = feats["train"].first_view().pooled, feats["val"].pooled
+    n_train = len(y["train"])
+    train, val = feats["train"][:n_train], feats["val"]  # view 0: the photos as taken
     for c in (0.01, 0.1, 1.0, 10.0):
         clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
         clf.fit(train, y["train"])
@@ -413,9 +433,9 @@ def linear_baseline(feats: dict[str, Features], y: dict[str, np.ndarray], seed: 
         if best is None or score > best[0]:
             best = (score, c, clf)
     assert best is not None
-    test_acc = best[2].score(feats["test"].pooled, y["test"]) if len(y["test"]) else None
+    test_acc = best[2].score(feats["test"], y["test"]) if len(y["test"]) else None
     test_bal = (
-        balanced_accuracy_score(y["test"], best[2].predict(feats["test"].pooled))
+        balanced_accuracy_score(y["test"], best[2].predict(feats["test"]))
         if len(y["test"])
         else None
     )

@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "1x1 conv; 0 keeps the backbone frozen)",
     )
     m.add_argument(
+        "--no-multiscale",
+        dest="multiscale",
+        action="store_false",
+        help="the head reads only the backbone's last pooled features (default: also the "
+        "pooled outputs of blocks 13-16, which keep texture and colour detail)",
+    )
+    m.add_argument(
         "--crop",
         choices=["none", "center"],
         default="none",
@@ -122,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         weights=args.weights,
         fine_tune_layers=max(1, args.fine_tune_layers),
+        multiscale=args.multiscale,
         augment_copies=max(0, args.augment_copies),
         augment_strength=args.augment_strength,
         vertical_flip=args.vertical_flip,
