@@ -161,3 +161,25 @@ def test_trainer_int8_export_passes_edgetpu_preflight(trained):
     assert report.mapped == len(report.ops) > 50
     proc = sightwire("compile-edgetpu", str(out), "--check")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_multiscale_taps_from_the_cache_equal_a_full_pass_and_end_with_the_backbone():
+    """Stage 1 and 2 train on the cached tensor run through ``top``: that must give the
+    very features the exported network computes from the image, and the plain
+    backbone's pooled features must stay the last columns (the linear baseline reads
+    them there)."""
+    import keras
+
+    from trainer.model import feature_extractor, load_backbone, split_backbone, tap_start
+
+    backbone = load_backbone(96, 0.35, "none")
+    cache = tap_start(backbone)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
+    cut, pooled = feature_extractor(backbone, cache, multiscale=True).predict_on_batch(images)
+    _, top = split_backbone(backbone, cache, multiscale=True)
+    own = keras.ops.convert_to_numpy(backbone(images))
+    assert pooled.shape[1] > own.shape[1]
+    np.testing.assert_allclose(pooled[:, -own.shape[1] :], own, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(top(cut)), pooled, rtol=1e-4, atol=1e-5)
+    _, plain = feature_extractor(backbone, cache).predict_on_batch(images)
+    np.testing.assert_allclose(plain, own, rtol=1e-4, atol=1e-5)
