@@ -1,0 +1,64 @@
+"""``train --search``: real KerasTuner trials on cached features, the best one exported.
+
+Drawn shapes at 96x96 with the shared ImageNet weights (the convolution weights do not
+depend on the input size): three short trials, about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.classifier import Classifier
+from device.preprocess import load_image
+from trainer.synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, imagenet_weights: Path) -> Path:
+    root = tmp_path_factory.mktemp("search")
+    data = make_dataset(root / "data", classes=3, per_class=30, size=64, seed=2)
+    out = root / "bundle"
+    args = [
+        *("train", str(data), "--out", str(out), "--weights", str(imagenet_weights)),
+        *("--input-size", "96", "--search", "3", "--head-epochs", "30"),
+        *("--fine-tune-epochs", "3", "--augment-copies", "1", "--representative", "40"),
+        "--no-progress",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "device.cli", *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_every_trial_is_recorded_and_the_lowest_validation_loss_wins(searched: Path):
+    search = json.loads((searched / "report" / "metrics.json").read_text())["search"]
+    trials = search["trials"]
+    assert len(trials) == 3
+    assert {"head_lr", "fine_tune_lr", "dropout", "fine_tune_blocks"} <= set(trials[0]["params"])
+    best = min(trials, key=lambda t: t["val_loss"])
+    assert search["best_trial"] == best["trial"]
+    assert search["best"] == best["params"]
+
+
+def test_the_exported_model_is_the_best_trial_itself(searched: Path):
+    """Its validation accuracy through the device runtime is the one the trial scored
+    (a retrained copy would drift: CPU training is not bit-reproducible)."""
+    search = json.loads((searched / "report" / "metrics.json").read_text())["search"]
+    best = search["trials"][search["best_trial"] - 1]
+    split = json.loads((searched / "report" / "split.json").read_text())
+    root = Path(split["dataset"])
+    clf = Classifier.open(searched, "float")
+    labels = clf.labels
+    hits = [
+        labels[int(np.argmax(clf.classify(load_image(root / rel))))] == name
+        for rel, name in split["val"]
+    ]
+    assert len(hits) >= 10
+    assert abs(np.mean(hits) - best["val_accuracy"]) <= 1 / len(hits) + 1e-9
