@@ -2,10 +2,11 @@
 
 Each dataset is trained with the shared ImageNet weights at 224x224, defaults
 otherwise, and the exported models are evaluated with the device runtime on the test
-split. Promises checked: int8 within 1 point of float, and the fine-tuned float model
-at least as good as a frozen-backbone logistic-regression head on the same split,
-less one test image (one image is 0.4-0.5 points on these splits: a tie within one
-image is the noise floor of a 200-270 image test set, not a loss).
+split. Promises checked: int8 within 1 point of float; on the magnetic tiles and the
+flowers the float model at least a point above a frozen-backbone logistic-regression
+head on the last layer (the multi-scale head measured +2.1 and +3.8); on NEU, where that
+head is already at 100%, no more than one test image below it (one image is 0.4 points:
+the noise floor of a 270-image test set).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ DATASETS = {
     "magnetic_tile_defects": ["--vertical-flip"],
     "oxford_flowers17": [],
 }
+MARGIN = {"neu_surface_defects": None, "magnetic_tile_defects": 0.01, "oxford_flowers17": 0.01}
 
 pytestmark = pytest.mark.slow
 
@@ -60,5 +62,6 @@ def test_train_on_real_data_keeps_its_promises(name, shared, imagenet_weights, t
         f"time {sum(metrics['timings_s'].values()):.0f}s"
     )
     assert int8_acc >= float_acc - 0.01
-    assert float_acc >= baseline - 1.0 / n - 1e-9
+    margin = MARGIN[name]
+    assert float_acc >= (baseline - 1.0 / n - 1e-9 if margin is None else baseline + margin)
     assert Path(out / "report" / "index.html").stat().st_size > 10_000
