@@ -9,8 +9,10 @@ Three questions, one result dict (written as JSON by ``sightwire bench``):
   variant through ``Classifier`` on files decoded by ``load_image`` — the code path of
   ``sightwire evaluate`` — and the share of files where int8 agrees with float.
 - **loop**: how much of the model's speed survives the real daemon? Frames per second of
-  ``device.pipeline.Pipeline`` replaying JPEG frames at camera resolution, next to bare
-  ``invoke()`` throughput of the same interpreter, with the pipeline's per-stage times.
+  ``device.pipeline.Pipeline`` replaying frames at camera resolution from files (JPEG: a
+  recording, decoded in the capture thread; BMP: uncompressed like a camera's frames),
+  next to bare ``invoke()`` throughput of the same interpreter, with the pipeline's
+  per-stage times and the CPU time the whole process spends per frame.
 
 Rendering (terminal table, plot, side-by-side comparison) is in ``device.bench_report``.
 """
@@ -52,6 +54,11 @@ from device.runtime import (
 
 SCHEMA = "sightwire-bench/1"
 DEFAULT_LOOP_SIZES = ((640, 480), (1280, 720))
+# How the loop's frames are stored, and what that stands for.
+FRAME_FORMATS = {
+    "jpg": "JPEG files, quality 90 (a replayed recording: each frame is decoded)",
+    "bmp": "uncompressed BMP files (camera-like: no decoding, a file read and a copy)",
+}
 SPLIT_NAMES = {"train", "val", "validation", "test"}
 
 # What each figure means; written into every JSON so a file read a year later explains
@@ -81,18 +88,32 @@ DEFINITIONS: dict[str, str] = {
     "class, through the same code path as `sightwire evaluate`",
     "accuracy.int8_agreement_with_float": "share of files where int8's top-1 label equals "
     "float's: the price of quantization in one number",
-    "loop.fps": "frames classified per second by the daemon's Pipeline (capture thread "
-    "decoding JPEG files at camera resolution → worker: fit, convert, invoke, postprocess, "
+    "loop.fps": "frames classified per second by the daemon's Pipeline (capture thread: "
+    "reading frame files at camera resolution, fitting them to the model's size, "
+    "converting them to the input tensor → worker: set_tensor, invoke, postprocess, "
     "publish), after warm-up",
+    "loop.frame_format": "how the replayed frames are stored: jpg = JPEG files (a "
+    "recording; reading one = decoding it), bmp = uncompressed files (camera-like: reading "
+    "one = a file read and a copy, no decoding; a camera's driver hands over a buffer for "
+    "about the cost of the copy)",
+    "loop.cpu_ms_per_frame": "CPU time of the whole process (all threads, "
+    "time.process_time) per classified frame during the timed loop",
+    "loop.bare_cpu_ms_per_invoke": "CPU time of the whole process per bare invoke(): with "
+    "N threads about N x the latency when the cores are free",
+    "loop.overhead_cpu_ms_per_frame": "cpu_ms_per_frame - bare_cpu_ms_per_invoke: the CPU "
+    "the loop spends per frame besides inference (read/decode, fit, convert, post-process, "
+    "publish, thread hand-offs). When inference threads already fill every core, each of "
+    "these ms is taken from inference",
     "loop.bare_fps": "back-to-back invoke() calls per second of the same interpreter with "
     "the same thread count, measured just before the loop",
     "loop.loop_over_bare": "fps / bare_fps: the share of bare inference speed the whole loop keeps",
     "loop.stages_ms": "Pipeline.timings.summary(): per-stage mean/p50/p95 in ms; capture = "
-    "source.read() = JPEG decode for a folder source (in the capture thread, in parallel "
-    "with the worker); wait = frame ready → worker takes it; fit = crop+resize; convert = "
-    "lookup table to the input dtype; inference = set_tensor+invoke+output; total = "
-    "captured → published",
-    "loop.worker_busy_ms": "sum of the worker's stage means (fit .. publish): the loop's "
+    "source.read() = reading the frame file (a JPEG decode for jpg frames; in the capture "
+    "thread, in parallel with the worker); wait = frame ready → worker takes it; fit = "
+    "crop+resize; convert = lookup table to the input dtype (both in the capture thread, "
+    "after the read); inference = "
+    "set_tensor+invoke+output; total = captured → published",
+    "loop.worker_busy_ms": "sum of the worker's stage means (set_tensor .. publish): the loop's "
     "frame period if frames were always waiting",
     "loop.worker_idle_ms": "1000/fps minus worker_busy_ms: time the worker waited for a "
     "frame (capture-bound when large)",
@@ -123,7 +144,8 @@ class BenchOptions:
     # capture paced at that rate, dropping frames the worker has not taken (1000 = flat out).
     source_fps: float | None = None
     broker: tuple[str, int] | None = None
-    frame_count: int = 8  # distinct JPEG frames replayed by the loop
+    frame_count: int = 8  # distinct frames replayed by the loop
+    frame_formats: Sequence[str] = ("jpg",)  # keys of FRAME_FORMATS
 
 
 def default_threads() -> list[int]:
@@ -294,6 +316,14 @@ def random_input(detail: dict[str, Any], seed: int = 0) -> np.ndarray:
         return rng.uniform(-1, 1, shape).astype(dtype)
     info = np.iinfo(dtype)
     return rng.integers(info.min, int(info.max) + 1, shape).astype(dtype)
+
+
+def cpu_per_invoke(interpreter: Any, runs: int) -> float:
+    """Seconds of the process's CPU time (all threads) per back-to-back ``invoke()``."""
+    c0 = time.process_time()
+    for _ in range(runs):
+        interpreter.invoke()
+    return (time.process_time() - c0) / runs
 
 
 def time_invokes(interpreter: Any, runs: int, warmup: int) -> np.ndarray:
@@ -624,9 +654,11 @@ def make_frames(
     count: int,
     photos: Sequence[Path] = (),
     seed: int = 0,
+    frame_format: str = "jpg",
 ) -> list[Path]:
-    """``count`` JPEG frames of exactly ``size``: ``photos`` cropped/resized to it when
-    given, else synthetic scenes; mild noise and quality 90, like a camera's JPEGs."""
+    """``count`` frames of exactly ``size``: ``photos`` cropped/resized to it when given,
+    else synthetic scenes; mild noise, then JPEG quality 90 like a camera's JPEGs, or
+    uncompressed BMP (``frame_format="bmp"``) like a camera's raw frames."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     made: list[Path] = []
@@ -638,8 +670,11 @@ def make_frames(
             img = synthetic_scene(size, rng)
         pixels = np.asarray(img, dtype=np.int16) + rng.normal(0, 2.5, (size[1], size[0], 3))
         frame = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-        path = folder / f"frame_{i:03d}.jpg"
-        frame.save(path, "JPEG", quality=90)
+        path = folder / f"frame_{i:03d}.{frame_format}"
+        if frame_format == "jpg":
+            frame.save(path, "JPEG", quality=90)
+        else:
+            frame.save(path, "BMP")
         made.append(path)
     return made
 
@@ -675,12 +710,13 @@ def loop_config(
 
 
 class TimedSlot(FrameSlot):
-    """A ``FrameSlot`` that notes when the worker takes each frame, so the loop's fps is
-    timed from exactly the first frame after warm-up."""
+    """A ``FrameSlot`` that notes when the worker takes each frame (wall clock and the
+    process's CPU time), so the loop is timed from exactly the first frame after warm-up."""
 
     def __init__(self) -> None:
         super().__init__()
         self.taken: list[float] = []
+        self.cpu: list[float] = []
         self.gate = threading.Event()  # frames are held until it opens (broker connected)
         self.gate.set()
 
@@ -696,6 +732,7 @@ class TimedSlot(FrameSlot):
         frame = super().take(timeout)
         if frame is not None:
             self.taken.append(time.perf_counter())
+            self.cpu.append(time.process_time())
         return frame
 
 
@@ -732,7 +769,8 @@ class DemandSlot(TimedSlot):
         super().wake()
 
 
-_WORKER_STAGES = ("convert", "set_tensor", "invoke", "output", "postprocess", "publish")
+# Reading, fitting and converting a frame happen in the capture thread, beside the worker.
+_WORKER_STAGES = ("set_tensor", "invoke", "output", "postprocess", "publish")
 
 
 def measure_loop(
@@ -743,15 +781,18 @@ def measure_loop(
     threads: int,
     frames_dir: Path,
     opts: BenchOptions,
+    frame_format: str = "jpg",
 ) -> dict[str, Any]:
-    """The daemon's Pipeline on JPEG frames of ``size`` against bare ``invoke()``."""
+    """The daemon's Pipeline on the frame files in ``frames_dir`` (of ``size``, in
+    ``frame_format``) against bare ``invoke()``."""
     clf = open_classifier(bundle, variant, threads, opts.xnnpack)
-    first = load_image(sorted(frames_dir.glob("*.jpg"))[0])
+    first = load_image(min(p for p in frames_dir.iterdir() if p.suffix in IMAGE_SUFFIXES))
     tensor = clf.preprocess(first)
     for _ in range(max(opts.warmup, 1)):
         clf.infer(tensor)
     bare = time_invokes(clf.interpreter, opts.loop_frames, 0)
     bare_fps = bare.size / float(bare.sum())
+    bare_cpu = cpu_per_invoke(clf.interpreter, opts.loop_frames)
 
     config = loop_config(model_path, variant, threads, frames_dir, opts)
     total = opts.loop_warmup + opts.loop_frames
@@ -772,7 +813,7 @@ def measure_loop(
             slot.gate.set()
         if not pipe.wait(budget):
             raise SightwireError(f"the loop stalled after {pipe.frames} of {total} frames")
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         connected = pipe.publisher.connected if pipe.publisher is not None else None
         captured, dropped = slot.captured, slot.dropped  # stop() releases a held frame
     finally:
@@ -782,10 +823,13 @@ def measure_loop(
     # From the worker taking the first frame after warm-up to the last frame's end.
     t0 = slot.taken[opts.loop_warmup]
     fps = opts.loop_frames / (t1 - t0)
+    cpu = (cpu1 - slot.cpu[opts.loop_warmup]) / opts.loop_frames
     stages = pipe.timings.summary()
     busy = sum(stages[s]["mean"] or 0.0 for s in _WORKER_STAGES)
     return {
         "size": f"{size[0]}x{size[1]}",
+        "frame_format": frame_format,
+        "frames_are": FRAME_FORMATS[frame_format],
         "capture": "demand" if opts.source_fps is None else f"paced at {opts.source_fps:g} fps",
         "variant": variant,
         "threads": threads,
@@ -795,6 +839,9 @@ def measure_loop(
         "bare_fps": round(bare_fps, 3),
         "bare_latency_ms": latency_stats(bare),
         "loop_over_bare": round(fps / bare_fps, 4),
+        "cpu_ms_per_frame": round(cpu * 1000, 3),
+        "bare_cpu_ms_per_invoke": round(bare_cpu * 1000, 3),
+        "overhead_cpu_ms_per_frame": round((cpu - bare_cpu) * 1000, 3),
         "captured": captured,  # whole run, warm-up included
         "dropped": dropped,
         "errors": pipe.errors,
@@ -814,7 +861,8 @@ def measure_loops(
     photos: Sequence[Path] = (),
     progress: Progress = _quiet,
 ) -> list[dict[str, Any]]:
-    """Every loop size at every thread count, for the variant the daemon would run."""
+    """Every loop size in every frame format at every thread count, for the variant the
+    daemon would run."""
     tpu_present = None
     if opts.loop_variant in ("auto", "edgetpu") and "edgetpu" in bundle.models:
         tpu_present = edgetpu_status()[0]
@@ -822,16 +870,19 @@ def measure_loops(
     results = []
     with tempfile.TemporaryDirectory(prefix="sightwire-bench-") as tmp:
         for size in opts.loop_sizes:
-            frames_dir = Path(tmp) / f"{size[0]}x{size[1]}"
-            make_frames(frames_dir, size, opts.frame_count, photos)
-            for threads in opts.threads:
-                progress(
-                    f"loop: {variant} at {size[0]}x{size[1]}, {threads} thread(s), "
-                    f"{opts.loop_frames} frames"
-                )
-                results.append(
-                    measure_loop(bundle, model_path, variant, size, threads, frames_dir, opts)
-                )
+            for fmt in opts.frame_formats:
+                frames_dir = Path(tmp) / f"{size[0]}x{size[1]}-{fmt}"
+                make_frames(frames_dir, size, opts.frame_count, photos, frame_format=fmt)
+                for threads in opts.threads:
+                    progress(
+                        f"loop: {variant} at {size[0]}x{size[1]} {fmt}, {threads} thread(s), "
+                        f"{opts.loop_frames} frames"
+                    )
+                    results.append(
+                        measure_loop(
+                            bundle, model_path, variant, size, threads, frames_dir, opts, fmt
+                        )
+                    )
     return results
 
 
@@ -886,6 +937,7 @@ def run_bench(
             "xnnpack": opts.xnnpack,
             "loop_sizes": [f"{w}x{h}" for w, h in opts.loop_sizes],
             "loop_frames": opts.loop_frames,
+            "frame_formats": list(opts.frame_formats),
             "loop_variant": opts.loop_variant,
             "source_fps": opts.source_fps,
             "broker": None if opts.broker is None else f"{opts.broker[0]}:{opts.broker[1]}",
@@ -952,5 +1004,10 @@ def _check_options(opts: BenchOptions) -> None:
         raise SightwireError("--warmup must be 0 or more")
     if opts.loop_frames < 1:
         raise SightwireError("--loop-frames must be at least 1")
+    unknown = [f for f in opts.frame_formats if f not in FRAME_FORMATS]
+    if unknown or not opts.frame_formats:
+        raise SightwireError(
+            f"--frame-formats {','.join(unknown)}: expected {' or '.join(FRAME_FORMATS)}"
+        )
     if opts.source_fps is not None and not 0 < opts.source_fps <= 1000:
         raise SightwireError("--source-fps must be in (0, 1000]")

@@ -208,7 +208,7 @@ def accuracy_tab(result: dict[str, Any]) -> Tab | None:
 
 
 LOOP_STAGES = (
-    ("capture", "decode"),
+    ("capture", "read"),
     ("fit", "fit"),
     ("convert", "conv"),
     ("invoke", "invoke"),
@@ -224,35 +224,49 @@ def loop_tabs(result: dict[str, Any]) -> list[Tab]:
             return [Tab(f"the loop: skipped, {result['loop_skipped']}", [])]
         return []
     capture = loops[0]["capture"]
-    cols = ["frames", "variant", "thr", "loop fps", "bare fps", "loop/bare", "dropped"]
+    cols = ["frames", "variant", "thr", "loop fps", "bare fps", "loop/bare"]
+    cols += ["CPU/frame", "bare CPU", "extra CPU", "dropped"]
     fps = Tab(f"the loop: Pipeline fps against bare invoke() (capture: {capture})", cols)
     cols = ["frames", "thr"] + [name for _, name in LOOP_STAGES] + ["busy", "idle"]
     stages = Tab("where the loop's time goes: stage means, ms", cols)
+    formats: dict[str, str] = {}
     for r in loops:
         st = r["stages_ms"]
+        fmt = r.get("frame_format", "jpg")  # files written before formats were offered
+        formats.setdefault(fmt, r.get("frames_are", "JPEG files"))
         fps.rows.append(
             [
-                r["size"],
+                f"{r['size']} {fmt}",
                 r["variant"],
                 str(r["threads"]),
                 _num(r["fps"], 1),
                 _num(r["bare_fps"], 1),
                 f"{r['loop_over_bare']:.0%}",
+                _num(r.get("cpu_ms_per_frame")),
+                _num(r.get("bare_cpu_ms_per_invoke")),
+                _num(r.get("overhead_cpu_ms_per_frame")),
                 str(r["dropped"]),
             ]
         )
         stages.rows.append(
             [
-                r["size"],
+                f"{r['size']} {fmt}",
                 str(r["threads"]),
                 *(_num(st[key]["mean"]) for key, _ in LOOP_STAGES),
                 _num(r["worker_busy_ms"]),
                 _num(r["worker_idle_ms"]),
             ]
         )
+    fps.notes += [f"{fmt}: {text}" for fmt, text in formats.items()]
+    fps.notes.append(
+        "CPU ms of the whole process per frame (all threads); bare CPU = per bare invoke(); "
+        "extra = the difference, what the loop costs besides inference (with inference "
+        "threads on every core, each ms of it is taken from inference)"
+    )
     stages.notes.append(
-        "decode and fit run in the capture thread, beside the worker; busy = the worker's "
-        "convert..publish per frame; idle = 1000/fps - busy, the worker waiting for a frame"
+        "read (the frame file; a JPEG decode for jpg), fit and conv run in the capture "
+        "thread, beside the worker; busy = the worker's set_tensor..publish per frame; "
+        "idle = 1000/fps - busy, the worker waiting for a frame"
     )
     return [fps, stages]
 
@@ -319,7 +333,9 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
         if "int8_agreement_with_float" in acc:
             out["int8 agrees with float"] = f"{acc['int8_agreement_with_float']:.2%}"
     for r in result.get("loop") or []:
-        key = f"loop {r['size']} {r['variant']}, {r['threads']} thr"
+        fmt = r.get("frame_format", "jpg")
+        frames = r["size"] if fmt == "jpg" else f"{r['size']} {fmt}"
+        key = f"loop {frames} {r['variant']}, {r['threads']} thr"
         out[f"{key}: fps"] = _num(r["fps"], 1)
         out[f"{key}: loop/bare"] = f"{r['loop_over_bare']:.0%}"
     return out
@@ -380,7 +396,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     if loops:
         ax2 = axes[1]
-        labels = [f"{r['size']}\n{r['threads']} thr" for r in loops]
+        labels = [f"{r['size']} {r.get('frame_format', 'jpg')}\n{r['threads']} thr" for r in loops]
         x = range(len(loops))
         ax2.bar([i - 0.2 for i in x], [r["bare_fps"] for r in loops], 0.4, label="bare invoke()")
         ax2.bar([i + 0.2 for i in x], [r["fps"] for r in loops], 0.4, label="whole loop")

@@ -24,6 +24,7 @@ is how ``sightwire bench`` measures it; ``sightwire run`` is a thin shell around
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -44,7 +45,7 @@ from device.config import Config, InferenceConfig, validate
 from device.control import DEFERRED, Command, CommandError, CommandRouter
 from device.ota import Installed, Updater
 from device.postprocess import Decision, PostProcessor
-from device.preprocess import fit_frame
+from device.preprocess import Preprocessor, fit_frame
 from device.publisher import Publisher
 from device.sources import Pacer, ReopeningSource, Source, make_source, one_line
 from device.timing import INDEX as _T
@@ -84,7 +85,10 @@ class Frame:
     captured: float  # perf_counter() when the source returned it
     capture_s: float  # seconds spent in source.read()
     fitted: np.ndarray | None = None  # ``image`` at the model's input size, or None
+    tensor: np.ndarray | None = None  # ``fitted`` as ``prepared_by``'s input tensor, or None
+    prepared_by: Preprocessor | None = None  # the model's preprocessing that made ``tensor``
     fit_s: float = 0.0  # seconds spent fitting it (capture thread)
+    convert_s: float = 0.0  # seconds spent converting it (capture thread)
 
 
 class FrameSlot:
@@ -341,18 +345,25 @@ class Pipeline:
             if image is None or gen != self._capture_gen:
                 break
             t1 = time.perf_counter()
-            fitted = self._fit(image)
             self._seq += 1
-            self.slot.put(Frame(image, self._seq, t1, t1 - t0, fitted, time.perf_counter() - t1))
+            frame = Frame(image, self._seq, t1, t1 - t0)
+            self._prepare(frame)
+            self.slot.put(frame)
 
-    def _fit(self, image: np.ndarray) -> np.ndarray | None:
-        """Crop and resize to the model's input here, in the capture thread, so that it
-        overlaps inference of the previous frame instead of adding to it. None when it
-        fails: the worker then fits the frame itself and reports the error."""
-        try:
-            return fit_frame(image, self.classifier.spec)
-        except Exception:
-            return None
+    def _prepare(self, frame: Frame) -> None:
+        """Fit the frame to the model's input and convert it to the input tensor here, in
+        the capture thread: both overlap inference of the previous frame instead of adding
+        to it, and the worker is left with set_tensor, invoke and post-processing. On a
+        failure the frame stays unprepared: the worker then tries itself and reports it."""
+        pre = self.classifier.preprocess  # one model for both steps, even during a reload
+        with contextlib.suppress(Exception):
+            t0 = time.perf_counter()
+            frame.fitted = fit_frame(frame.image, pre.spec)
+            t1 = time.perf_counter()
+            frame.fit_s = t1 - t0
+            frame.tensor = pre.from_fitted(frame.fitted)
+            frame.prepared_by = pre
+            frame.convert_s = time.perf_counter() - t1
 
     def _check_watchdog(self, now: float) -> None:
         """Abandon a capture thread stuck in one source call for ``watchdog_s``."""
@@ -452,22 +463,29 @@ class Pipeline:
     def _infer(self, frame: Frame) -> np.ndarray | None:
         """Classify one frame and fill the timing row; None (logged) when it fails."""
         t0 = time.perf_counter()
+        clf = self.classifier
+        fit_s, convert_s = frame.fit_s, frame.convert_s
         try:
-            # A frame fitted before a reload to another input size is fitted again.
-            fitted = frame.fitted
-            ready = fitted is not None and fitted.shape[:2] == (
-                self.classifier.spec.height,
-                self.classifier.spec.width,
-            )
-            probs = self.classifier.classify(fitted if ready else frame.image)
+            if frame.tensor is not None and frame.prepared_by is clf.preprocess:
+                probs = clf.infer(frame.tensor)
+            else:
+                # Unprepared (it failed), or prepared before a reload: a frame fitted to
+                # another input size is fitted again, and converted for the new model.
+                fitted = frame.fitted
+                ready = fitted is not None and fitted.shape[:2] == (
+                    clf.spec.height,
+                    clf.spec.width,
+                )
+                probs = clf.classify(fitted if ready else frame.image)
+                fit_s, convert_s = fit_s + clf.timings.fit, clf.timings.convert
         except Exception as exc:
             self._log_error(f"frame {frame.seq}: {type(exc).__name__}: {one_line(exc)}")
             return None
-        row, clf_t = self.timings.row, self.classifier.timings
+        row, clf_t = self.timings.row, clf.timings
         row[_T["capture"]] = frame.capture_s
-        row[_T["wait"]] = t0 - frame.captured - frame.fit_s
-        row[_T["fit"]] = frame.fit_s + clf_t.fit
-        row[_T["convert"]] = clf_t.convert
+        row[_T["wait"]] = t0 - frame.captured - frame.fit_s - frame.convert_s
+        row[_T["fit"]] = fit_s
+        row[_T["convert"]] = convert_s
         row[_T["set_tensor"]] = clf_t.set_tensor
         row[_T["invoke"]] = clf_t.invoke
         row[_T["output"]] = clf_t.output

@@ -24,6 +24,8 @@ from device.bench import BenchOptions, latency_stats, make_frames, run_bench
 from device.bench_report import Tab, render_plain
 from device.cli import main
 from device.config import MqttConfig
+from device.errors import SightwireError
+from device.preprocess import load_image
 from device.timing import STAGES
 from tests.mqtt_helpers import Recorder, free_port
 
@@ -101,7 +103,10 @@ def labelled(tmp_path_factory, reference) -> Path:
 def bench_run(bundle, labelled, reference, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench")
     models = [str(bundle), *(str(reference / m) for m in (REFERENCE, INT8, EDGETPU))]
-    options = flags("--threads 1 --runs 5 --warmup 2 --loop-sizes 640x480 --loop-frames 10")
+    options = flags(
+        "--threads 1 --runs 5 --warmup 2 --loop-sizes 640x480 --loop-frames 10 "
+        "--frame-formats jpg,bmp"
+    )
     files = ["--json", str(out / "bench.json"), "--plot", str(out / "bench.png")]
     argv = ["bench", *models, "--data", str(labelled), *options, *files]
     assert main(argv) == 0
@@ -207,22 +212,33 @@ def test_accuracy_equals_sightwire_evaluate(bench_run, bundle, labelled, tmp_pat
     assert 0 < acc["variants"]["int8"]["correct"] < acc["n"]
 
 
-def test_loop_against_bare_inference(bench_run):
-    (loop,) = bench_run["result"]["loop"]
+@pytest.mark.parametrize("fmt", ["jpg", "bmp"])
+def test_loop_against_bare_inference(bench_run, fmt):
+    result = bench_run["result"]
+    assert result["settings"]["frame_formats"] == ["jpg", "bmp"]
+    assert [r["frame_format"] for r in result["loop"]] == ["jpg", "bmp"]
+    loop = next(r for r in result["loop"] if r["frame_format"] == fmt)
     assert (loop["size"], loop["variant"], loop["threads"]) == ("640x480", "int8", 1)
+    assert loop["frames_are"].startswith("JPEG" if fmt == "jpg" else "uncompressed")
     assert loop["capture"] == "demand"
     assert loop["frames"] == 10 and loop["errors"] == 0
     assert loop["dropped"] == 0  # demand capture: every decoded frame is classified
     assert loop["fps"] > 0 and loop["bare_fps"] > 0
     assert loop["loop_over_bare"] == pytest.approx(loop["fps"] / loop["bare_fps"], rel=1e-3)
+    # CPU per frame: the whole process, so more than inference alone; the rest is the
+    # loop's own cost (read, fit, convert, post-processing, hand-offs).
+    assert loop["cpu_ms_per_frame"] > loop["stages_ms"]["fit"]["mean"] > 0
+    assert loop["bare_cpu_ms_per_invoke"] > 0
+    assert loop["overhead_cpu_ms_per_frame"] == pytest.approx(
+        loop["cpu_ms_per_frame"] - loop["bare_cpu_ms_per_invoke"], abs=0.002
+    )
     stages = loop["stages_ms"]
     assert set(stages) == set(STAGES)
     for stage in ("capture", "fit", "convert", "invoke", "postprocess", "total"):
         assert stages[stage]["mean"] > 0, stage
     busy = sum(
-        stages[s]["mean"]
-        for s in ("convert", "set_tensor", "invoke", "output", "postprocess", "publish")
-    )  # fitting runs in the capture thread, beside the worker
+        stages[s]["mean"] for s in ("set_tensor", "invoke", "output", "postprocess", "publish")
+    )  # reading, fitting and converting run in the capture thread, beside the worker
     assert loop["worker_busy_ms"] == pytest.approx(busy, abs=0.01)
     assert loop["mqtt"] is None
 
@@ -253,11 +269,15 @@ def test_terminal_table_lists_models_ratios_and_loop(bundle, reference, capsys):
 def test_frames_have_camera_size(tmp_path, reference):
     made = make_frames(tmp_path / "f", (1280, 720), 3, [reference / "parrot.jpg"])
     made += make_frames(tmp_path / "s", (640, 480), 2)  # synthetic scenes
-    for path in made:
+    raw = make_frames(tmp_path / "r", (640, 480), 2, frame_format="bmp")
+    for path in made + raw:
         with Image.open(path) as img:
-            assert img.format == "JPEG"
+            assert img.format == ("BMP" if path in raw else "JPEG")
             assert img.size in ((1280, 720), (640, 480))
             assert np.asarray(img).std() > 10  # a picture, not a flat colour
+    # The same scenes either way: only the storage differs (JPEG's loss is small).
+    jpeg, bmp = load_image(made[3]).astype(int), load_image(raw[0]).astype(int)
+    assert np.abs(jpeg - bmp).mean() < 3
 
 
 def test_plain_text_table_without_rich():
@@ -308,6 +328,16 @@ def test_bad_input_is_one_line(argv, message, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sightwire bench: error:") and message in err[0]
+
+
+def test_unknown_frame_format_is_refused(bundle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(bundle), "--frame-formats", "jpg,png"])
+    assert exit_info.value.code == 2  # argparse's usage error, like a bad --threads
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--frame-formats" in err[-1] and "expected jpg,bmp" in err[-1]
+    with pytest.raises(SightwireError, match="--frame-formats png: expected jpg or bmp"):
+        run_bench(bundle, (), BenchOptions(threads=[1], frame_formats=["png"]))
 
 
 def test_bad_files_are_one_line(bundle, labelled, reference, tmp_path, capsys):

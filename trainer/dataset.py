@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import ImageError, SightwireError
-from device.preprocess import IMAGE_SUFFIXES, InputSpec, fit_frame, load_image
+from device.preprocess import IMAGE_SUFFIXES, InputSpec, load_fitted, load_image
 from trainer.progress import bar
 
 SPLITS = ("train", "val", "test")
@@ -122,8 +122,10 @@ def scan(
     def check(path: Path) -> tuple[str, np.ndarray | None] | str:
         """The file's sha256 (and pixels) when it decodes completely, else why not."""
         try:
-            rgb = load_image(path)
-            result = (_sha256(path), fit_frame(rgb, spec) if spec else None)
+            pixels = load_fitted(path, spec) if spec else None
+            if pixels is None:
+                load_image(path)  # readable through and through
+            result = (_sha256(path), pixels)
         except ImageError as exc:
             result = str(exc).split(": ", 1)[-1]
         advance()
@@ -239,7 +241,8 @@ def _user_split(ds: Dataset, groups: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def load_arrays(ds: Dataset, indices: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Decode and fit images to the model's size with the device's own preprocessing."""
+    """Decode and fit images to the model's size with the device's own preprocessing
+    (``load_fitted``: the pixels the daemon's folder source and pipeline produce)."""
     out = np.empty((len(indices), spec.height, spec.width, 3), dtype=np.uint8)
 
     def work(k: int) -> None:
@@ -247,7 +250,7 @@ def load_arrays(ds: Dataset, indices: np.ndarray, spec: InputSpec) -> np.ndarray
         if item.pixels is not None and item.pixels.shape == out.shape[1:]:
             out[k] = item.pixels
         else:
-            out[k] = fit_frame(load_image(item.path), spec)
+            out[k] = load_fitted(item.path, spec)
 
     _map(work, list(range(len(indices))))
     return out

@@ -46,6 +46,16 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def _formats(text: str) -> list[str]:
+    from device.bench import FRAME_FORMATS
+
+    values = [x.strip().lower() for x in text.split(",") if x.strip()]
+    bad = [v for v in values if v not in FRAME_FORMATS]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {','.join(FRAME_FORMATS)}")
+    return list(dict.fromkeys(values))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "models",
@@ -72,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="camera frame sizes for the loop (default 640x480,1280x720)",
     )
     parser.add_argument("--loop-frames", type=int, default=100, help="frames timed per loop (100)")
+    parser.add_argument(
+        "--frame-formats",
+        type=_formats,
+        default=["jpg"],
+        help="how the loop's frames are stored: jpg (a replayed recording, decoded per frame) "
+        "and/or bmp (uncompressed, camera-like); default jpg",
+    )
     parser.add_argument(
         "--loop-variant",
         choices=["auto", "int8", "float", "edgetpu"],
@@ -138,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         loop_sizes=[] if args.no_loop else args.loop_sizes,
         loop_frames=args.loop_frames,
+        frame_formats=args.frame_formats,
         loop_variant=args.loop_variant,
         source_fps=args.source_fps,
         broker=broker,

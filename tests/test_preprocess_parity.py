@@ -1,0 +1,246 @@
+"""One file, one set of model pixels: the trainer's arrays equal what the daemon feeds.
+
+The trainer builds its arrays with ``trainer.dataset`` (``scan`` keeps the fitted pixels,
+``load_arrays`` decodes again when it has none); the daemon's folder source decodes the
+file in the capture thread and the pipeline fits it there. Any speed-up on one side only
+(scaled JPEG decoding, another resize) would make the model see pixels on the device that
+it was never trained on; these tests compare the two paths bit for bit on real files:
+JPEGs at camera size, a JPEG stored sideways with an EXIF orientation, grey, RGBA and
+palette images, one smaller than the model. The lookup table that turns pixels into the
+input tensor is checked the same way: OpenCV's ``LUT`` where installed, ``np.take``
+otherwise, the same values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from device.bench import make_frames
+from device.classifier import Classifier
+from device.config import Config, ModelConfig, MqttConfig, SourceConfig
+from device.pipeline import Frame, Pipeline
+from device.preprocess import (
+    InputSpec,
+    Preprocessor,
+    fit_frame,
+    load_fitted,
+    load_image,
+    lookup_table,
+)
+from device.timing import INDEX
+from trainer.dataset import load_arrays, scan
+
+MODEL = "mobilenet_v1_0.25_128_quant.tflite"  # 128x128 uint8 in, 1001 out
+REFERENCE_MODEL = "tf2_mobilenet_v2_1.0_224_ptq.tflite"  # 224x224
+SIZE = 128
+EXIF_ORIENTATION = 0x0112
+
+
+def _bundle(root: Path, reference: Path, crop: str) -> Path:
+    """The reference model as a bundle whose manifest asks for ``crop``."""
+    root.mkdir()
+    shutil.copy(reference / MODEL, root / "model_int8.tflite")
+    labels = (reference / "imagenet_labels.txt").read_text().splitlines()
+    spec = InputSpec(width=SIZE, height=SIZE, crop=crop)
+    sha = hashlib.sha256((root / "model_int8.tflite").read_bytes()).hexdigest()
+    manifest = {
+        "format_version": 1,
+        "name": f"parity-{crop}",
+        "labels": labels,
+        "input": spec.to_manifest(),
+        "models": {"int8": {"file": "model_int8.tflite", "sha256": sha}},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / "labels.txt").write_text("\n".join(labels) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, reference) -> Path:
+    """A dataset folder ``cls/`` of awkward real files, plus a second class for ``scan``."""
+    root = tmp_path_factory.mktemp("parity")
+    cls = root / "cls"
+    make_frames(cls, (640, 480), 2)  # frame_000.jpg, frame_001.jpg: camera-size JPEGs
+    make_frames(root / "wide", (1280, 720), 1)
+    shutil.move(root / "wide" / "frame_000.jpg", cls / "frame_720p.jpg")
+    (root / "wide").rmdir()
+    shutil.copy(reference / "parrot.jpg", cls / "parrot.jpg")  # 512x929, portrait
+    photo = Image.open(reference / "parrot.jpg").convert("RGB")
+    # Stored sideways with "rotate 90° clockwise to view" (6), as phones write them.
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    photo.transpose(Image.Transpose.ROTATE_90).save(cls / "sideways.jpg", exif=exif, quality=92)
+    photo.convert("L").save(cls / "grey.jpg", quality=90)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(cls / "alpha.png")
+    photo.convert("P").save(cls / "palette.png")
+    photo.resize((100, 80)).save(cls / "small.jpg", quality=90)  # smaller than the model
+    shutil.copy(reference / "cat.bmp", cls / "cat.bmp")
+    other = root / "other"
+    other.mkdir()
+    shutil.copy(reference / "grace_hopper.bmp", other / "grace.bmp")
+    return root
+
+
+def _trainer_arrays(root: Path, spec: InputSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per file of ``cls/``: (pixels kept by ``scan``, pixels ``load_arrays`` decodes)."""
+    ds = scan(root, min_per_class=1, spec=spec, show_progress=False)
+    assert not ds.unreadable
+    mine = [i for i, it in enumerate(ds.items) if it.path.parent.name == "cls"]
+    kept = {ds.items[i].path.name: ds.items[i].pixels for i in mine}
+    for it in ds.items:
+        it.pixels = None  # load_arrays decodes the files again
+    decoded = load_arrays(ds, np.array(mine), spec)
+    return {
+        ds.items[i].path.name: (kept[ds.items[i].path.name], decoded[k]) for k, i in enumerate(mine)
+    }
+
+
+def _daemon_frames(folder: Path, bundle: Path) -> tuple[Pipeline, list[Frame]]:
+    """Frames as the pipeline's capture thread makes them, file by file: the configured
+    folder source read through the pipeline's own source wrapper, then the pipeline's
+    own preparation (fit, then convert; the worker invokes exactly that tensor)."""
+    config = Config(
+        model=ModelConfig(path=bundle, variant="int8", threads=1),
+        source=SourceConfig(kind="folder", path=folder, fps=1000.0),
+        mqtt=MqttConfig(enabled=False),
+    )
+    pipe = Pipeline(config)
+    frames = []
+    for seq in range(len(list(folder.iterdir()))):
+        image = pipe.source.read()
+        assert image is not None
+        frame = Frame(image, seq, 0.0, 0.0)
+        pipe._prepare(frame)
+        frames.append(frame)
+    pipe.source.close()
+    return pipe, frames
+
+
+@pytest.mark.parametrize("crop", ["none", "center"])
+def test_a_file_gives_the_model_the_same_pixels_in_training_and_in_the_daemon(
+    images, reference, tmp_path, crop
+):
+    bundle = _bundle(tmp_path / "bundle", reference, crop)
+    spec = InputSpec(width=SIZE, height=SIZE, crop=crop)
+    trainer = _trainer_arrays(images, spec)
+    names = sorted(p.name for p in (images / "cls").iterdir())
+    assert sorted(trainer) == names
+    pipe, frames = _daemon_frames(images / "cls", bundle)
+    pre = pipe.classifier.preprocess
+    for name, frame in zip(names, frames, strict=True):
+        kept, decoded = trainer[name]
+        device = frame.fitted
+        assert device is not None and frame.prepared_by is pre, name
+        assert device.shape == (SIZE, SIZE, 3) and device.dtype == np.uint8, name
+        np.testing.assert_array_equal(kept, device, err_msg=name)
+        np.testing.assert_array_equal(decoded, device, err_msg=name)
+        # The tensor the worker will invoke is the trainer's pixels through the table.
+        np.testing.assert_array_equal(frame.tensor, pre.from_fitted(decoded), err_msg=name)
+        # The daemon's frame is the whole, upright image (snapshots and ROIs use it).
+        whole = load_image(images / "cls" / name)
+        np.testing.assert_array_equal(frame.image, whole, err_msg=name)
+    sideways = frames[names.index("sideways.jpg")].image
+    assert sideways.shape[:2] == (929, 512)  # turned upright by its EXIF orientation
+
+
+def test_scaled_jpeg_decoding_would_change_the_pixels(images):
+    """Why the test above matters: libjpeg's DCT-scaled decoding (PIL ``draft``), the
+    obvious speed-up for JPEG frames, gives other model pixels than a full decode, so it
+    could never be used on one side only."""
+    spec = InputSpec(width=SIZE, height=SIZE)
+    path = images / "cls" / "frame_000.jpg"
+    with Image.open(path) as img:
+        img.draft("RGB", (SIZE, SIZE))
+        assert img.size == (320, 240)  # decoded at half scale
+        scaled = fit_frame(img.convert("RGB"), spec)
+    assert not np.array_equal(scaled, load_fitted(path, spec))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "LA", "RGBA", "P", "I;16", "CMYK"])
+def test_load_fitted_equals_fit_frame_of_load_image(tmp_path, reference, mode):
+    photo = Image.open(reference / "parrot.jpg").convert("RGB").resize((300, 200))
+    img = photo.convert(mode) if mode != "I;16" else photo.convert("L").convert("I;16")
+    path = tmp_path / ("image.jpg" if mode == "CMYK" else "image.png")
+    img.save(path)
+    for spec in (InputSpec(96, 64), InputSpec(64, 64, crop="center"), InputSpec(300, 200)):
+        expected = fit_frame(load_image(path), spec)
+        got = load_fitted(path, spec)
+        assert got.shape == (spec.height, spec.width, 3) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+
+
+def _detail(dtype: type, scale: float, zero_point: int) -> dict:
+    """The two fields of an interpreter's input details that ``Preprocessor`` reads."""
+    return {"dtype": dtype, "quantization": (scale, zero_point)}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "zero_point"),
+    [
+        (np.uint8, 0.007843137718737125, 127),  # the trainer's int8 export
+        (np.uint8, 0.0078125, 128),  # Coral's models
+        (np.int8, 0.0078125, 0),
+        (np.float32, 0.0, 0),
+        (np.int16, 0.001, 0),
+    ],
+)
+def test_opencv_lookup_equals_numpy_lookup(dtype, scale, zero_point):
+    cv2 = pytest.importorskip("cv2")
+    spec = InputSpec(224, 224)
+    pre = Preprocessor(spec, _detail(dtype, scale, zero_point))
+    assert pre._lut is cv2.LUT and not pre.identity
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    frame[0, :, 0] = np.arange(224)  # every value appears
+    frame[1, :32, 0] = np.arange(224, 256)
+    fast = pre.from_fitted(frame)
+    view = np.pad(frame, ((1, 1), (2, 2), (0, 0)))[1:-1, 2:-2]  # a ROI: not contiguous
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(pre.from_fitted(view), fast)
+    pre._lut = None  # the path of a device without OpenCV
+    slow = pre.from_fitted(frame)
+    assert fast.shape == slow.shape == (1, 224, 224, 3)
+    assert fast.dtype == slow.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(slow[0], lookup_table(spec, dtype, (scale, zero_point))[frame])
+    batch = pre.from_fitted(np.stack([frame, frame[::-1]]))  # N frames: one np.take
+    assert batch.shape == (2, 224, 224, 3)
+    np.testing.assert_array_equal(batch[0], slow[0])
+
+
+def test_an_identity_table_costs_no_lookup():
+    """A uint8 model that takes raw pixels (mean 0, std 1, unquantized) gets the frame."""
+    pre = Preprocessor(InputSpec(8, 8, mean=0.0, std=1.0), _detail(np.uint8, 0.0, 0))
+    assert pre.identity
+    frame = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    tensor = pre.from_fitted(frame)
+    assert tensor.shape == (1, 8, 8, 3) and np.shares_memory(tensor, frame)
+    np.testing.assert_array_equal(tensor[0], frame)
+    # The usual normalization is no identity, even where most entries map to themselves.
+    assert not Preprocessor(InputSpec(8, 8), _detail(np.uint8, 0.007843137718737125, 127)).identity
+
+
+def test_a_frame_prepared_for_the_previous_model_is_prepared_again(images, reference, tmp_path):
+    """The capture thread prepares a frame for the model loaded at that moment; after a
+    reload to a model of another size the worker fits and converts it again itself."""
+    pipe, frames = _daemon_frames(images / "cls", _bundle(tmp_path / "b", reference, "none"))
+    old = frames[0]
+    assert old.tensor is not None and old.tensor.shape == (1, SIZE, SIZE, 3)
+    new = Classifier.open(reference / REFERENCE_MODEL)  # 224x224
+    pipe._use_model(new, "reloaded")
+    expected = new.classify(old.image)
+    np.testing.assert_array_equal(pipe._infer(old), expected)
+    assert pipe.timings.row[INDEX["fit"]] > 0 and pipe.timings.row[INDEX["convert"]] > 0
+    fresh = Frame(old.image, 1, 0.0, 0.0)
+    pipe._prepare(fresh)  # for the new model now
+    assert fresh.prepared_by is new.preprocess and fresh.tensor.shape == (1, 224, 224, 3)
+    np.testing.assert_array_equal(pipe._infer(fresh), expected)
