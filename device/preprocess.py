@@ -10,6 +10,13 @@ On a small board every copy of a camera frame is CPU that inference does not get
 loop and the model share the cores), so the frame path avoids the needless ones: no copy
 for EXIF rotation when there is none, no round trip through numpy for a frame that is
 already a PIL image, no lookup at all when the table is the identity.
+
+How a frame is resized is part of the bundle's contract (``input.resize``). Bundles from
+``sightwire train`` ask for ``area-bilinear`` (OpenCV): 2x2 box averaging while the frame
+is at least twice the model's size, then bilinear. On a 640x480 frame that costs 0.25 ms
+of CPU where Pillow's antialiased bilinear costs 2.3 ms (x86 box of the README), and the
+capture thread shares the cores with inference. The Pillow modes (``bilinear``,
+``bicubic``, ``nearest``) stay for bundles that ask for them and for bare models.
 """
 
 from __future__ import annotations
@@ -17,15 +24,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from device.errors import ImageError
+from device.errors import ImageError, SightwireError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+AREA_BILINEAR = "area-bilinear"
+RESIZE_MODES = (AREA_BILINEAR, "bilinear", "bicubic", "nearest")
+CROP_MODES = ("none", "center")
+OPENCV_RESIZE_HINT = (
+    "this model's input.resize is 'area-bilinear', which needs OpenCV: "
+    "pip install opencv-python-headless"
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,13 @@ class InputSpec:
     crop: str = "none"  # "none": the whole image is resized; "center": crop to aspect first
     mean: float = 127.5
     std: float = 127.5
+
+    def __post_init__(self) -> None:
+        # A resize this code does not know would silently feed other pixels than training.
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"input.resize {self.resize!r} (known: {', '.join(RESIZE_MODES)})")
+        if self.crop not in CROP_MODES:
+            raise ValueError(f"input.crop {self.crop!r} (known: {', '.join(CROP_MODES)})")
 
     @classmethod
     def from_manifest(cls, data: dict[str, Any]) -> InputSpec:
@@ -126,14 +149,16 @@ def fit_frame(frame: np.ndarray | Image.Image, spec: InputSpec) -> np.ndarray:
 
     An RGB PIL image is resized as it is: the same pixels as through an array, without
     the two copies of the round trip."""
-    if isinstance(frame, Image.Image) and frame.mode == "RGB":
+    if isinstance(frame, Image.Image) and frame.mode == "RGB" and spec.resize != AREA_BILINEAR:
         img = frame
     else:
         rgb = to_rgb(frame)
-        if rgb.shape[:2] == (spec.height, spec.width):
-            return rgb
         if rgb.size == 0:
             raise ImageError("empty frame")
+        if spec.resize == AREA_BILINEAR:
+            return area_bilinear(crop_to_spec(rgb, spec), spec.width, spec.height)
+        if rgb.shape[:2] == (spec.height, spec.width):
+            return rgb
         img = Image.fromarray(rgb)
     w, h = img.size
     if (w, h) == (spec.width, spec.height):
@@ -143,8 +168,33 @@ def fit_frame(frame: np.ndarray | Image.Image, spec: InputSpec) -> np.ndarray:
     box = None
     if spec.crop == "center":
         box = center_crop_box(w, h, spec.width / spec.height)
-    resample = _RESAMPLE.get(spec.resize, Image.BILINEAR)
-    return np.asarray(img.resize((spec.width, spec.height), resample, box=box))
+    return np.asarray(img.resize((spec.width, spec.height), _RESAMPLE[spec.resize], box=box))
+
+
+def crop_to_spec(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The part of the frame the model sees, as a view (no copy)."""
+    if spec.crop != "center":
+        return rgb
+    h, w = rgb.shape[:2]
+    left, top, right, bottom = center_crop_box(w, h, spec.width / spec.height)
+    return rgb[top:bottom, left:right]
+
+
+def area_bilinear(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Halve with 2x2 box averages while the frame is at least twice the target size in
+    both directions, then bilinear to the target: antialiased like Pillow's resize (no
+    pixel of a camera frame is skipped) at a tenth of its cost, because OpenCV's 2x2
+    ``INTER_AREA`` and ``INTER_LINEAR`` are vectorized. An odd last row or column is
+    dropped before halving; a frame already at the target size is returned as it is."""
+    cv2 = opencv()
+    if cv2 is None:
+        raise SightwireError(OPENCV_RESIZE_HINT)
+    while rgb.shape[1] >= 2 * width and rgb.shape[0] >= 2 * height:
+        h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
+        rgb = cv2.resize(rgb[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, int]) -> np.ndarray:
@@ -161,23 +211,36 @@ def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, in
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def opencv_lut() -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """``cv2.LUT`` when OpenCV is installed (optional on the device), else None.
-
-    It gives exactly ``np.take(table, frame)`` for a uint8 frame (contiguous or a view),
-    in under half the time: 0.045 against 0.12 ms of CPU for 224x224x3 on the x86 box
-    where the loop was measured."""
+@cache
+def opencv() -> ModuleType | None:
+    """OpenCV when installed, else None. Its own thread pool is set to one thread: the
+    frame is prepared in the capture thread while inference runs on the other cores, and
+    a resize split over threads costs more CPU in all (2x2 halving of 640x480: 0.19 ms
+    over 2 threads against 0.09 ms on one)."""
     try:
         import cv2
     except ImportError:
         return None
-    return cv2.LUT
+    cv2.setNumThreads(1)
+    return cv2
+
+
+def opencv_lut() -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """``cv2.LUT`` when OpenCV is installed, else None.
+
+    It gives exactly ``np.take(table, frame)`` for a uint8 frame (contiguous or a view),
+    in under half the time: 0.045 against 0.12 ms of CPU for 224x224x3 on the x86 box
+    where the loop was measured."""
+    cv2 = opencv()
+    return None if cv2 is None else cv2.LUT
 
 
 class Preprocessor:
     """Turns frames into the input tensor of one interpreter."""
 
     def __init__(self, spec: InputSpec, input_detail: dict[str, Any]):
+        if spec.resize == AREA_BILINEAR and opencv() is None:
+            raise SightwireError(OPENCV_RESIZE_HINT)  # at model load, not at the first frame
         self.spec = spec
         self.dtype = np.dtype(input_detail["dtype"])
         self.table = lookup_table(spec, self.dtype, tuple(input_detail["quantization"]))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from device.classifier import Classifier
 from device.config import Config, ModelConfig, MqttConfig, SourceConfig
 from device.pipeline import Frame, Pipeline
 from device.preprocess import (
+    AREA_BILINEAR,
     InputSpec,
     Preprocessor,
     fit_frame,
@@ -43,12 +46,12 @@ SIZE = 128
 EXIF_ORIENTATION = 0x0112
 
 
-def _bundle(root: Path, reference: Path, crop: str) -> Path:
-    """The reference model as a bundle whose manifest asks for ``crop``."""
+def _bundle(root: Path, reference: Path, crop: str, resize: str = AREA_BILINEAR) -> Path:
+    """The reference model as a bundle whose manifest asks for ``crop`` and ``resize``."""
     root.mkdir()
     shutil.copy(reference / MODEL, root / "model_int8.tflite")
     labels = (reference / "imagenet_labels.txt").read_text().splitlines()
-    spec = InputSpec(width=SIZE, height=SIZE, crop=crop)
+    spec = InputSpec(width=SIZE, height=SIZE, crop=crop, resize=resize)
     sha = hashlib.sha256((root / "model_int8.tflite").read_bytes()).hexdigest()
     manifest = {
         "format_version": 1,
@@ -125,12 +128,13 @@ def _daemon_frames(folder: Path, bundle: Path) -> tuple[Pipeline, list[Frame]]:
     return pipe, frames
 
 
+@pytest.mark.parametrize("resize", [AREA_BILINEAR, "bilinear"])
 @pytest.mark.parametrize("crop", ["none", "center"])
 def test_a_file_gives_the_model_the_same_pixels_in_training_and_in_the_daemon(
-    images, reference, tmp_path, crop
+    images, reference, tmp_path, crop, resize
 ):
-    bundle = _bundle(tmp_path / "bundle", reference, crop)
-    spec = InputSpec(width=SIZE, height=SIZE, crop=crop)
+    bundle = _bundle(tmp_path / "bundle", reference, crop, resize)
+    spec = InputSpec(width=SIZE, height=SIZE, crop=crop, resize=resize)
     trainer = _trainer_arrays(images, spec)
     names = sorted(p.name for p in (images / "cls").iterdir())
     assert sorted(trainer) == names
@@ -150,6 +154,7 @@ def test_a_file_gives_the_model_the_same_pixels_in_training_and_in_the_daemon(
         np.testing.assert_array_equal(frame.image, whole, err_msg=name)
     sideways = frames[names.index("sideways.jpg")].image
     assert sideways.shape[:2] == (929, 512)  # turned upright by its EXIF orientation
+    assert pre.spec.resize == resize  # the manifest's resize is the one the daemon uses
 
 
 def test_scaled_jpeg_decoding_would_change_the_pixels(images):
@@ -165,13 +170,20 @@ def test_scaled_jpeg_decoding_would_change_the_pixels(images):
     assert not np.array_equal(scaled, load_fitted(path, spec))
 
 
+@pytest.mark.parametrize("resize", [AREA_BILINEAR, "bilinear"])
 @pytest.mark.parametrize("mode", ["RGB", "L", "LA", "RGBA", "P", "I;16", "CMYK"])
-def test_load_fitted_equals_fit_frame_of_load_image(tmp_path, reference, mode):
+def test_load_fitted_equals_fit_frame_of_load_image(tmp_path, reference, mode, resize):
     photo = Image.open(reference / "parrot.jpg").convert("RGB").resize((300, 200))
     img = photo.convert(mode) if mode != "I;16" else photo.convert("L").convert("I;16")
     path = tmp_path / ("image.jpg" if mode == "CMYK" else "image.png")
     img.save(path)
-    for spec in (InputSpec(96, 64), InputSpec(64, 64, crop="center"), InputSpec(300, 200)):
+    specs = (
+        InputSpec(96, 64, resize=resize),
+        InputSpec(64, 64, crop="center", resize=resize),
+        InputSpec(300, 200, resize=resize),
+        InputSpec(40, 30, resize=resize),  # three halvings, then bilinear
+    )
+    for spec in specs:
         expected = fit_frame(load_image(path), spec)
         got = load_fitted(path, spec)
         assert got.shape == (spec.height, spec.width, 3) and got.dtype == np.uint8
@@ -244,3 +256,56 @@ def test_a_frame_prepared_for_the_previous_model_is_prepared_again(images, refer
     pipe._prepare(fresh)  # for the new model now
     assert fresh.prepared_by is new.preprocess and fresh.tensor.shape == (1, 224, 224, 3)
     np.testing.assert_array_equal(pipe._infer(fresh), expected)
+
+
+def test_area_bilinear_averages_every_pixel_of_a_large_frame(reference):
+    """Antialiased like Pillow's resize: a fine pattern that point sampling would alias
+    (bilinear straight from 640x480 reads only some columns) averages to grey; and on a
+    real photo it stays within a few grey levels of Pillow's bilinear."""
+    stripes = np.zeros((480, 640, 3), dtype=np.uint8)
+    stripes[:, 1::2] = 255  # one-pixel columns: black, white, black...
+    area = fit_frame(stripes, InputSpec(224, 224, resize=AREA_BILINEAR))
+    assert abs(float(area.mean()) - 127.5) < 2 and area.std() < 2
+    cv2 = pytest.importorskip("cv2")
+    point = cv2.resize(stripes, (224, 224), interpolation=cv2.INTER_LINEAR)
+    assert point.std() > 30  # what skipping the halving would feed the model
+    photo = load_image(reference / "parrot.jpg")  # 512x929: one halving, then bilinear
+    ours = fit_frame(photo, InputSpec(224, 224, resize=AREA_BILINEAR)).astype(int)
+    pillow = fit_frame(photo, InputSpec(224, 224, resize="bilinear")).astype(int)
+    assert np.abs(ours - pillow).mean() < 4
+
+
+def test_unknown_resize_or_crop_is_refused_not_replaced():
+    """A bundle from a newer trainer with a resize this daemon does not know must not be
+    fed other pixels silently: the manifest is refused with the field named."""
+    with pytest.raises(ValueError, match=r"input\.resize 'lanczos'"):
+        InputSpec.from_manifest({"width": 8, "height": 8, "resize": "lanczos"})
+    with pytest.raises(ValueError, match=r"input\.crop 'left'"):
+        InputSpec(8, 8, crop="left")
+    assert InputSpec.from_manifest({"width": 8, "height": 8}).resize == "bilinear"
+
+
+def test_a_bundle_that_needs_opencv_names_it_when_it_is_missing(images, reference, tmp_path):
+    """Without OpenCV (imports of cv2 blocked in a fresh interpreter) an area-bilinear
+    bundle fails at load with one line saying what to install; a Pillow one still runs."""
+    area = _bundle(tmp_path / "area", reference, "none")
+    pillow = _bundle(tmp_path / "pillow", reference, "none", "bilinear")
+    code = (
+        "import sys; sys.modules['cv2'] = None\n"
+        "import numpy as np\n"
+        "from device.classifier import Classifier\n"
+        "from device.errors import SightwireError\n"
+        "try:\n"
+        f"    Classifier.open({str(area)!r})\n"
+        "except SightwireError as exc:\n"
+        "    print('ERROR', exc)\n"
+        f"pillow = Classifier.open({str(pillow)!r})\n"
+        "print('OK', pillow.classify(np.zeros((480, 640, 3), np.uint8)).shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "ERROR this model's input.resize is 'area-bilinear', which needs OpenCV: pip install"
+        in out.stdout
+    )
+    assert "OK (1001,)" in out.stdout

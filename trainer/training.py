@@ -21,7 +21,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from device.bundle import load_bundle
 from device.classifier import Classifier
-from device.preprocess import InputSpec
+from device.preprocess import AREA_BILINEAR, InputSpec
 from trainer import dataset as dsmod
 from trainer import doctor
 from trainer.calibrate import thresholds
@@ -63,6 +63,7 @@ class TrainOptions:
     augment_strength: float = 1.0
     vertical_flip: bool = False
     crop: str = "none"
+    resize: str = AREA_BILINEAR
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     min_per_class: int = 5
@@ -130,7 +131,7 @@ class Trained:
 
 def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None) -> Prepared:
     """Scan, split, decode, and run the frozen backbone once per image and view."""
-    spec = InputSpec(width=opts.input_size, height=opts.input_size, crop=opts.crop)
+    spec = InputSpec(opts.input_size, opts.input_size, resize=opts.resize, crop=opts.crop)
     ds = dsmod.scan(opts.data, opts.min_per_class, spec, opts.show_progress)
     # Near-duplicates by pixels (no network needed) before the split, so that copies of a
     # photo never land on both sides of it.
