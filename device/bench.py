@@ -57,7 +57,9 @@ DEFAULT_LOOP_SIZES = ((640, 480), (1280, 720))
 # How the loop's frames are stored, and what that stands for.
 FRAME_FORMATS = {
     "jpg": "JPEG files, quality 90 (a replayed recording: each frame is decoded)",
-    "bmp": "uncompressed BMP files (camera-like: no decoding, a file read and a copy)",
+    "bmp": "uncompressed BMP files (no decoding: a file read and a copy)",
+    "raw": "frames in memory, each read a fresh copy (a camera: its driver hands over a "
+    "raw buffer, as picamera2's capture_array does)",
 }
 SPLIT_NAMES = {"train", "val", "validation", "test"}
 
@@ -93,9 +95,9 @@ DEFINITIONS: dict[str, str] = {
     "converting them to the input tensor → worker: set_tensor, invoke, postprocess, "
     "publish), after warm-up",
     "loop.frame_format": "how the replayed frames are stored: jpg = JPEG files (a "
-    "recording; reading one = decoding it), bmp = uncompressed files (camera-like: reading "
-    "one = a file read and a copy, no decoding; a camera's driver hands over a buffer for "
-    "about the cost of the copy)",
+    "recording; reading one = decoding it), bmp = uncompressed files (reading one = a file "
+    "read and a copy, no decoding), raw = arrays in memory, each read a copy (a camera: "
+    "its driver hands over a raw buffer for about the cost of the copy)",
     "loop.cpu_ms_per_frame": "CPU time of the whole process (all threads, "
     "time.process_time) per classified frame during the timed loop",
     "loop.bare_cpu_ms_per_invoke": "CPU time of the whole process per bare invoke(): with "
@@ -658,7 +660,7 @@ def make_frames(
 ) -> list[Path]:
     """``count`` frames of exactly ``size``: ``photos`` cropped/resized to it when given,
     else synthetic scenes; mild noise, then JPEG quality 90 like a camera's JPEGs, or
-    uncompressed BMP (``frame_format="bmp"``) like a camera's raw frames."""
+    uncompressed BMP (``frame_format="bmp"`` or ``"raw"``) for lossless frames."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     made: list[Path] = []
@@ -670,13 +672,38 @@ def make_frames(
             img = synthetic_scene(size, rng)
         pixels = np.asarray(img, dtype=np.int16) + rng.normal(0, 2.5, (size[1], size[0], 3))
         frame = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-        path = folder / f"frame_{i:03d}.{frame_format}"
+        # raw frames are kept as BMP files (lossless) and loaded into memory once
+        path = folder / f"frame_{i:03d}.{'bmp' if frame_format == 'raw' else frame_format}"
         if frame_format == "jpg":
             frame.save(path, "JPEG", quality=90)
         else:
             frame.save(path, "BMP")
         made.append(path)
     return made
+
+
+class MemorySource:
+    """Decoded frames replayed from memory, a fresh copy per read: what a camera costs
+    the capture thread (picamera2's ``capture_array`` and OpenCV's ``read`` both hand
+    over a new array), without the file reading and decoding of a folder source."""
+
+    paced = True
+
+    def __init__(self, frames: Sequence[np.ndarray]):
+        self.frames = list(frames)
+        self.name = f"memory ({len(self.frames)} frames)"
+        self._index = 0
+
+    def open(self) -> None:
+        self._index = 0
+
+    def read(self) -> np.ndarray:
+        frame = self.frames[self._index % len(self.frames)]
+        self._index += 1
+        return frame.copy()
+
+    def close(self) -> None:
+        pass
 
 
 def pick_photos(paths: Sequence[Path], count: int) -> list[Path]:
@@ -796,7 +823,10 @@ def measure_loop(
 
     config = loop_config(model_path, variant, threads, frames_dir, opts)
     total = opts.loop_warmup + opts.loop_frames
-    pipe = Pipeline(config, classifier=clf, max_frames=total)
+    source = None
+    if frame_format == "raw":
+        source = MemorySource([load_image(p) for p in sorted(frames_dir.iterdir())])
+    pipe = Pipeline(config, classifier=clf, source=source, max_frames=total)
     # Set before start(): the capture and worker threads look the slot up on every frame.
     slot = pipe.slot = DemandSlot() if opts.source_fps is None else TimedSlot()
     if pipe.publisher is not None:
@@ -1007,7 +1037,7 @@ def _check_options(opts: BenchOptions) -> None:
     unknown = [f for f in opts.frame_formats if f not in FRAME_FORMATS]
     if unknown or not opts.frame_formats:
         raise SightwireError(
-            f"--frame-formats {','.join(unknown)}: expected {' or '.join(FRAME_FORMATS)}"
+            f"--frame-formats {','.join(unknown)}: expected {', '.join(FRAME_FORMATS)}"
         )
     if opts.source_fps is not None and not 0 < opts.source_fps <= 1000:
         raise SightwireError("--source-fps must be in (0, 1000]")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from device.bench import BenchOptions, latency_stats, make_frames, run_bench
+from device.bench import BenchOptions, MemorySource, latency_stats, make_frames, run_bench
 from device.bench_report import Tab, render_plain
 from device.cli import main
 from device.config import MqttConfig
@@ -105,7 +105,7 @@ def bench_run(bundle, labelled, reference, tmp_path_factory) -> dict:
     models = [str(bundle), *(str(reference / m) for m in (REFERENCE, INT8, EDGETPU))]
     options = flags(
         "--threads 1 --runs 5 --warmup 2 --loop-sizes 640x480 --loop-frames 10 "
-        "--frame-formats jpg,bmp"
+        "--frame-formats jpg,bmp,raw"
     )
     files = ["--json", str(out / "bench.json"), "--plot", str(out / "bench.png")]
     argv = ["bench", *models, "--data", str(labelled), *options, *files]
@@ -212,14 +212,15 @@ def test_accuracy_equals_sightwire_evaluate(bench_run, bundle, labelled, tmp_pat
     assert 0 < acc["variants"]["int8"]["correct"] < acc["n"]
 
 
-@pytest.mark.parametrize("fmt", ["jpg", "bmp"])
+@pytest.mark.parametrize("fmt", ["jpg", "bmp", "raw"])
 def test_loop_against_bare_inference(bench_run, fmt):
     result = bench_run["result"]
-    assert result["settings"]["frame_formats"] == ["jpg", "bmp"]
-    assert [r["frame_format"] for r in result["loop"]] == ["jpg", "bmp"]
+    assert result["settings"]["frame_formats"] == ["jpg", "bmp", "raw"]
+    assert [r["frame_format"] for r in result["loop"]] == ["jpg", "bmp", "raw"]
     loop = next(r for r in result["loop"] if r["frame_format"] == fmt)
     assert (loop["size"], loop["variant"], loop["threads"]) == ("640x480", "int8", 1)
-    assert loop["frames_are"].startswith("JPEG" if fmt == "jpg" else "uncompressed")
+    starts = {"jpg": "JPEG", "bmp": "uncompressed", "raw": "frames in memory"}
+    assert loop["frames_are"].startswith(starts[fmt])
     assert loop["capture"] == "demand"
     assert loop["frames"] == 10 and loop["errors"] == 0
     assert loop["dropped"] == 0  # demand capture: every decoded frame is classified
@@ -280,6 +281,18 @@ def test_frames_have_camera_size(tmp_path, reference):
     assert np.abs(jpeg - bmp).mean() < 3
 
 
+def test_memory_source_hands_out_a_fresh_copy_of_each_frame(tmp_path):
+    """Like a camera driver: every read is a new array (the pipeline may keep it for a
+    snapshot while the next frame arrives), cycling through the frames."""
+    frames = [load_image(p) for p in make_frames(tmp_path, (64, 48), 2, frame_format="raw")]
+    source = MemorySource(frames)
+    source.open()
+    got = [source.read() for _ in range(3)]
+    assert all(g.shape == (48, 64, 3) for g in got)
+    np.testing.assert_array_equal(got[2], frames[0])
+    assert not np.shares_memory(got[0], frames[0]) and not np.shares_memory(got[0], got[2])
+
+
 def test_plain_text_table_without_rich():
     tab = Tab("title", ["model", "p50"], [["int8", "1.25"], ["float", "10.50"]], ["a note"])
     lines = render_plain(tab).splitlines()
@@ -335,8 +348,8 @@ def test_unknown_frame_format_is_refused(bundle, capsys):
         main(["bench", str(bundle), "--frame-formats", "jpg,png"])
     assert exit_info.value.code == 2  # argparse's usage error, like a bad --threads
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--frame-formats" in err[-1] and "expected jpg,bmp" in err[-1]
-    with pytest.raises(SightwireError, match="--frame-formats png: expected jpg or bmp"):
+    assert "--frame-formats" in err[-1] and "expected jpg,bmp,raw" in err[-1]
+    with pytest.raises(SightwireError, match="--frame-formats png: expected jpg, bmp, raw"):
         run_bench(bundle, (), BenchOptions(threads=[1], frame_formats=["png"]))
 
 

@@ -86,8 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frame-formats",
         type=_formats,
         default=["jpg"],
-        help="how the loop's frames are stored: jpg (a replayed recording, decoded per frame) "
-        "and/or bmp (uncompressed, camera-like); default jpg",
+        help="how the loop's frames are stored: jpg (a replayed recording, decoded per "
+        "frame), bmp (uncompressed files) and/or raw (arrays in memory, copied per read, as "
+        "a camera hands them over); default jpg",
     )
     parser.add_argument(
         "--loop-variant",
