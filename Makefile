@@ -38,7 +38,7 @@ BUNDLE ?= demo-out/bundle
 REFERENCE ?= ../shared/reference/tf2_mobilenet_v2_1.0_224_ptq.tflite
 bench: setup
 	$(VENV)/bin/sightwire bench $(BUNDLE) $(wildcard $(REFERENCE)) --threads 1,2 --runs 200 \
-		--loop-sizes 640x480,1280x720 --loop-frames 300 --frame-formats jpg,bmp --json bench.json --plot bench.png
+		--loop-sizes 640x480,1280x720 --loop-frames 300 --frame-formats jpg,bmp,raw --json bench.json --plot bench.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out

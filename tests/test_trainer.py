@@ -35,6 +35,8 @@ TRAIN_ARGS = [
     "1",
     "--representative",
     "60",
+    "--resize",
+    "area-bilinear",  # the opt-in resize, through training, export and evaluation
     "--no-progress",
 ]
 
@@ -65,6 +67,7 @@ def test_bundle_has_every_promised_file_and_hash(trained):
         entry = manifest["models"][variant]
         assert sha256_file(out / entry["file"]) == entry["sha256"]
     assert manifest["input"]["width"] == 96
+    assert manifest["input"]["resize"] == "area-bilinear"
     for name in ("metrics.json", "split.json", "confusion_float.png", "confusion_int8.png"):
         assert (out / "report" / name).stat().st_size > 0
     metrics = json.loads((out / "report" / "metrics.json").read_text())

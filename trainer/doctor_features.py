@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from device.preprocess import AREA_BILINEAR, InputSpec, fit_frame, load_image
+from device.preprocess import InputSpec, fit_frame, load_image
 from trainer.dataset import Dataset
 from trainer.features import normalize
 from trainer.model import load_backbone
@@ -31,7 +31,7 @@ def compute_features(
     """
     if backbone is None:
         backbone = load_backbone(input_size, alpha, weights)
-    spec = InputSpec(input_size, input_size, resize=AREA_BILINEAR)  # what training uses
+    spec = InputSpec(width=input_size, height=input_size)
     out = np.empty((len(ds.items), int(backbone.output.shape[-1])), dtype=np.float32)
     steps = (len(ds.items) + batch_size - 1) // batch_size
     with bar("doctor: backbone features", steps, show_progress) as advance:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from device.preprocess import AREA_BILINEAR, RESIZE_MODES
+from device.preprocess import RESIZE_MODES
 
 HELP = (
     "Fine-tune MobileNetV2 on DATA_DIR/<class>/*.jpg (or DATA_DIR/{train,val,test}/<class>/) "
@@ -50,10 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--resize",
         choices=RESIZE_MODES,
-        default=AREA_BILINEAR,
+        default="bilinear",
         help="how images and camera frames are resized to the model, written into the "
-        "bundle: area-bilinear (default: OpenCV 2x2 box halving, then bilinear; a tenth "
-        "of the CPU of Pillow's) or Pillow's bilinear/bicubic/nearest",
+        "bundle: Pillow's bilinear (default), bicubic or nearest, or area-bilinear "
+        "(OpenCV 2x2 box halving, then bilinear: a tenth of the CPU per camera frame on "
+        "the device; see the README for its accuracy on the shared datasets)",
     )
     t = parser.add_argument_group("training")
     t.add_argument("--seed", type=int, default=0)
