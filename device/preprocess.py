@@ -11,12 +11,12 @@ loop and the model share the cores), so the frame path avoids the needless ones:
 for EXIF rotation when there is none, no round trip through numpy for a frame that is
 already a PIL image, no lookup at all when the table is the identity.
 
-How a frame is resized is part of the bundle's contract (``input.resize``). Bundles from
-``sightwire train`` ask for ``area-bilinear`` (OpenCV): 2x2 box averaging while the frame
-is at least twice the model's size, then bilinear. On a 640x480 frame that costs 0.25 ms
-of CPU where Pillow's antialiased bilinear costs 2.3 ms (x86 box of the README), and the
-capture thread shares the cores with inference. The Pillow modes (``bilinear``,
-``bicubic``, ``nearest``) stay for bundles that ask for them and for bare models.
+How a frame is resized is part of the bundle's contract (``input.resize``). Bundles
+trained with ``--resize area-bilinear`` ask for OpenCV's 2x2 box averaging while the
+frame is at least twice the model's size, then bilinear: on a 640x480 frame 0.25 ms of
+CPU where Pillow's antialiased bilinear (``bilinear``, the default, also ``bicubic`` and
+``nearest``) costs 2.3 ms (x86 box of the README), and the capture thread shares the
+cores with inference. Files are decoded by OpenCV too where it gives Pillow's pixels.
 """
 
 from __future__ import annotations
@@ -86,9 +86,67 @@ _RESAMPLE = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "bicubic": Im
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to an RGB ``uint8`` array (HxWx3), honouring EXIF rotation."""
+    """Decode an image file to an RGB ``uint8`` array (HxWx3), honouring EXIF rotation.
+
+    Whole JPEG and BMP files are decoded by OpenCV where it is installed: the same
+    libjpeg-turbo pixels as Pillow (every JPEG of the three shared datasets, and
+    tests/test_preprocess_parity.py), at a third of the CPU for a 640x480 JPEG and a
+    tenth for a BMP, because Pillow's hand-over of a decoded image to numpy alone costs
+    about 2 ms there. Everything else, and any file OpenCV's path does not take (a
+    truncated one, a CMYK JPEG), goes through Pillow, whose errors are the clear ones."""
+    rgb = opencv_decode(path)
+    if rgb is not None:
+        return rgb
     with _decoded(path) as img:
         return to_rgb(img)
+
+
+def opencv_decode(path: str | Path) -> np.ndarray | None:
+    """A whole baseline JPEG or BMP decoded by OpenCV (RGB), or None to let Pillow try."""
+    cv2 = opencv()
+    if cv2 is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None  # Pillow raises the ImageError that names the problem
+    if not (_whole_jpeg(data) or _whole_bmp(data)):
+        return None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _whole_jpeg(data: bytes) -> bool:
+    """A grey or colour JPEG that ends with its end-of-image marker. A half-written file
+    is left to Pillow, which refuses it where libjpeg fills the rest with grey; a CMYK
+    one too, whose colours decoders convert differently."""
+    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return False
+    return _jpeg_components(data) in (1, 3)
+
+
+def _jpeg_components(data: bytes) -> int | None:
+    """The component count of a JPEG's frame header (SOFn), found by walking the marker
+    segments before it; None when the header is not where the format puts it."""
+    i = 2
+    while i + 9 < len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return data[i + 9]
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _whole_bmp(data: bytes) -> bool:
+    """A BMP at least as long as the size its header gives."""
+    if data[:2] != b"BM" or len(data) < 14:
+        return False
+    return len(data) >= int.from_bytes(data[2:6], "little")
 
 
 def load_fitted(path: str | Path, spec: InputSpec) -> np.ndarray:
@@ -98,6 +156,8 @@ def load_fitted(path: str | Path, spec: InputSpec) -> np.ndarray:
     and pipeline give the model (tests/test_preprocess_parity.py), without the round
     trip of the whole decoded image through numpy. The trainer's arrays come from here.
     """
+    if spec.resize == AREA_BILINEAR:
+        return fit_frame(load_image(path), spec)  # OpenCV decodes and resizes
     with _decoded(path) as img:
         return fit_frame(img if img.mode == "RGB" else img.convert("RGB"), spec)
 

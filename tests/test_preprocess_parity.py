@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from device.bench import make_frames
 from device.classifier import Classifier
 from device.config import Config, ModelConfig, MqttConfig, SourceConfig
+from device.errors import ImageError
 from device.pipeline import Frame, Pipeline
 from device.preprocess import (
     AREA_BILINEAR,
@@ -36,6 +37,7 @@ from device.preprocess import (
     load_fitted,
     load_image,
     lookup_table,
+    opencv_decode,
 )
 from device.timing import INDEX
 from trainer.dataset import load_arrays, scan
@@ -309,3 +311,43 @@ def test_a_bundle_that_needs_opencv_names_it_when_it_is_missing(images, referenc
         in out.stdout
     )
     assert "OK (1001,)" in out.stdout
+
+
+def _pillow_rgb(path: Path) -> np.ndarray:
+    """The file as Pillow alone decodes it, EXIF rotation applied."""
+    with Image.open(path) as img:
+        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+
+
+def testopencv_decodes_jpeg_and_bmp_files_to_pillows_pixels(images):
+    """``load_image`` hands JPEG and BMP files to OpenCV (a third of Pillow's CPU at camera
+    size): the pixels must be Pillow's, EXIF rotation and grey JPEGs included, or a model
+    trained where OpenCV is missing would see other pixels on the device."""
+    taken = []
+    for path in [*sorted((images / "cls").iterdir()), images / "other" / "grace.bmp"]:
+        fast = opencv_decode(path)
+        if path.suffix in (".jpg", ".bmp"):
+            assert fast is not None, path.name  # the fast path is really the one used
+            taken.append(path.name)
+            np.testing.assert_array_equal(fast, _pillow_rgb(path), err_msg=path.name)
+        else:
+            assert fast is None, path.name  # PNGs stay with Pillow
+        np.testing.assert_array_equal(load_image(path), _pillow_rgb(path), err_msg=path.name)
+    assert {"sideways.jpg", "grey.jpg", "cat.bmp", "frame_720p.jpg"} <= set(taken)
+
+
+def test_files_opencv_would_guess_at_are_left_to_pillow(images, tmp_path):
+    """A half-written JPEG or BMP (a camera still copying into the replay folder) is
+    refused with Pillow's clear error, not filled with grey by libjpeg; a CMYK JPEG is
+    converted by Pillow, as in training."""
+    for name in ("frame_000.jpg", "cat.bmp"):
+        whole = (images / "cls" / name).read_bytes()
+        cut = tmp_path / f"cut_{name}"
+        cut.write_bytes(whole[: len(whole) * 2 // 3])
+        assert opencv_decode(cut) is None
+        with pytest.raises(ImageError, match="cannot decode image"):
+            load_image(cut)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.open(images / "cls" / "frame_000.jpg").convert("CMYK").save(cmyk, quality=90)
+    assert opencv_decode(cmyk) is None
+    np.testing.assert_array_equal(load_image(cmyk), _pillow_rgb(cmyk))
