@@ -193,6 +193,38 @@ def cpu_model() -> str:
     return fields.get("Hardware") or platform.processor() or platform.machine() or "unknown"
 
 
+# The SIMD extensions that decide how fast int8 runs against float: XNNPACK's int8
+# kernels gain most from dot-product instructions (x86 VNNI, ARM ``asimddp``), which a CPU
+# without them lacks, so int8 can be faster than float on one machine and slower on the
+# next (README, "Benchmarks").
+SIMD_FLAGS = (
+    "sse4_2",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "asimd",
+    "neon",
+    "asimddp",
+    "i8mm",
+    "asimdhp",
+)
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str]:
+    """The ``SIMD_FLAGS`` that ``/proc/cpuinfo`` lists (x86 ``flags``, ARM ``Features``)."""
+    text = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
+    have: set[str] = set()
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            have.update(value.split())
+    return [flag for flag in SIMD_FLAGS if flag in have]
+
+
 def machine_info() -> dict[str, Any]:
     """Where the figures were taken: printed with them and heading ``--compare`` columns."""
     runtime = find_runtime()
@@ -207,6 +239,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "hostname": platform.node(),
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "board": board.strip("\x00\n ") if board else None,
         "cores": os.cpu_count(),
         "usable_cores": usable,

@@ -107,8 +107,10 @@ def _mib(kib: int | None) -> str:
 def machine_line(machine: dict[str, Any]) -> str:
     runtime = machine.get("runtime", {})
     board = f"{machine['board']}, " if machine.get("board") else ""
+    features = machine.get("cpu_features")
+    simd = f" ({' '.join(features)})" if features else ""
     return (
-        f"{board}{machine.get('cpu', '?')} x{machine.get('cores', '?')}, "
+        f"{board}{machine.get('cpu', '?')} x{machine.get('cores', '?')}{simd}, "
         f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}, "
         f"{runtime.get('name', '?')} {runtime.get('version', '?')}"
     )
@@ -301,6 +303,7 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
     out = {
         "created": result.get("created", MISSING),
         "board": m.get("board") or MISSING,
+        "SIMD (int8 speed)": " ".join(m.get("cpu_features") or []) or MISSING,
         "platform": m.get("platform", MISSING),
         "runtime": f"{rt.get('name', '?')} {rt.get('version', '?')}",
         "XNNPACK": "on" if s.get("xnnpack") else "off",

@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from device.bench import BenchOptions, MemorySource, latency_stats, make_frames, run_bench
+from device.bench import (
+    BenchOptions,
+    MemorySource,
+    cpu_features,
+    latency_stats,
+    make_frames,
+    run_bench,
+)
 from device.bench_report import Tab, render_plain
 from device.cli import main
 from device.config import MqttConfig
@@ -129,6 +136,9 @@ def test_json_describes_the_machine_and_settings(bench_run):
         assert machine[key], key
     assert machine["runtime"]["name"] in ("ai_edge_litert", "tflite_runtime", "tensorflow")
     assert machine["runtime"]["version"]
+    assert machine["cpu_features"] == cpu_features()  # this machine's, as /proc says
+    if machine["arch"] == "x86_64":
+        assert "sse4_2" in machine["cpu_features"]  # every x86-64 CPU LiteRT runs on
     assert result["settings"]["threads"] == [1]
     assert result["settings"]["runs"] == 5
     assert result["settings"]["xnnpack"] is True
@@ -437,3 +447,12 @@ def test_unreachable_broker_is_one_error(bundle, capsys):
     assert err[-1].startswith(
         f"sightwire bench: error: cannot connect to the MQTT broker 127.0.0.1:{port}"
     )
+
+
+def test_cpu_features_name_the_simd_that_decides_int8_speed():
+    """x86 ``flags`` and ARM ``Features`` lines both read; flags outside the list ignored."""
+    x86 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512_vnni sha_ni\n"
+    pi5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimdhp cpuid asimddp\n"
+    assert cpu_features(x86) == ["sse4_2", "avx2", "fma", "avx512f", "avx512_vnni"]
+    assert cpu_features(pi5) == ["asimd", "asimddp", "asimdhp"]
+    assert cpu_features("") == []
