@@ -107,7 +107,9 @@ DEFINITIONS: dict[str, str] = {
     "publish, thread hand-offs). When inference threads already fill every core, each of "
     "these ms is taken from inference",
     "loop.bare_fps": "back-to-back invoke() calls per second of the same interpreter with "
-    "the same thread count, measured just before the loop",
+    "the same thread count, as many calls as loop frames: half just before the loop, half "
+    "just after (bare_fps_before, bare_fps_after: their difference is the machine's drift "
+    "during the loop)",
     "loop.loop_over_bare": "fps / bare_fps: the share of bare inference speed the whole loop keeps",
     "loop.stages_ms": "Pipeline.timings.summary(): per-stage mean/p50/p95 in ms; capture = "
     "source.read() = reading the frame file (a JPEG decode for jpg frames; in the capture "
@@ -850,8 +852,10 @@ def measure_loop(
     tensor = clf.preprocess(first)
     for _ in range(max(opts.warmup, 1)):
         clf.infer(tensor)
-    bare = time_invokes(clf.interpreter, opts.loop_frames, 0)
-    bare_fps = bare.size / float(bare.sum())
+    # Bare inference is timed half before and half after the loop: on a shared or
+    # thermally throttled machine the speed drifts over seconds, and one side only would
+    # put that drift into loop/bare (bare_fps_before/after show how much there was).
+    before = time_invokes(clf.interpreter, max(opts.loop_frames // 2, 1), 0)
     bare_cpu = cpu_per_invoke(clf.interpreter, opts.loop_frames)
 
     config = loop_config(model_path, variant, threads, frames_dir, opts)
@@ -865,7 +869,7 @@ def measure_loop(
     if pipe.publisher is not None:
         slot.gate.clear()  # no frame before the broker answers: publish is part of the loop
     # Generous: ten times the bare time per frame plus decoding, never a test of speed.
-    budget = 30.0 + 10 * total / bare_fps
+    budget = 30.0 + 10 * total * float(before.mean())
     pipe.start()
     try:
         if pipe.publisher is not None:
@@ -883,6 +887,9 @@ def measure_loop(
         pipe.stop()
     if pipe.errors or len(slot.taken) < total:
         raise SightwireError(f"the loop failed on {pipe.errors} of {total} frames (see the log)")
+    after = time_invokes(clf.interpreter, max(opts.loop_frames - before.size, 1), 0)
+    bare = np.concatenate([before, after])
+    bare_fps = bare.size / float(bare.sum())
     # From the worker taking the first frame after warm-up to the last frame's end.
     t0 = slot.taken[opts.loop_warmup]
     fps = opts.loop_frames / (t1 - t0)
@@ -900,6 +907,8 @@ def measure_loop(
         "seconds": round(t1 - t0, 4),
         "fps": round(fps, 3),
         "bare_fps": round(bare_fps, 3),
+        "bare_fps_before": round(before.size / float(before.sum()), 3),
+        "bare_fps_after": round(after.size / float(after.sum()), 3),
         "bare_latency_ms": latency_stats(bare),
         "loop_over_bare": round(fps / bare_fps, 4),
         "cpu_ms_per_frame": round(cpu * 1000, 3),

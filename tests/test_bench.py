@@ -236,6 +236,10 @@ def test_loop_against_bare_inference(bench_run, fmt):
     assert loop["dropped"] == 0  # demand capture: every decoded frame is classified
     assert loop["fps"] > 0 and loop["bare_fps"] > 0
     assert loop["loop_over_bare"] == pytest.approx(loop["fps"] / loop["bare_fps"], rel=1e-3)
+    # Bare inference timed on both sides of the loop (5 + 5 calls): its fps lies between.
+    before, after = loop["bare_fps_before"], loop["bare_fps_after"]
+    assert min(before, after) <= loop["bare_fps"] * (1 + 1e-3)
+    assert loop["bare_fps"] <= max(before, after) * (1 + 1e-3)
     # CPU per frame: the whole process, so more than inference alone; the rest is the
     # loop's own cost (read, fit, convert, post-processing, hand-offs).
     assert loop["cpu_ms_per_frame"] > loop["stages_ms"]["fit"]["mean"] > 0
