@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -135,7 +136,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if path.is_file():
         if path.suffix.lower() != ".tflite":
             raise BundleError(f"{path}: expected a bundle directory, a .zip or a .tflite file")
-        variant = "edgetpu" if path.stem.endswith("_edgetpu") else "int8"
+        variant = "edgetpu" if path.stem.endswith("_edgetpu") else tflite_variant(path)
         return Bundle(
             name=path.stem,
             root=path.parent,
@@ -154,6 +155,59 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if not tflites:
         raise BundleError(f"{path}: no manifest.json and no .tflite model inside")
     raise BundleError(f"{path}: several .tflite files and no manifest.json; name one file")
+
+
+# TFLite's TensorType values that mark a quantized model (schema.fbs: UINT8 3, INT8 9).
+_QUANTIZED_TYPES = {3, 9}
+
+
+def tflite_variant(path: Path) -> str:
+    """ "float" for a bare .tflite whose first subgraph holds no 8-bit tensor, else "int8".
+
+    A bare file has no manifest to say which it is, and a float model named "int8" would
+    be refused by ``variant: float`` and mislabelled in ``stats`` and ``bench``. Read from
+    the flatbuffer (Model.subgraphs[0].tensors[*].type) without building an interpreter;
+    a file that cannot be read this way is called "int8", as before, and the runtime
+    gives the clear error when it loads it."""
+    try:
+        data = path.read_bytes()
+        types = _tensor_types(data)
+    except (OSError, IndexError, struct.error):
+        return "int8"
+    return "int8" if not types or _QUANTIZED_TYPES & types else "float"
+
+
+def _tensor_types(data: bytes) -> set[int]:
+    """The ``type`` field of every tensor of subgraph 0, by FlatBuffers' layout: a table
+    starts with an offset back to its vtable, whose entries give each field's position."""
+
+    def field(table: int, index: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", data, table)[0]
+        if 4 + 2 * index >= struct.unpack_from("<H", data, vtable)[0]:
+            return None  # field absent: an older writer
+        offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
+        return table + offset if offset else None
+
+    def deref(pos: int) -> int:
+        return pos + struct.unpack_from("<I", data, pos)[0]
+
+    def vector(pos: int) -> list[int]:
+        start = deref(pos)
+        count = struct.unpack_from("<I", data, start)[0]
+        return [deref(start + 4 + 4 * i) for i in range(count)]
+
+    model = deref(0)
+    subgraphs = field(model, 2)  # Model: version, operator_codes, subgraphs
+    if subgraphs is None:
+        return set()
+    tensors = field(vector(subgraphs)[0], 0)  # SubGraph: tensors
+    if tensors is None:
+        return set()
+    types = set()
+    for tensor in vector(tensors):
+        pos = field(tensor, 1)  # Tensor: shape, type
+        types.add(struct.unpack_from("<b", data, pos)[0] if pos is not None else 0)
+    return types  # an absent type is FLOAT32 (0), the schema's default
 
 
 def _load_manifest_bundle(root: Path, verify: bool) -> Bundle:

@@ -29,6 +29,8 @@ from device.bench import (
     run_bench,
 )
 from device.bench_report import Tab, render_plain
+from device.bundle import load_bundle, tflite_variant
+from device.classifier import Classifier
 from device.cli import main
 from device.config import MqttConfig
 from device.errors import SightwireError
@@ -460,3 +462,21 @@ def test_cpu_features_name_the_simd_that_decides_int8_speed():
     assert cpu_features(x86) == ["sse4_2", "avx2", "fma", "avx512f", "avx512_vnni"]
     assert cpu_features(pi5) == ["asimd", "asimddp", "asimdhp"]
     assert cpu_features("") == []
+
+
+def test_a_bare_tflite_is_named_by_what_it_holds(bundle, reference, tmp_path):
+    """A bare float .tflite is the "float" variant (``variant: float`` finds it, bench and
+    stats say float), a quantized one "int8", a compiled one "edgetpu"; a file that is no
+    flatbuffer stays "int8", and the runtime names the problem when it loads it."""
+    mine = tmp_path / "mine.tflite"
+    shutil.copy(bundle / "model_float.tflite", mine)
+    shutil.copy(bundle / "labels.txt", tmp_path / "labels.txt")
+    bare = load_bundle(mine)
+    assert list(bare.models) == ["float"]
+    assert bare.select("float") == "float" and bare.select() == "float"
+    assert Classifier.open(mine).variant == "float"
+    for name, variant in ((INT8, "int8"), (REFERENCE, "int8"), (EDGETPU, "edgetpu")):
+        assert list(load_bundle(reference / name).models) == [variant], name
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x10\x00\x00\x00" + b"\xff" * 60)
+    assert tflite_variant(junk) == "int8"
