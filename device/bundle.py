@@ -162,7 +162,8 @@ _QUANTIZED_TYPES = {3, 9}
 
 
 def tflite_variant(path: Path) -> str:
-    """ "float" for a bare .tflite whose first subgraph holds no 8-bit tensor, else "int8".
+    """The variant of a bare .tflite: float when its first subgraph holds no 8-bit
+    tensor, else int8.
 
     A bare file has no manifest to say which it is, and a float model named "int8" would
     be refused by ``variant: float`` and mislabelled in ``stats`` and ``bench``. Read from

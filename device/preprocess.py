@@ -102,7 +102,8 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def opencv_decode(path: str | Path) -> np.ndarray | None:
-    """A whole baseline JPEG or BMP decoded by OpenCV (RGB), or None to let Pillow try."""
+    """A whole grey or colour JPEG, or a whole BMP, decoded by OpenCV (RGB); None to let
+    Pillow decode the file (or refuse it)."""
     cv2 = opencv()
     if cv2 is None:
         return None
