@@ -35,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from device.errors import ImageError, SightwireError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+OPENCV_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # decoded by OpenCV where it gives Pillow's pixels
 AREA_BILINEAR = "area-bilinear"
 RESIZE_MODES = (AREA_BILINEAR, "bilinear", "bicubic", "nearest")
 CROP_MODES = ("none", "center")
@@ -105,8 +106,8 @@ def opencv_decode(path: str | Path) -> np.ndarray | None:
     """A whole grey or colour JPEG, or a whole BMP, decoded by OpenCV (RGB); None to let
     Pillow decode the file (or refuse it)."""
     cv2 = opencv()
-    if cv2 is None:
-        return None
+    if cv2 is None or Path(path).suffix.lower() not in OPENCV_SUFFIXES:
+        return None  # not read here, so a PNG is read once, by Pillow
     try:
         data = Path(path).read_bytes()
     except OSError:
