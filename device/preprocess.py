@@ -91,8 +91,8 @@ def load_image(path: str | Path) -> np.ndarray:
 
     Whole JPEG and BMP files are decoded by OpenCV where it is installed: the same
     libjpeg-turbo pixels as Pillow (every JPEG of the three shared datasets, and
-    tests/test_preprocess_parity.py), at a third of the CPU for a 640x480 JPEG and a
-    tenth for a BMP, because Pillow's hand-over of a decoded image to numpy alone costs
+    tests/test_preprocess_parity.py), at about a quarter of the CPU for a 640x480 JPEG and a
+    twentieth for a BMP, because Pillow's hand-over of a decoded image to numpy alone costs
     about 2 ms there. Everything else, and any file OpenCV's path does not take (a
     truncated one, a CMYK JPEG), goes through Pillow, whose errors are the clear ones."""
     rgb = opencv_decode(path)

@@ -319,8 +319,8 @@ def _pillow_rgb(path: Path) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
 
 
-def testopencv_decodes_jpeg_and_bmp_files_to_pillows_pixels(images):
-    """``load_image`` hands JPEG and BMP files to OpenCV (a third of Pillow's CPU at camera
+def test_opencv_decodes_jpeg_and_bmp_files_to_pillows_pixels(images):
+    """``load_image`` hands JPEG and BMP files to OpenCV (a quarter of Pillow's CPU at camera
     size): the pixels must be Pillow's, EXIF rotation and grey JPEGs included, or a model
     trained where OpenCV is missing would see other pixels on the device."""
     taken = []
