@@ -1,6 +1,6 @@
 """The ``sightwire`` command: one entry point, verbs for both halves.
 
-Each verb lives in its own module (``device.commands.*`` or ``trainer.commands.*``)
+Each verb lives in its own module (``device.verbs.*`` or ``trainer.verbs.*``)
 exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. The table below is
 the only place that knows them all; a trainer verb is imported only when it is named
 (or for ``--help``), so a Pi without TensorFlow runs the device verbs untouched.
@@ -18,15 +18,15 @@ from device import __version__
 from device.errors import SightwireError
 
 VERBS: dict[str, tuple[str, str]] = {
-    "train": ("trainer.commands.train", "fine-tune MobileNetV2 on a folder of photos → bundle"),
-    "export": ("trainer.commands.export", "export a saved Keras model to a bundle"),
-    "evaluate": ("trainer.commands.evaluate", "evaluate a bundle on a labelled folder"),
-    "compile-edgetpu": ("trainer.commands.compile_edgetpu", "preflight/compile for Edge TPU"),
-    "doctor": ("trainer.commands.doctor", "find shortcuts, leaks and label errors in a dataset"),
-    "deploy": ("trainer.commands.deploy", "copy a bundle to a Pi over SSH and reload it"),
-    "run": ("device.commands.run", "run the camera → model → MQTT daemon"),
-    "classify": ("device.commands.classify", "classify image files with a bundle"),
-    "bench": ("device.commands.bench", "benchmark the models of a bundle and the camera loop"),
+    "train": ("trainer.verbs.train", "fine-tune MobileNetV2 on a folder of photos → bundle"),
+    "export": ("trainer.verbs.export", "export a saved Keras model to a bundle"),
+    "evaluate": ("trainer.verbs.evaluate", "evaluate a bundle on a labelled folder"),
+    "compile-edgetpu": ("trainer.verbs.compile_edgetpu", "preflight/compile for Edge TPU"),
+    "doctor": ("trainer.verbs.doctor", "find shortcuts, leaks and label errors in a dataset"),
+    "deploy": ("trainer.verbs.deploy", "copy a bundle to a Pi over SSH and reload it"),
+    "run": ("device.verbs.run", "run the camera → model → MQTT daemon"),
+    "classify": ("device.verbs.classify", "classify image files with a bundle"),
+    "bench": ("device.verbs.bench", "benchmark the models of a bundle and the camera loop"),
 }
 TRAIN_PACKAGES = {"tensorflow", "keras", "sklearn", "matplotlib", "keras_tuner", "tflite", "rich"}
 
@@ -41,8 +41,6 @@ def _load(verb: str):
                 f"'{verb}' needs the workstation extra: pip install 'sightwire[train]' "
                 f"(missing module {exc.name})"
             ) from exc
-        if exc.name == module_name:
-            return None
         raise
 
 
@@ -73,9 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         module = _load(top.verb)
-        if module is None:
-            print(f"sightwire {top.verb}: not built yet", file=sys.stderr)
-            return 2
         verb_parser = argparse.ArgumentParser(
             prog=f"sightwire {top.verb}", description=getattr(module, "HELP", VERBS[top.verb][1])
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from device.cli import main
-from device.commands.run import parse_broker
+from device.verbs.run import parse_broker
 from device.config import (
     Config,
     ConfigError,

@@ -33,7 +33,7 @@ else:  # pragma: no cover - Python 3.10
 
 from device.bundle import load_bundle
 from tests.mqtt_helpers import Broker, free_port, wait_port
-from trainer.commands.deploy import (
+from trainer.verbs.deploy import (
     DEFAULT_REMOTE_DIR,
     DeployError,
     Deployment,

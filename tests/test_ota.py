@@ -463,7 +463,7 @@ def test_a_crash_at_any_moment_of_an_install_leaves_a_whole_bundle_current(
 def test_store_layout_is_the_one_sightwire_deploy_makes(tmp_path, bundles):
     """Versions are named as `sightwire deploy` names them, links are relative, pruning
     keeps current/previous and never touches what is not a version (or still partial)."""
-    from trainer.commands.deploy import VERSION as DEPLOY_VERSION
+    from trainer.verbs.deploy import VERSION as DEPLOY_VERSION
 
     root = tmp_path / "models"
     root.mkdir()

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     broker = None
     if args.broker:
-        from device.commands.run import parse_broker
+        from device.verbs.run import parse_broker
 
         values = parse_broker(args.broker)
         broker = (values["mqtt.host"], int(values.get("mqtt.port", 1883)))
