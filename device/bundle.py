@@ -1,8 +1,11 @@
-"""Load what the trainer hands over: a bundle, a bare .tflite, or a Teachable Machine export.
+"""The bundle, both ways: written by the trainer, loaded by the device (and the tools).
 
 A bundle is a directory (or a ``.zip`` of one) with ``manifest.json`` (see the README's
-contracts). Without a manifest, labels come from ``labels.txt`` beside the model and
-preprocessing follows the model's own input tensor.
+contracts), ``labels.txt`` and the model files. This module is the one place that knows
+that format: ``write_bundle``/``save_manifest`` write it (the trainer calls them), and
+``load_bundle`` reads it back, so the two sides cannot drift apart. ``load_bundle`` also
+takes what other tools hand over: a bare ``.tflite`` (labels from ``labels.txt`` beside
+it, preprocessing from the model's own input tensor) or a Teachable Machine export.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,12 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
+FORMAT_VERSION = 1
 VARIANTS = ("edgetpu", "int8", "float")
+# The model files a bundle writer names (the Edge TPU one is the compiler's name for int8's).
+FLOAT_FILE = "model_float.tflite"
+INT8_FILE = "model_int8.tflite"
+MODEL_FILES = {"float": FLOAT_FILE, "int8": INT8_FILE}
 # Teachable Machine's TFLite export names, by our variant names.
 TEACHABLE_FILES = {
     "edgetpu": "model_edgetpu.tflite",
@@ -211,13 +220,21 @@ def _tensor_types(data: bytes) -> set[int]:
     return types  # an absent type is FLOAT32 (0), the schema's default
 
 
-def _load_manifest_bundle(root: Path, verify: bool) -> Bundle:
+def load_manifest(root: Path) -> dict[str, Any]:
+    """``manifest.json`` of the bundle at ``root``, its JSON and format version checked."""
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{root / MANIFEST}: not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format_version") != 1:
-        raise BundleError(f"{root / MANIFEST}: unsupported format_version (expected 1)")
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{root / MANIFEST}: unsupported format_version (expected {FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def _load_manifest_bundle(root: Path, verify: bool) -> Bundle:
+    manifest = load_manifest(root)
     try:
         labels = [str(x) for x in manifest["labels"]]
         spec = InputSpec.from_manifest(manifest["input"])
@@ -238,6 +255,54 @@ def _load_manifest_bundle(root: Path, verify: bool) -> Bundle:
     if labels_file.is_file() and read_labels(labels_file) != labels:
         raise BundleError(f"{labels_file} disagrees with the labels in manifest.json")
     return Bundle(manifest.get("name", root.name), root, "bundle", labels, models, spec, manifest)
+
+
+def write_bundle(
+    out: Path,
+    name: str,
+    labels: list[str],
+    spec: InputSpec,
+    models: dict[str, bytes],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write model files, ``labels.txt`` and ``manifest.json`` (with each model's sha256);
+    returns the manifest. ``extra`` adds top-level keys (who wrote it, metrics)."""
+    out.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, Any] = {}
+    for variant, content in models.items():
+        path = out / MODEL_FILES[variant]
+        path.write_bytes(content)
+        entries[variant] = {
+            "file": path.name,
+            "sha256": sha256_file(path),
+            "input_dtype": "float32" if variant == "float" else "uint8",
+            "bytes": len(content),
+        }
+    write_labels(out, labels)
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "labels": labels,
+        "input": spec.to_manifest(),
+        "models": entries,
+        **(extra or {}),
+    }
+    save_manifest(out, manifest)
+    return manifest
+
+
+def write_labels(out: Path, labels: list[str]) -> None:
+    """``labels.txt``: one class name per line, in the model's output order."""
+    (out / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+
+
+def save_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` atomically (a temporary file renamed over it): a reader
+    never sees half a manifest."""
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    tmp.replace(out / MANIFEST)
 
 
 def extract_zip(zip_path: Path, dest: Path, max_bytes: int = 512 << 20) -> Path:

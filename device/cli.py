@@ -1,9 +1,16 @@
-"""The ``sightwire`` command: one entry point, verbs for both halves.
+"""The ``sightwire`` command: one entry point, verbs from both halves.
 
-Each verb lives in its own module (``device.verbs.*`` or ``trainer.verbs.*``)
-exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. The table below is
-the only place that knows them all; a trainer verb is imported only when it is named
-(or for ``--help``), so a Pi without TensorFlow runs the device verbs untouched.
+Verbs are found through the ``sightwire.verbs`` entry points (``pyproject.toml``): each
+maps a verb name to a module with ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``. So this package never names a trainer module, and a package that
+adds verbs declares them in its own metadata.
+
+``sightwire --help`` must list every verb without importing any verb module (TensorFlow
+takes seconds to import, and a Pi has none): the one-line summary of each verb comes from
+``SUMMARIES`` in the package that holds its module (``device.verbs``, ``trainer.verbs``),
+whose ``__init__`` imports nothing heavy. A verb's own module is imported only when that
+verb is run or asked for its ``--help``; a trainer verb on a machine without TensorFlow
+then fails with one line naming the extra to install.
 """
 
 from __future__ import annotations
@@ -13,35 +20,76 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from types import ModuleType
 
 from device import __version__
 from device.errors import SightwireError
 
-VERBS: dict[str, tuple[str, str]] = {
-    "train": ("trainer.verbs.train", "fine-tune MobileNetV2 on a folder of photos → bundle"),
-    "export": ("trainer.verbs.export", "export a saved Keras model to a bundle"),
-    "evaluate": ("trainer.verbs.evaluate", "evaluate a bundle on a labelled folder"),
-    "compile-edgetpu": ("trainer.verbs.compile_edgetpu", "preflight/compile for Edge TPU"),
-    "doctor": ("trainer.verbs.doctor", "find shortcuts, leaks and label errors in a dataset"),
-    "deploy": ("trainer.verbs.deploy", "copy a bundle to a Pi over SSH and reload it"),
-    "run": ("device.verbs.run", "run the camera → model → MQTT daemon"),
-    "classify": ("device.verbs.classify", "classify image files with a bundle"),
-    "bench": ("device.verbs.bench", "benchmark the models of a bundle and the camera loop"),
-}
+GROUP = "sightwire.verbs"
 TRAIN_PACKAGES = {"tensorflow", "keras", "sklearn", "matplotlib", "keras_tuner", "tflite", "rich"}
 
 
-def _load(verb: str):
-    module_name = VERBS[verb][0]
+@dataclass(frozen=True)
+class Verb:
+    """One verb of the command: its name, the module that implements it, its summary."""
+
+    name: str
+    module: str
+    summary: str
+
+
+def discover() -> dict[str, Verb]:
+    """Every verb declared under the ``sightwire.verbs`` entry points, in declared order."""
+    verbs: dict[str, Verb] = {}
+    for ep in entry_points(group=GROUP):
+        if ep.name not in verbs:  # the same distribution seen twice on sys.path
+            verbs[ep.name] = Verb(ep.name, ep.module, _summary(ep.name, ep.module))
+    return verbs
+
+
+def _summary(name: str, module: str) -> str:
+    """The verb's line from its package's ``SUMMARIES`` (a cheap import), else nothing."""
+    package = module.rpartition(".")[0]
     try:
-        return importlib.import_module(module_name)
+        summaries = getattr(importlib.import_module(package), "SUMMARIES", {}) if package else {}
+    except ImportError:
+        return ""
+    return str(summaries.get(name, ""))
+
+
+VERBS: dict[str, Verb] = discover()
+
+
+def _missing_extra(verb: Verb, exc: ModuleNotFoundError) -> SightwireError | None:
+    """The one-line error for a workstation package missing here (a Pi), else None.
+
+    Verb modules import TensorFlow inside ``run``, so this applies to running a verb as
+    well as to importing its module."""
+    if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
+        return SightwireError(
+            f"'{verb.name}' needs the workstation extra: pip install 'sightwire[train]' "
+            f"(missing module {exc.name})"
+        )
+    return None
+
+
+def _run(verb: Verb, rest: list[str], verbose: bool) -> int:
+    try:
+        module: ModuleType = importlib.import_module(verb.module)
+        verb_parser = argparse.ArgumentParser(
+            prog=f"sightwire {verb.name}", description=getattr(module, "HELP", verb.summary)
+        )
+        module.add_arguments(verb_parser)
+        args = verb_parser.parse_args(rest)
+        args.verbose = verbose
+        return int(module.run(args) or 0)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
-            raise SightwireError(
-                f"'{verb}' needs the workstation extra: pip install 'sightwire[train]' "
-                f"(missing module {exc.name})"
-            ) from exc
-        raise
+        error = _missing_extra(verb, exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,13 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sightwire {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for verb, (_, summary) in VERBS.items():
-        sub.add_parser(verb, help=summary, add_help=False)
+    for verb in VERBS.values():
+        sub.add_parser(verb.name, help=verb.summary, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not VERBS:
+        print(
+            f"sightwire: no verbs found (entry points '{GROUP}'): install the package, "
+            "e.g. pip install -e .",
+            file=sys.stderr,
+        )
+        return 1
     parser = build_parser()
     # Parse the verb first, then let the verb's own module build its parser.
     top, rest = parser.parse_known_args(argv)
@@ -69,17 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if top.verb is None:
         parser.print_help()
         return 2
+    verb = VERBS[top.verb]
     try:
-        module = _load(top.verb)
-        verb_parser = argparse.ArgumentParser(
-            prog=f"sightwire {top.verb}", description=getattr(module, "HELP", VERBS[top.verb][1])
-        )
-        module.add_arguments(verb_parser)
-        args = verb_parser.parse_args(rest)
-        args.verbose = top.verbose
-        return int(module.run(args) or 0)
+        return _run(verb, rest, top.verbose)
     except SightwireError as exc:
-        print(f"sightwire {top.verb}: error: {exc}", file=sys.stderr)
+        print(f"sightwire {verb.name}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -3,10 +3,11 @@
 A device in a field is updated by a message, so the update must never leave it without
 a working model, whatever arrives and whenever the power goes. Hence:
 
-- **Where**: the versioned layout ``sightwire deploy`` and ``install-pi.sh`` already use:
-  ``<models>/<UTC stamp>-<name>-<content id>/`` folders and a ``current`` symlink that
-  ``model.path`` names. A new bundle is unpacked into a hidden ``.staging-*`` folder
-  beside them (same file system, so moving it into place is one rename).
+- **Where**: the versioned layout ``sightwire deploy`` and ``install-pi.sh`` also use
+  (``device.models_dir``): ``<models>/<UTC stamp>-<name>-<content id>/`` folders and a
+  ``current`` symlink that ``model.path`` names. A new bundle is unpacked into a hidden
+  ``.staging-*`` folder beside them (same file system, so moving it into place is one
+  rename).
 - **What is proved first**: the zip unpacks with no member escaping the staging folder
   (``device.bundle.extract_zip``), every model file matches its sha256 in
   ``manifest.json`` (each model must have one), and the model the daemon would run opens
@@ -31,10 +32,8 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import urllib.error
@@ -44,24 +43,20 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from device.bundle import extract_zip, load_bundle, sha256_file
+from device.bundle import extract_zip, load_bundle
 from device.classifier import Classifier
-from device.errors import SightwireError
+from device.errors import SightwireError, one_line
+from device.models_dir import ModelStore
 
 log = logging.getLogger(__name__)
 
-# The names `sightwire deploy` gives versions (without its ".partial" in-progress suffix).
-VERSION = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+-[0-9a-f]{8}$")
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 SCHEMES = ("https", "http", "file")
-STAGING_PREFIX = ".staging-"
-PREVIOUS = "previous"
 MAX_MEMBERS = 1000  # a bundle has a handful of files; a million empty ones is an attack
 CHUNK = 1 << 16
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -221,11 +216,6 @@ def http_request(url: str) -> urllib.request.Request:
     return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def unpack(zip_path: Path, dest: Path, max_bytes: int) -> Path:
     """``extract_zip`` (refuses members escaping ``dest``) plus the failures it lets through:
     a corrupt deflate stream, an encrypted member, too many members."""
@@ -259,112 +249,6 @@ def verify_bundle(root: Path, variant: str, threads: int | None = None) -> Class
     if probs.shape != (len(clf.labels),) or not np.all(np.isfinite(probs)):
         raise UpdateError("the model's test inference gave no usable probabilities")
     return clf
-
-
-def content_id(root: Path) -> str:
-    """8 hex digits naming a bundle's content (sha256 of its ``sha256sum`` listing)."""
-    lines = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        lines.append(f"{sha256_file(path)}  {path.relative_to(root).as_posix()}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()[:8]
-
-
-def version_name(name: str, cid: str, now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:40] or "model"
-    return f"{stamp}-{slug}-{cid}"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """Data and directory entries on disk before the switch makes them current."""
-    for path in sorted(root.rglob("*"), reverse=True):
-        _fsync(path)
-    _fsync(root)
-
-
-class ModelStore:
-    """The models directory: version folders, ``current`` (``model.path``) and ``previous``."""
-
-    def __init__(self, link: Path):
-        self.link = link
-        self.root = link.parent
-
-    @classmethod
-    def of(cls, model_path: Path) -> ModelStore:
-        link = Path(os.path.abspath(model_path.expanduser()))
-        if not link.is_symlink():
-            raise UpdateError(
-                f"model.path {model_path} is not a symlink: updates need the layout "
-                "`sightwire deploy` makes (model.path = <models>/current, a symlink to a "
-                "version folder beside it, e.g. /var/lib/sightwire/models/current)"
-            )
-        if not os.access(link.parent, os.W_OK):
-            raise UpdateError(f"{link.parent}: not writable by this user")
-        return cls(link)
-
-    def target(self, link: Path | None = None) -> str | None:
-        link = link or self.link
-        return os.readlink(link) if link.is_symlink() else None
-
-    def new_staging(self) -> Path:
-        """A fresh hidden folder for one update; leftovers of a crashed one are removed."""
-        for old in self.root.glob(f"{STAGING_PREFIX}*"):
-            shutil.rmtree(old, ignore_errors=True)
-        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
-
-    def install(
-        self, bundle_root: Path, name: str, now: datetime | None = None
-    ) -> tuple[str, str | None]:
-        """Move a verified bundle into place and switch to it: (version, previous)."""
-        version = version_name(name, content_id(bundle_root), now)
-        target = self.root / version
-        if not target.exists():
-            _fsync_tree(bundle_root)
-            os.rename(bundle_root, target)
-            _fsync(self.root)
-        return version, self.switch(version)
-
-    def switch(self, version: str) -> str | None:
-        """Point ``current`` at ``version`` atomically; ``previous`` at what it replaced."""
-        old = self.target()
-        _replace_link(self.root / ".current.ota", version, self.link)
-        if old is not None and old != version:
-            _replace_link(self.root / ".previous.ota", old, self.root / PREVIOUS)
-        _fsync(self.root)
-        return old
-
-    def rollback(self) -> tuple[str, str | None]:
-        """Switch back to ``previous`` (which then names the version rolled back from)."""
-        prev = self.target(self.root / PREVIOUS)
-        if prev is None:
-            raise UpdateError(f"no {self.root / PREVIOUS} link: nothing to roll back to")
-        if not (self.root / prev).is_dir():
-            raise UpdateError(f"the previous version {prev} is gone: nothing to roll back to")
-        return prev, self.switch(prev)
-
-    def prune(self, keep: int) -> list[str]:
-        """Remove versions beyond the newest ``keep`` (never current nor previous)."""
-        pinned = {Path(t).name for t in (self.target(), self.target(self.root / PREVIOUS)) if t}
-        versions = sorted(p.name for p in self.root.iterdir() if VERSION.match(p.name))
-        drop = [v for v in versions[:-keep] if v not in pinned]
-        for name in drop:
-            shutil.rmtree(self.root / name, ignore_errors=True)
-        return drop
-
-
-def _replace_link(tmp: Path, target: str, link: Path) -> None:
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
 
 
 @dataclass(frozen=True)

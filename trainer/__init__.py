@@ -6,7 +6,9 @@ the very code the device runs.
 
 import os
 
+from device import __version__
+
 # TensorFlow's C++ start-up chatter (CPU flags, oneDNN notes) hides the progress bars.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,5 +1,9 @@
 """Keras model → float and full-integer int8 TFLite, and the bundle that holds them.
 
+The bundle's format (file names, ``manifest.json``, ``labels.txt``) is written by
+``device.bundle``, the module that also reads it; this one adds what only the trainer
+knows (its version, the backbone) and the TensorFlow conversion.
+
 The int8 model is full-integer: every op runs in int8 (the Edge TPU and the fast CPU
 kernels need that), with uint8 input and output so the device feeds camera pixels
 through a lookup table and reads probabilities as bytes. Its activation ranges come
@@ -8,14 +12,12 @@ from a representative set of training images, drawn across classes.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from device.bundle import LABELS, MANIFEST, sha256_file
+from device import bundle as bundle_format
+from device.bundle import FLOAT_FILE, INT8_FILE, LABELS, MANIFEST
 from device.errors import SightwireError
 from device.preprocess import InputSpec
 from trainer import __version__
 from trainer.features import normalize
 
-FLOAT_FILE = "model_float.tflite"
-INT8_FILE = "model_int8.tflite"
 KERAS_FILE = "model.keras"
 
 
@@ -104,42 +105,9 @@ def write_bundle(
     models: dict[str, bytes],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write models, labels.txt and manifest.json (hashes of every model file)."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"float": FLOAT_FILE, "int8": INT8_FILE}
-    entries: dict[str, Any] = {}
-    for variant, content in models.items():
-        path = out / files[variant]
-        path.write_bytes(content)
-        entries[variant] = {
-            "file": path.name,
-            "sha256": sha256_file(path),
-            "input_dtype": "float32" if variant == "float" else "uint8",
-            "bytes": len(content),
-        }
-    (out / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-    manifest: dict[str, Any] = {
-        "format_version": 1,
-        "name": name,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "labels": labels,
-        "input": spec.to_manifest(),
-        "models": entries,
-        "trainer": {"version": __version__, "backbone": "mobilenet_v2"},
-        **(extra or {}),
-    }
-    save_manifest(out, manifest)
-    return manifest
-
-
-def save_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    tmp.replace(out / MANIFEST)
-
-
-def load_manifest(out: Path) -> dict[str, Any]:
-    return json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    """``device.bundle.write_bundle``, with the trainer that made the models recorded."""
+    trainer = {"trainer": {"version": __version__, "backbone": "mobilenet_v2"}}
+    return bundle_format.write_bundle(out, name, labels, spec, models, {**trainer, **(extra or {})})
 
 
 def clear_bundle(out: Path) -> None:

@@ -59,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
     from device.errors import SightwireError
     from device.preprocess import InputSpec
-    from trainer.dataset import scan, split
+    from trainer.dataset import scan
     from trainer.doctor import diagnose
-    from trainer.doctor_images import collect
+    from trainer.image_set import collect
+    from trainer.split import split
 
     if not 0.02 <= args.border <= 0.4:
         raise SightwireError(f"--border must be between 0.02 and 0.4, got {args.border}")
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     timings = {"scan_and_read": round(time.perf_counter() - started, 2)}
     pooled = None
     if use_features:
-        from trainer.doctor_features import compute_features
+        from trainer.doctor.features import compute_features
 
         t = time.perf_counter()
         pooled = compute_features(

@@ -31,16 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from device.bundle import load_bundle
-    from trainer.dataset import scan
-    from trainer.evaluate import confusion_png, evaluate_bundle
-    from trainer.progress import console
+    from trainer.console import console
+    from trainer.evaluate import confusion_png, evaluate_folder
 
     bundle = load_bundle(args.bundle)
-    ds = scan(args.data, min_per_class=1, show_progress=not args.no_progress, min_classes=1)
-    paths = [it.path for it in ds.items]
-    names = [ds.classes[it.label] for it in ds.items]
-    results = evaluate_bundle(
-        bundle, paths, names, args.variant, args.threads, not args.no_progress
+    # The folder is read and classified by device.labelled, as `bench --data` does.
+    results, scored = evaluate_folder(
+        bundle, args.data, args.variant, args.threads, not args.no_progress
     )
     for variant, res in results.items():
         table = Table(
@@ -68,13 +65,16 @@ def run(args: argparse.Namespace) -> int:
             )
     if "agreement_with_float" in results.get("int8", {}):
         console.print(f"int8 agrees with float on {results['int8']['agreement_with_float']:.2%}")
-    for path, why in ds.unreadable:
-        console.print(f"[yellow]skipped unreadable image[/] {path}: {why}")
+    for path, why in scored.unreadable:
+        console.print(
+            f"[yellow]skipped unreadable image[/] {path}: {why.removeprefix(f'{path}: ')}"
+        )
     if args.json:
+        root = args.data.expanduser()
         record = {
             "bundle": str(args.bundle),
             "data": str(args.data),
-            "files": [ds.relative(it) for it in ds.items],
+            "files": [p.relative_to(root).as_posix() for p in scored.files],
             "results": results,
         }
         args.json.write_text(json.dumps(record, indent=1))

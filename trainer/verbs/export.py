@@ -37,20 +37,18 @@ def run(args: argparse.Namespace) -> int:
     import keras
     import numpy as np
 
-    from device.bundle import load_bundle
+    from device.bundle import load_bundle, load_manifest, save_manifest
     from device.errors import SightwireError
     from device.preprocess import fit_frame, load_image
+    from trainer.console import console
     from trainer.evaluate import evaluate_bundle
     from trainer.export import (
         KERAS_FILE,
-        load_manifest,
         representative_indices,
-        save_manifest,
         to_float_tflite,
         to_int8_tflite,
         write_bundle,
     )
-    from trainer.progress import console
 
     bundle = load_bundle(args.bundle, verify=False)
     keras_file = args.keras or args.bundle / KERAS_FILE

@@ -16,6 +16,9 @@ Why each step is the way it is:
    published with ``mosquitto_pub`` on the Pi (``--mqtt``); then old versions beyond
    ``--keep`` are removed (rolling back is one ``ln -sfn`` + ``mv -T``).
 
+Version names, content ids and what pruning may remove come from ``device.models_dir``,
+which the daemon's ``cmd/update`` uses too: either can update a Pi the other set up.
+
 Every command is an argument list (no local shell); what runs on the Pi is one
 string per step, each word quoted with ``shlex.quote``. The steps share one SSH
 connection (OpenSSH connection sharing), so a password is asked once. No
@@ -25,7 +28,6 @@ TensorFlow: this verb runs wherever the device half is installed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
@@ -36,11 +38,20 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from device.bundle import Bundle, extract_zip, load_bundle, sha256_file
+from device.bundle import Bundle, extract_zip, load_bundle
 from device.errors import SightwireError
+from device.models_dir import (
+    CURRENT,
+    PARTIAL,
+    bundle_files,
+    checksum_listing,
+    content_id,
+    prunable,
+    utc_stamp,
+    version_name,
+)
 
 HELP = (
     "Copy a bundle (directory or .zip) to a Raspberry Pi over SSH, verify it there, "
@@ -50,14 +61,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_DIR = "/var/lib/sightwire/models"
 DEFAULT_SERVICE = "sightwire.service"
-CURRENT = "current"
 # [user@]host or an ~/.ssh/config alias; never an option (a leading "-").
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Remote paths stay within characters no shell or rsync/scp parser treats specially.
 _REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
 _SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._:-]*$")
 _SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
-VERSION = re.compile(r"^(\d{8}T\d{6}Z)-[A-Za-z0-9._-]+-[0-9a-f]{8}(\.partial)?$")
 
 
 class DeployError(SightwireError):
@@ -133,61 +142,31 @@ class Payload:
 
     @property
     def content_id(self) -> str:
-        return hashlib.sha256(self.checksums.encode()).hexdigest()[:8]
+        return content_id(self.checksums)
 
     def version(self, stamp: str) -> str:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-._")[:40] or "model"
-        return f"{stamp}-{slug}-{self.content_id}"
+        return version_name(self.name, self.content_id, stamp)
 
 
 def payload_of(bundle: Bundle) -> Payload:
     """List the bundle's files and hash them; manifest entries were verified by the loader."""
     root = bundle.root
-    lines, files, size = [], [], 0
-    for rel in _bundle_files(root):
-        path = root / rel
-        if "\n" in rel or "\\" in rel:
-            raise DeployError(f"{path}: file name with a newline or backslash; rename it")
-        lines.append(f"{_manifest_sha(bundle, rel) or sha256_file(path)}  {rel}\n")
-        files.append(rel)
-        size += path.stat().st_size
+    files = bundle_files(root)
     left_out = sorted(p.name for p in bundle.models.values() if p.name not in files)
     if left_out:
         raise DeployError(f"{root}: hidden model files would not be copied: {', '.join(left_out)}")
-    return Payload(root, bundle.name, files, "".join(lines), size)
+    checksums = checksum_listing(root, files, _manifest_shas(bundle))
+    size = sum((root / rel).stat().st_size for rel in files)
+    return Payload(root, bundle.name, files, checksums, size)
 
 
-def _manifest_sha(bundle: Bundle, rel: str) -> str | None:
-    """The manifest's sha256 for a model file (the loader checked it against the file)."""
-    for entry in bundle.manifest.get("models", {}).values():
-        if isinstance(entry, dict) and entry.get("file") == rel and entry.get("sha256"):
-            return str(entry["sha256"])
-    return None
-
-
-def _bundle_files(root: Path) -> list[str]:
-    """Regular files under ``root``, hidden ones (.DS_Store, .git) left out."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in [*dirnames, *filenames]:
-            if (here / name).is_symlink():
-                raise DeployError(f"{here / name}: a symlink; put the real file in the bundle")
-        found += [(here / f).relative_to(root).as_posix() for f in sorted(filenames) if f[0] != "."]
-    return found
-
-
-def prunable(entries: Sequence[str], current: str, keep: int, stamp: str) -> list[str]:
-    """Versions to delete: all but the newest ``keep`` and ``current``, plus stale partials.
-
-    Only names this verb makes are considered; anything else in the directory is the
-    user's. The stamp leads the name, so name order is age order.
-    """
-    versions = sorted(e for e in entries if (m := VERSION.match(e)) and not m.group(2))
-    partials = [e for e in entries if (m := VERSION.match(e)) and m.group(2) and m.group(1) < stamp]
-    kept = set(versions[-keep:]) if keep > 0 else set(versions)
-    return [v for v in versions if v not in kept and v != current] + sorted(partials)
+def _manifest_shas(bundle: Bundle) -> dict[str, str]:
+    """The manifest's sha256 of each model file (the loader checked them against the files)."""
+    return {
+        str(entry["file"]): str(entry["sha256"])
+        for entry in bundle.manifest.get("models", {}).values()
+        if isinstance(entry, dict) and entry.get("file") and entry.get("sha256")
+    }
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -338,7 +317,7 @@ def _remote_prepare(remote_dir: str, partial: str) -> str:
 
 def _remote_switch(remote_dir: str, version: str) -> str:
     q = shlex.quote
-    partial, final = f"{remote_dir}/{version}.partial", f"{remote_dir}/{version}"
+    partial, final = f"{remote_dir}/{version}{PARTIAL}", f"{remote_dir}/{version}"
     tmp_link, link = f"{remote_dir}/.{CURRENT}.new", f"{remote_dir}/{CURRENT}"
     return " && ".join(
         [
@@ -380,10 +359,10 @@ class Deployment:
         self.host: str = args.host
         self.payload = payload
         self.transfer = transfer
-        self.stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.stamp = utc_stamp()
         self.version = payload.version(self.stamp)
         self.remote_dir: str = args.remote_dir
-        self.partial = f"{self.remote_dir}/{self.version}.partial"
+        self.partial = f"{self.remote_dir}/{self.version}{PARTIAL}"
 
     def steps(self, remote: Remote) -> dict[str, Step]:
         """Every command of a deployment, in order; the dry run prints these very ones."""
