@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="multiscale",
         action="store_false",
         help="the head reads only the backbone's last pooled features (default: also the "
-        "pooled outputs of blocks 13-16, which keep texture and colour detail)",
+        "pooled input of block 13 and outputs of blocks 13-16, which keep texture and "
+        "colour detail)",
     )
     m.add_argument(
         "--crop",
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how images and camera frames are resized to the model, written into the "
         "bundle: Pillow's bilinear (default), bicubic or nearest, or area-bilinear "
         "(OpenCV 2x2 box halving, then bilinear: a tenth of the CPU per camera frame on "
-        "the device; see the README for its accuracy on the shared datasets)",
+        "the device; docs/training-figures.md gives its accuracy on the shared datasets)",
     )
     t = parser.add_argument_group("training")
     t.add_argument("--seed", type=int, default=0)
@@ -95,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="hyperparameter search: up to N trials (KerasTuner, Bayesian) over "
         "learning rates, dropout, fine-tune depth and augmentation, scored on the "
-        "validation split; the best is retrained and exported",
+        "validation split; the best trial's own weights are exported",
     )
     q.add_argument(
         "--search-minutes",
