@@ -28,13 +28,13 @@ from device.bench import (
     make_frames,
     run_bench,
 )
-from device.bench_report import Tab, render_plain
+from device.bench.report import Tab, render_plain
 from device.bundle import load_bundle, tflite_variant
 from device.classifier import Classifier
 from device.cli import main
 from device.config import MqttConfig
 from device.errors import SightwireError
-from device.preprocess import load_image
+from device.images import load_image
 from device.timing import STAGES
 from tests.mqtt_helpers import Recorder, free_port
 
@@ -51,13 +51,42 @@ def flags(text: str) -> list[str]:
     return text.split()
 
 
+# Int8-relevant SIMD flags as /proc/cpuinfo spells them (x86 ``flags``, ARM ``Features``).
+SIMD_NAMES = (
+    "sse4_2",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "asimd",
+    "neon",
+    "asimddp",
+    "i8mm",
+    "asimdhp",
+)
+
+
+def _cpuinfo_flags() -> set[str]:
+    """Every word of every ``flags``/``Features`` line of this machine's /proc/cpuinfo."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    words: set[str] = set()
+    for line in text.splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            words.update(line.split(":", 1)[1].split())
+    return words
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _float_model(path: Path) -> None:
     """A small float32 network, 128x128 RGB in, 1001 probabilities out (no training)."""
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     tf.keras.utils.set_random_seed(0)
     inputs = tf.keras.Input((128, 128, 3))
     x = tf.keras.layers.Conv2D(8, 3, strides=4, activation="relu")(inputs)
@@ -139,6 +168,13 @@ def test_json_describes_the_machine_and_settings(bench_run):
     assert machine["runtime"]["name"] in ("ai_edge_litert", "tflite_runtime", "tensorflow")
     assert machine["runtime"]["version"]
     assert machine["cpu_features"] == cpu_features()  # this machine's, as /proc says
+    # The same, read here from /proc/cpuinfo: every listed flag is there, and every
+    # int8-relevant flag that is there is listed.
+    have = _cpuinfo_flags()
+    assert set(machine["cpu_features"]) <= have
+    assert [f for f in SIMD_NAMES if f in have] == [
+        f for f in SIMD_NAMES if f in machine["cpu_features"]
+    ]
     if machine["arch"] == "x86_64":
         assert "sse4_2" in machine["cpu_features"]  # every x86-64 CPU LiteRT runs on
     assert result["settings"]["threads"] == [1]
@@ -173,6 +209,15 @@ def test_every_model_has_every_figure(bench_run, bundle):
         again = latency_stats(np.array(row["samples_ms"]) / 1000)
         assert again["p50"] == pytest.approx(lat["p50"], abs=1e-3)
         assert again["mean"] == pytest.approx(lat["mean"], abs=1e-3)
+        # ... worked out here by hand for five samples (linear interpolation between
+        # order statistics): p50 the middle one, p90 60% of the way from 4th to 5th.
+        s = sorted(row["samples_ms"])
+        assert lat["min"] == pytest.approx(s[0], abs=1e-3)
+        assert lat["max"] == pytest.approx(s[4], abs=1e-3)
+        assert lat["p50"] == pytest.approx(s[2], abs=1e-3)
+        assert lat["p90"] == pytest.approx(s[3] + 0.6 * (s[4] - s[3]), abs=1e-3)
+        assert lat["p99"] == pytest.approx(s[3] + 0.96 * (s[4] - s[3]), abs=1e-3)
+        assert lat["mean"] == pytest.approx(sum(s) / 5, abs=1e-3)
         assert row["throughput_fps"] == pytest.approx(1000 / lat["mean"], rel=1e-3)
     assert _model(result, "float")["input"]["dtype"] == "float32"
     assert _model(result, "int8")["input"]["dtype"] == "uint8"
@@ -222,6 +267,17 @@ def test_accuracy_equals_sightwire_evaluate(bench_run, bundle, labelled, tmp_pat
     )
     # The photos make int8 right on some files and wrong on others: a real figure.
     assert 0 < acc["variants"]["int8"]["correct"] < acc["n"]
+    # Bench and evaluate share their scoring code: worked out here instead, from the
+    # label each prediction names and the folder each file lies in.
+    labels = (bundle / "labels.txt").read_text().splitlines()
+    truth = [name.split("/")[0] for name in acc["files"]]
+    named = {v: [labels[i] for i in acc["variants"][v]["predictions"]] for v in ("float", "int8")}
+    for variant, predicted in named.items():
+        right = sum(p == t for p, t in zip(predicted, truth, strict=True))
+        assert acc["variants"][variant]["correct"] == right, variant
+        assert acc["variants"][variant]["top1"] == pytest.approx(right / 9), variant
+    same = sum(a == b for a, b in zip(named["int8"], named["float"], strict=True))
+    assert acc["int8_agreement_with_float"] == pytest.approx(same / 9)
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "bmp", "raw"])

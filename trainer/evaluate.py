@@ -19,25 +19,20 @@ from sklearn.metrics import (
 )
 
 from device.bundle import Bundle
-from device.classifier import Classifier
 from device.errors import SightwireError
-from device.preprocess import load_image
-from trainer.progress import bar
+from device.labelled import (
+    Scored,
+    agreement,
+    check_classes,
+    classify_files,
+    list_labelled,
+    open_classifiers,
+)
+from trainer.console import bar
 
 
-def predict_files(clf: Classifier, paths: Sequence[Path], show_progress: bool = True) -> np.ndarray:
-    """Probabilities (N x classes) for image files, through the device's code path."""
-    probs = np.zeros((len(paths), len(clf.labels)), dtype=np.float32)
-    with bar(f"evaluating {clf.variant}", len(paths), show_progress) as advance:
-        for i, path in enumerate(paths):
-            probs[i] = clf.classify(load_image(path))
-            advance()
-    return probs
-
-
-def metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion matrix."""
-    y_pred = probs.argmax(axis=1)
     k = len(labels)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=range(k), zero_division=0
@@ -59,6 +54,46 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[st
     }
 
 
+def _default_variants(bundle: Bundle, variants: Sequence[str] | None) -> list[str]:
+    return list(variants or [v for v in ("float", "int8") if v in bundle.models])
+
+
+def _score(
+    bundle: Bundle,
+    paths: Sequence[Path],
+    class_names: Sequence[str],
+    variants: Sequence[str] | None,
+    threads: int | None,
+    show_progress: bool,
+    skip_unreadable: bool,
+) -> Scored:
+    """Every variant on every file, through ``device.labelled`` (the code ``bench`` uses)."""
+    check_classes(class_names, bundle.labels)
+    chosen = _default_variants(bundle, variants)
+    classifiers = open_classifiers(bundle, chosen, threads)
+    with bar(f"evaluating {', '.join(chosen)}", len(paths), show_progress) as advance:
+        return classify_files(
+            classifiers, paths, class_names, skip_unreadable=skip_unreadable, advance=advance
+        )
+
+
+def results_of(scored: Scored, labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Metrics per variant, with each file's prediction and top score, and int8's
+    agreement with float (the same figure ``bench --data`` records)."""
+    y_true = scored.truth(labels)
+    results: dict[str, dict[str, Any]] = {}
+    for variant, predictions in scored.predictions.items():
+        results[variant] = metrics(y_true, np.array(predictions, dtype=np.int64), labels)
+        results[variant]["predictions"] = list(predictions)
+        scores = np.array(scored.scores[variant], dtype=np.float32)
+        results[variant]["scores"] = scores.round(4).tolist()
+    if "float" in results and "int8" in results:
+        results["int8"]["agreement_with_float"] = agreement(
+            scored.predictions["float"], scored.predictions["int8"]
+        )
+    return results
+
+
 def evaluate_bundle(
     bundle: Bundle,
     paths: Sequence[Path],
@@ -67,28 +102,28 @@ def evaluate_bundle(
     threads: int | None = None,
     show_progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per model variant on labelled files (``class_names[i]`` is file i's class)."""
-    index = {name: i for i, name in enumerate(bundle.labels)}
-    unknown = sorted(set(class_names) - set(index))
-    if unknown:
-        raise SightwireError(
-            f"classes not in the bundle's labels: {', '.join(unknown)} "
-            f"(bundle knows: {', '.join(bundle.labels)})"
-        )
-    y_true = np.array([index[c] for c in class_names], dtype=np.int64)
-    results: dict[str, dict[str, Any]] = {}
-    for variant in variants or [v for v in ("float", "int8") if v in bundle.models]:
-        clf = Classifier.open(bundle, variant, threads)
-        probs = predict_files(clf, paths, show_progress)
-        results[variant] = metrics(y_true, probs, bundle.labels)
-        results[variant]["predictions"] = probs.argmax(axis=1).tolist()
-        results[variant]["scores"] = probs.max(axis=1).round(4).tolist()
-    if "float" in results and "int8" in results:
-        agree = np.mean(
-            np.array(results["float"]["predictions"]) == np.array(results["int8"]["predictions"])
-        )
-        results["int8"]["agreement_with_float"] = float(agree)
-    return results
+    """Metrics per model variant on labelled files (``class_names[i]`` is file i's class).
+
+    The files were checked by a dataset scan: one that does not decode now raises.
+    """
+    scored = _score(bundle, paths, class_names, variants, threads, show_progress, False)
+    return results_of(scored, bundle.labels)
+
+
+def evaluate_folder(
+    bundle: Bundle,
+    data: Path,
+    variants: Sequence[str] | None = None,
+    threads: int | None = None,
+    show_progress: bool = True,
+) -> tuple[dict[str, dict[str, Any]], Scored]:
+    """Metrics per variant on a labelled folder ``data/<class>/*`` read as ``bench --data``
+    reads it; files that do not decode are left out and listed in ``Scored.unreadable``."""
+    paths, names = list_labelled(data)
+    scored = _score(bundle, paths, names, variants, threads, show_progress, True)
+    if not scored.files:
+        raise SightwireError(f"{Path(data).expanduser()}: none of the images can be decoded")
+    return results_of(scored, bundle.labels), scored
 
 
 def confusion_png(matrix: list[list[int]], labels: list[str], title: str, path: Path) -> None:

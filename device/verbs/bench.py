@@ -47,7 +47,7 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 
 
 def _formats(text: str) -> list[str]:
-    from device.bench import FRAME_FORMATS
+    from device.bench.options import FRAME_FORMATS
 
     values = [x.strip().lower() for x in text.split(",") if x.strip()]
     bad = [v for v in values if v not in FRAME_FORMATS]
@@ -122,7 +122,7 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device import bench_report
+    from device.bench import report as bench_report
 
     if args.compare:
         if args.models:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from device.bench import SCHEMA
+from device.bench.options import SCHEMA
 from device.errors import SightwireError
 
 MATPLOTLIB_HINT = "--plot needs matplotlib: pip install 'sightwire[train]' (or matplotlib)"
