@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -13,6 +14,20 @@ from trainer.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_MODEL = "tf2_mobilenet_v2_1.0_224_ptq.tflite"  # Coral's int8 MobileNetV2, known answers
+# Set where the shared data is always present (``.ci/run``): a test that would skip for
+# want of it fails instead, so a moved or missing folder cannot turn 124 tests into skips.
+REQUIRE_SHARED = "SIGHTWIRE_REQUIRE_SHARED"
+
+
+def shared_required() -> bool:
+    return os.environ.get(REQUIRE_SHARED, "") not in ("", "0")
+
+
+def missing_shared(reason: str) -> NoReturn:
+    """Skip for want of shared data, or fail where ``$SIGHTWIRE_REQUIRE_SHARED`` is set."""
+    if shared_required():
+        pytest.fail(f"{reason} ({REQUIRE_SHARED} is set)", pytrace=False)
+    pytest.skip(reason)
 
 
 def shared_path() -> Path | None:
@@ -23,11 +38,25 @@ def shared_path() -> Path | None:
     return next((p for p in candidates if (p / "reference").is_dir()), None)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Where shared data is required, a skip that names a path in it (a dataset a test
+    looks for itself) is a failure as well."""
+    report = yield
+    root = shared_path()
+    if report.skipped and shared_required() and root is not None and call.excinfo is not None:
+        reason = str(call.excinfo.value)
+        if str(root) in reason:
+            report.outcome = "failed"
+            report.longrepr = f"{reason} ({REQUIRE_SHARED} is set)"
+    return report
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     path = shared_path()
     if path is None:
-        pytest.skip("shared data not found: set SIGHTWIRE_SHARED or put shared/ beside the repo")
+        missing_shared("shared data not found: set SIGHTWIRE_SHARED or put shared/ beside the repo")
     return path
 
 
@@ -40,7 +69,7 @@ def reference(shared: Path) -> Path:
 def imagenet_weights(shared: Path) -> Path:
     path = shared / "models" / "mobilenet_v2_1.0_224_no_top.weights.h5"
     if not path.is_file():
-        pytest.skip(f"ImageNet weights not found at {path}")
+        missing_shared(f"ImageNet weights not found at {path}")
     return path
 
 

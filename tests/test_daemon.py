@@ -28,8 +28,8 @@ from PIL import Image
 from device.cli import main
 from device.config import Config
 from device.errors import ImageError
+from device.images import load_image
 from device.pipeline import Pipeline
-from device.preprocess import load_image
 from device.timing import STAGES
 from tests.mqtt_helpers import Recorder
 
@@ -164,7 +164,9 @@ def test_daemon_publishes_state_label_event_stats_and_discovery(broker, recorder
 
 @pytest.mark.mqtt
 def test_commands_are_answered_and_bad_ones_rejected(broker, recorder, model, images):
-    data = make_config(broker, model, images, mqtt={"max_command_bytes": 1024})
+    # No heartbeat: while paused, a state can only come from cmd/classify.
+    mqtt = {"max_command_bytes": 1024, "heartbeat_s": 3600.0}
+    data = make_config(broker, model, images, mqtt=mqtt)
     with running(data) as pipeline:
         recorder.wait_for(f"{BASE}/state")
 
@@ -179,6 +181,13 @@ def test_commands_are_answered_and_bad_ones_rejected(broker, recorder, model, im
             for _ in range(2)
         ]
         assert paused[0]["frames"] == paused[1]["frames"]  # nothing classified while paused
+        # cmd/classify in continuous mode: the current state, published now.
+        states_before = {id(m) for m in recorder.on(f"{BASE}/state")}
+        assert command(recorder, "classify")["ok"]
+        polled = recorder.wait_for(f"{BASE}/state", lambda m: id(m) not in states_before)
+        state = payload(polled)
+        assert set(state) == STATE_KEYS and state["label"] in LABELS.values()
+        assert state["frame"] <= paused[1]["frames"]
         assert command(recorder, "resume")["ok"]
         resumed = next_message(
             recorder, f"{BASE}/stats", lambda m: payload(m)["frames"] > paused[1]["frames"]

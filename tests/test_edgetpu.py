@@ -91,7 +91,6 @@ def _convert(
 def keras_models(tmp_path_factory) -> dict[str, Path]:
     """The trainer's network in small: MobileNetV2 (alpha 0.35, 96x96) + softmax head,
     exported full-integer (uint8 in/out) and float32."""
-    pytest.importorskip("tensorflow")
     import keras
 
     base = keras.applications.MobileNetV2(
@@ -108,7 +107,6 @@ def keras_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory) -> dict[str, Path]:
     """Tiny full-integer models, each breaking one Edge TPU requirement on purpose."""
-    pytest.importorskip("tensorflow")
     import keras
     from keras import layers
 

@@ -450,20 +450,27 @@ def test_a_crash_at_any_moment_of_an_install_leaves_a_whole_bundle_current(
                 proc.wait()
         installs += 1 + len(out.split())
         leftovers += bool(list(root.glob(".staging-*")))
+        # Both links exist after every kill (one install finished before it, so there is
+        # a previous): a crash that leaves either missing fails here, not just a half one.
         for link in ("current", "previous"):
-            if (root / link).is_symlink():
-                bundle = load_bundle(root / link, verify=True)  # raises on a half bundle
-                assert sha256_file(bundle.models["int8"]) in shas
+            assert (root / link).is_symlink(), f"{link} is missing after a kill"
+            target = root / os.readlink(root / link)
+            assert target.is_dir() and not target.name.startswith("."), target
+            bundle = load_bundle(root / link, verify=True)  # raises on a half bundle
+            assert sha256_file(bundle.models["int8"]) in shas
         # Pruned as it goes: 3 versions kept, plus current/previous pinned, plus 2 links.
         assert len([p for p in root.iterdir() if not p.name.startswith(".")]) <= 3 + 2 + 2
     figures("ota_crash", kills=kills, installs=installs, kills_mid_install=leftovers)
     assert installs > kills  # the kills did land among installs
+    # A staging folder left behind means the kill landed between copying a bundle in and
+    # switching to it: most kills must test the moment the claim is about.
+    assert leftovers > kills // 2, f"only {leftovers} of {kills} kills landed mid-install"
 
 
 def test_store_layout_is_the_one_sightwire_deploy_makes(tmp_path, bundles):
     """Versions are named as `sightwire deploy` names them, links are relative, pruning
     keeps current/previous and never touches what is not a version (or still partial)."""
-    from trainer.verbs.deploy import VERSION as DEPLOY_VERSION
+    from device.models_dir import VERSION as DEPLOY_VERSION
 
     root = tmp_path / "models"
     root.mkdir()

@@ -89,15 +89,22 @@ def test_debouncer_needs_m_consecutive_wins():
 @settings(max_examples=200)
 @given(st.lists(st.sampled_from("abc"), max_size=80), st.integers(1, 6))
 def test_debounced_label_only_takes_a_value_that_won_m_frames_in_a_row(seq, m):
+    """Only, and always: the label changes exactly on a frame whose value differs from
+    the published label and has won the last ``m`` frames (so a debouncer that never
+    changes fails as surely as one that changes too soon)."""
     deb = Debouncer(m)
     run_label, run = None, 0
-    for x in seq:
+    for i, x in enumerate(seq):
         run = run + 1 if x == run_label else 1
         run_label = x
+        before = deb.label
         changed = deb.update(x)
         if changed:
             assert deb.label == x and run >= m
         assert deb.label is None or deb.label in seq
+        last_m = seq[max(0, i - m + 1) : i + 1]
+        assert changed == (x != before and len(last_m) == m and set(last_m) == {x}), (i, seq)
+        assert deb.label == (x if changed else before)
 
 
 def test_flickering_frames_do_not_flicker_the_published_label():

@@ -6,8 +6,10 @@ import importlib.util
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -118,13 +120,20 @@ def test_reopening_source_waits_for_a_source_that_fails_to_open(tmp_path, caplog
 
 
 def test_reopening_source_returns_none_when_stopped(tmp_path):
+    """Stopped in the middle of a 30 s backoff wait: ``read`` returns None at once."""
     stop = threading.Event()
     reopening = ReopeningSource(FolderSource(tmp_path / "nowhere"), min_s=30, stop=stop)
-    reader = threading.Thread(target=reopening.read)
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(reopening.read()), daemon=True)
     reader.start()
+    deadline = time.monotonic() + 10
+    while reopening.failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reopening.failures == 1  # the open failed: the reader now waits 30 s
     stop.set()
     reader.join(10)
     assert not reader.is_alive()
+    assert len(got) == 1 and got[0] is None, got
 
 
 def test_roi_crops_a_view_and_rejects_a_roi_outside_the_frame():
@@ -146,16 +155,24 @@ def test_roi_is_applied_by_the_reopening_source(tmp_path):
 
 
 def test_pacer_wait_is_cut_short_by_stop():
+    """Stop set while a wait of 1000 s runs: the wait ends then, not 1000 s later."""
     stop = threading.Event()
     pacer = Pacer(fps=0.001, stop=stop)  # 1000 s apart
     pacer.wait()  # the first call does not wait
-    stop.set()
-    pacer.wait()  # returns because of stop, not after 1000 s
+    returned: list[bool] = []  # was stop set when the wait returned?
+    waiter = threading.Thread(target=lambda: (pacer.wait(), returned.append(stop.is_set())))
+    waiter.daemon = True
+    timer = threading.Timer(0.3, stop.set)
+    waiter.start()
+    timer.start()
+    waiter.join(30)  # 30 s: far under the 1000 s wait, far over a loaded box's delays
+    timer.cancel()
+    assert not waiter.is_alive(), "the wait did not end when stop was set"
+    assert returned == [True]  # it waited until stop, not less
 
 
 @pytest.fixture
 def video(tmp_path) -> Path:
-    cv2 = pytest.importorskip("cv2")
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
     assert writer.isOpened()
@@ -188,7 +205,6 @@ def test_opencv_video_file_without_loop_ends(video):
 
 
 def test_opencv_missing_camera_fails_to_open():
-    pytest.importorskip("cv2")
     if Path("/dev/video63").exists():
         pytest.skip("/dev/video63 exists here")
     source = OpenCVSource(63)
