@@ -298,9 +298,10 @@ def test_loop_against_bare_inference(bench_run, fmt):
     before, after = loop["bare_fps_before"], loop["bare_fps_after"]
     assert min(before, after) <= loop["bare_fps"] * (1 + 1e-3)
     assert loop["bare_fps"] <= max(before, after) * (1 + 1e-3)
-    # CPU per frame: the whole process, so more than inference alone; the rest is the
-    # loop's own cost (read, fit, convert, post-processing, hand-offs).
-    assert loop["cpu_ms_per_frame"] > loop["stages_ms"]["fit"]["mean"] > 0
+    # CPU per frame: the whole process; beyond bare inference, the rest is the loop's own
+    # cost (read, fit, convert, post-processing, hand-offs). Stage times are wall times: on
+    # a loaded machine they include waiting for a core, so they are not compared with CPU.
+    assert loop["cpu_ms_per_frame"] > 0 and loop["stages_ms"]["fit"]["mean"] > 0
     assert loop["bare_cpu_ms_per_invoke"] > 0
     assert loop["overhead_cpu_ms_per_frame"] == pytest.approx(
         loop["cpu_ms_per_frame"] - loop["bare_cpu_ms_per_invoke"], abs=0.002
