@@ -171,6 +171,9 @@ class MqttConfig(_Strict):
     max_update_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 64 << 20  # zip, either way
     update_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0  # whole download
     update_keep: Annotated[int, Field(ge=2, le=100)] = 3  # versions kept in the models dir
+    # file:// update URLs may name files under this folder only; none: file:// is refused
+    # (a URL must not make the daemon read, or hash, any file it can read).
+    update_file_dir: Path | None = None
     # A fixed client id with clean_session off: the broker keeps our subscription and
     # queues QoS 1 commands sent while the device is away (paho resends our own QoS 1
     # messages after a reconnect either way).
@@ -194,6 +197,13 @@ class MqttConfig(_Strict):
     def _check_device_id(cls, value: str) -> str:
         if not value or "/" in value or _TOPIC_UNSAFE.search(value) or value != value.strip():
             raise ValueError("must be one topic level: no '/', '#', '+' or spaces at the ends")
+        return value
+
+    @field_validator("update_file_dir")
+    @classmethod
+    def _check_file_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_absolute():
+            raise ValueError("must be an absolute path (the folder file:// URLs may read)")
         return value
 
     @field_validator("commands")

@@ -8,12 +8,16 @@ other left behind, so the layout is defined once, here:
   so name order is age order; a ``.partial`` suffix marks one ``deploy`` is still copying.
 - The content id is 8 hex digits of the sha256 of the bundle's ``sha256sum`` listing
   (hidden files left out, as ``deploy`` never copies them): the same bundle gets the same
-  id whichever way it arrives.
+  id whichever way it arrives. The daemon installs by content: a bundle a kept version
+  already holds is that version (switched to, or "already installed"), never a second
+  folder, so ``previous`` and rollback always lead to a different model.
 - ``current`` (the path ``model.path`` names) and ``previous`` are relative symlinks to
   version folders, each replaced by one ``rename(2)``: a crash leaves the old link or the
   new one, never none.
-- Pruning keeps the newest versions plus whatever ``current`` and ``previous`` name, and
-  never touches a name it did not make (a hand-copied model, a deploy still under way).
+- Pruning keeps the newest versions plus whatever ``current`` and ``previous`` name and
+  the newest version whose content differs from the current one (what a rollback needs,
+  even where copies of one bundle were made before installing by content), and never
+  touches a name it did not make (a hand-copied model, a deploy still under way).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ CURRENT = "current"
 PREVIOUS = "previous"
 PARTIAL = ".partial"
 STAGING_PREFIX = ".staging-"
-# Group 1: the stamp; group 2: the in-progress suffix of a deploy still copying.
-VERSION = re.compile(r"^(\d{8}T\d{6}Z)-[A-Za-z0-9._-]+-[0-9a-f]{8}(\.partial)?$")
+# stamp, content id, and the in-progress suffix of a deploy still copying.
+VERSION = re.compile(
+    r"^(?P<stamp>\d{8}T\d{6}Z)-[A-Za-z0-9._-]+-(?P<cid>[0-9a-f]{8})(?P<partial>\.partial)?$"
+)
 
 
 class ModelsDirError(SightwireError):
@@ -59,7 +65,13 @@ def version_name(name: str, cid: str, stamp: str) -> str:
 def is_version(name: str) -> bool:
     """A finished version folder's name (not a ``.partial`` one)."""
     match = VERSION.match(name)
-    return bool(match) and not match.group(2)
+    return bool(match) and not match.group("partial")
+
+
+def cid_of(name: str | None) -> str | None:
+    """The content id a finished version folder's name carries (None for other names)."""
+    match = VERSION.match(name or "")
+    return match.group("cid") if match and not match.group("partial") else None
 
 
 # --- content --------------------------------------------------------------------------
@@ -113,15 +125,22 @@ def prunable(
     previous: str | None = None,
 ) -> list[str]:
     """Names to delete: versions beyond the newest ``keep`` (0 keeps all) that neither
-    ``current`` nor ``previous`` names, then, given a ``stamp``, partial copies older than
-    it (a deploy that died on the way). Anything else in the folder is the user's."""
+    ``current`` nor ``previous`` names nor are the newest with other content than
+    ``current``'s; then, given a ``stamp``, partial copies older than it (a deploy that
+    died on the way). Anything else in the folder is the user's."""
     versions = sorted(e for e in entries if is_version(e))
     kept = set(versions[-keep:]) if keep > 0 else set(versions)
     pinned = {current, previous}
+    own = cid_of(current)
+    others = [v for v in versions if v != current and cid_of(v) != own]
+    if own is not None and others:
+        pinned.add(others[-1])  # the previous distinct version: what a rollback needs
     doomed = [v for v in versions if v not in kept and v not in pinned]
     if stamp is not None:
         doomed += sorted(
-            e for e in entries if (m := VERSION.match(e)) and m.group(2) and m.group(1) < stamp
+            e
+            for e in entries
+            if (m := VERSION.match(e)) and m.group("partial") and m.group("stamp") < stamp
         )
     return doomed
 
@@ -163,20 +182,53 @@ class ModelStore:
     def install(
         self, bundle_root: Path, name: str, now: datetime | None = None
     ) -> tuple[str, str | None]:
-        """Move a verified bundle into place and switch to it: (version, previous)."""
-        version = version_name(name, content_id_of(bundle_root), utc_stamp(now))
-        target = self.root / version
-        if not target.exists():
-            _fsync_tree(bundle_root)
-            os.rename(bundle_root, target)
-            _fsync(self.root)
+        """Switch to a verified bundle: (version, what ``current`` named before).
+
+        By content: a kept version holding the same files is switched to instead of a
+        new copy being made, and when that is the current one nothing changes and
+        ``(version, version)`` comes back ("already installed")."""
+        listing = checksum_listing(bundle_root, bundle_files(bundle_root))
+        version = self.holding(listing)
+        if version is None:
+            version = version_name(name, content_id(listing), utc_stamp(now))
+            target = self.root / version
+            if not target.exists():
+                _fsync_tree(bundle_root)
+                os.rename(bundle_root, target)
+                _fsync(self.root)
+        current = self.target()
+        if current is not None and Path(current).name == version:
+            return version, version
         return version, self.switch(version)
 
+    def holding(self, listing: str) -> str | None:
+        """The kept version whose files are exactly ``listing``'s (the current one first,
+        then the newest): its name carries the content id, its files confirm it."""
+        cid = content_id(listing)
+        current = Path(self.target() or "").name
+        names = sorted(
+            (p.name for p in self.root.iterdir() if cid_of(p.name) == cid and p.is_dir()),
+            key=lambda n: (n == current, n),
+            reverse=True,
+        )
+        for name in names:
+            try:
+                if checksum_listing(self.root / name, bundle_files(self.root / name)) == listing:
+                    return name
+            except (OSError, BundleError):
+                continue  # a damaged copy is not the same content
+        return None
+
     def switch(self, version: str) -> str | None:
-        """Point ``current`` at ``version`` atomically; ``previous`` at what it replaced."""
+        """Point ``current`` at ``version`` atomically; ``previous`` at what it replaced,
+        unless that has the same content (a copy made before installing by content):
+        then ``previous`` keeps naming a different model."""
         old = self.target()
         _replace_link(self.root / ".current.ota", version, self.link)
-        if old is not None and old != version:
+        old_name = Path(old).name if old is not None else None
+        own = cid_of(version)
+        same = old_name == version or (own is not None and cid_of(old_name) == own)
+        if old is not None and not same:
             _replace_link(self.root / ".previous.ota", old, self.root / PREVIOUS)
         _fsync(self.root)
         return old

@@ -13,52 +13,57 @@ a working model, whatever arrives and whenever the power goes. Hence:
   ``manifest.json`` (each model must have one), and the model the daemon would run opens
   and classifies a blank frame. A bundle failing any check is deleted and never becomes
   ``current``; the running model keeps running.
+- **What a URL may reach** (``device.fetch``): http(s), or ``file://`` only under
+  ``mqtt.update_file_dir``; the whole download within ``mqtt.update_timeout_s``, whatever
+  the server does. Replies never carry the downloaded data's hash (a mismatch names only
+  the expected one: a URL must not be a way to learn what some file holds) nor the
+  staging paths.
+- **Install by content**: a bundle whose content id (``device.models_dir``) a kept version
+  already has is that version: the current one answers "already installed" and nothing
+  changes; an older one is switched to, not copied again.
 - **The switch** is ``os.replace`` of a fresh symlink over ``current`` (one ``rename(2)``),
   after the files and folders were fsynced: a crash leaves the old or the new bundle
   current, never half of one. ``previous`` points at the bundle it replaced, for
-  ``{"rollback": true}``; old versions beyond ``mqtt.update_keep`` are removed.
+  ``{"rollback": true}``; old versions beyond ``mqtt.update_keep`` are removed, never
+  the current one nor the previous distinct one.
 - **Where it runs**: download and checks run in the ``Updater``'s own thread, one update
   at a time, never in the inference loop; the pipeline's worker thread then reloads the
   model through ``current`` like ``cmd/reload``.
 
 The payload of ``cmd/update`` is the bundle ``.zip`` itself, a URL (``https://``,
-``http://``, ``file://``), or JSON ``{"url": ..., "sha256": <of the zip>}`` /
-``{"rollback": true}``; both directions are capped by ``mqtt.max_update_bytes``.
+``http://``, ``file://`` under ``mqtt.update_file_dir``), or JSON
+``{"url": ..., "sha256": <of the zip>}`` / ``{"rollback": true}``; both directions are
+capped by ``mqtt.max_update_bytes``.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import re
 import shutil
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from device.bundle import extract_zip, load_bundle
 from device.classifier import Classifier
 from device.errors import SightwireError, one_line
-from device.models_dir import ModelStore
+from device.fetch import FILE_DIR_KEY, fetch_url, local_path, redact_url
+from device.models_dir import STAGING_PREFIX, ModelStore
 
 log = logging.getLogger(__name__)
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 SCHEMES = ("https", "http", "file")
 MAX_MEMBERS = 1000  # a bundle has a handful of files; a million empty ones is an attack
-CHUNK = 1 << 16
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 USAGE = 'send the bundle .zip, a URL, or JSON {"url": "https://...", "sha256": "..."}'
 
@@ -82,18 +87,6 @@ class UpdateRequest:
         if self.url is not None:
             return redact_url(self.url)
         return f"{len(self.data or b'')}-byte zip in the payload"
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials or query (signed URLs carry tokens there), for logs."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = ("***@" if "@" in parts.netloc else "") + host + port
-    return urlunsplit((parts.scheme, netloc, parts.path, "..." if parts.query else "", ""))
 
 
 def parse_request(payload: bytes) -> UpdateRequest:
@@ -142,7 +135,10 @@ def _check_url(url: str) -> str:
     except ValueError:
         raise UpdateError(f"not a valid URL: {redact_url(url)}") from None
     if parts.scheme.lower() not in SCHEMES:
-        raise UpdateError(f"URL scheme must be one of {', '.join(SCHEMES)}: {redact_url(url)}")
+        raise UpdateError(
+            f"URL scheme must be one of {', '.join(SCHEMES)} (file:// only under "
+            f"{FILE_DIR_KEY}): {redact_url(url)}"
+        )
     if parts.scheme.lower() == "file" and not parts.path:
         raise UpdateError("file:// URL without a path")
     if parts.scheme.lower() != "file" and not parts.hostname:
@@ -156,64 +152,33 @@ def fetch(
     max_bytes: int,
     timeout_s: float,
     cancel: threading.Event | None = None,
+    file_dir: Path | None = None,
 ) -> str:
-    """Write the zip to ``dest`` (from the payload or downloaded, at most ``max_bytes``
-    within ``timeout_s``); returns its sha256."""
-    digest = hashlib.sha256()
+    """Write the zip to ``dest`` (from the payload, or fetched by ``device.fetch`` within
+    ``timeout_s``), at most ``max_bytes``; returns its sha256."""
     if request.data is not None:
         if len(request.data) > max_bytes:
             raise UpdateError(f"zip of {len(request.data)} bytes exceeds {max_bytes}")
         dest.write_bytes(request.data)
-        digest.update(request.data)
-        return digest.hexdigest()
+        return hashlib.sha256(request.data).hexdigest()
     assert request.url is not None
-    shown = redact_url(request.url)
-    deadline = time.monotonic() + timeout_s
-    size = 0
-    try:
-        with urllib.request.urlopen(
-            http_request(request.url), timeout=min(timeout_s, 30.0)
-        ) as resp:
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise UpdateError(f"{shown}: {length} bytes exceeds {max_bytes}")
-            with open(dest, "wb") as out:
-                while chunk := resp.read(CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise UpdateError(f"{shown}: more than {max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise UpdateError(f"{shown}: download took longer than {timeout_s:g}s")
-                    if cancel is not None and cancel.is_set():
-                        raise UpdateError("cancelled: the daemon is stopping")
-                    digest.update(chunk)
-                    out.write(chunk)
-    except urllib.error.HTTPError as exc:
-        raise UpdateError(f"download failed: {shown}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise UpdateError(f"download failed: {shown}: {exc.reason}") from None
-    except (OSError, ValueError) as exc:  # timeouts, resets, a bad file:// path
-        raise UpdateError(f"download failed: {shown}: {one_line(exc)}") from None
-    if size == 0:
-        raise UpdateError(f"{shown}: empty download")
-    return digest.hexdigest()
+    return fetch_url(request.url, dest, max_bytes, timeout_s, cancel, file_dir)
 
 
-def http_request(url: str) -> urllib.request.Request:
-    """A request for ``url``; ``user:password@`` becomes basic auth (urllib would take it
-    for part of the host name)."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return urllib.request.Request(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    user = urllib.parse.unquote(parts.username)
-    password = urllib.parse.unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
+def scrub(text: str, staging: Path) -> str:
+    """``text`` without the staging folder's path: it means nothing to the sender and
+    tells them where the models live. Whatever still names a staging folder is cut."""
+    for path in sorted({str(staging), str(staging.resolve())}, key=len, reverse=True):
+        text = (
+            text.replace(f"{path}/bundle.zip", "zip")
+            .replace(f"{path}/bundle/", "")
+            .replace(f"{path}/bundle", "the bundle")
+            .replace(path, "the staging folder")
+        )
+    return _STAGING_PATH.sub("the staging folder", text)
+
+
+_STAGING_PATH = re.compile(r"[^\s'\"]*" + re.escape(STAGING_PREFIX) + r"[^\s'\"]*")
 
 
 def unpack(zip_path: Path, dest: Path, max_bytes: int) -> Path:
@@ -259,6 +224,7 @@ class Installed:
     version: str
     previous: str | None
     rollback: bool = False
+    unchanged: bool = False  # the bundle sent is the current version: nothing switched
 
 
 class Updater:
@@ -278,6 +244,7 @@ class Updater:
         max_bytes: int,
         timeout_s: float,
         keep: int,
+        file_dir: Path | None = None,
         progress: Callable[[str], None],
         failed: Callable[[str], None],
         installed: Callable[[Installed], None],
@@ -288,6 +255,7 @@ class Updater:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.keep = keep
+        self.file_dir = file_dir
         self._progress = progress
         self._failed = failed
         self._installed = installed
@@ -352,7 +320,8 @@ class Updater:
             log.exception("update crashed")
             self._fail(f"internal error: {type(exc).__name__}: {one_line(exc)}")
             return
-        self._step("loading")
+        if not outcome.unchanged:
+            self._step("loading")
         self._installed(outcome)
 
     def _fail(self, error: str) -> None:
@@ -370,25 +339,35 @@ class Updater:
 
     def _update(self, request: UpdateRequest) -> Installed:
         store = ModelStore.of(self.model_path)
-        staging = store.new_staging()
+        if request.url and urlsplit(request.url).scheme.lower() == "file":
+            local_path(request.url, self.file_dir)  # refused before anything is made
+        try:
+            staging = store.new_staging()
+        except OSError as exc:
+            raise UpdateError(f"cannot make a staging folder ({exc.strerror})") from None
         try:
             return self._install(request, store, staging)
-        except SightwireError as exc:  # the staging paths mean nothing to the sender
-            text = str(exc)
-            for path in {staging, staging.resolve()}:
-                text = text.replace(f"{path}/bundle.zip", "zip").replace(f"{path}/bundle/", "")
-            raise UpdateError(text) from None
+        except SightwireError as exc:
+            raise UpdateError(scrub(str(exc), staging)) from None
+        except Exception as exc:  # a bug or the disk; its text may hold paths
+            log.exception("update crashed")
+            text = f"internal error: {type(exc).__name__}: {one_line(exc)}"
+            raise UpdateError(scrub(text, staging)) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _install(self, request: UpdateRequest, store: ModelStore, staging: Path) -> Installed:
         self._step("downloading" if request.url else "receiving")
         zip_path = staging / "bundle.zip"
-        digest = fetch(request, zip_path, self.max_bytes, self.timeout_s, self.cancel)
+        digest = fetch(
+            request, zip_path, self.max_bytes, self.timeout_s, self.cancel, self.file_dir
+        )
         if request.sha256 and digest != request.sha256:
+            # Never the hash that was found: whatever the URL named, bundle or not, the
+            # reply must not tell the sender anything about its content.
             raise UpdateError(
-                f"the zip's sha256 is {digest[:12]}…, not the {request.sha256[:12]}… "
-                "the command gave (corrupt or replaced download)"
+                f"the download's sha256 is not the {request.sha256[:12]}… the command gave "
+                "(corrupt or replaced download); nothing installed"
             )
         self._step("verifying")
         root = unpack(zip_path, staging / "bundle", max_bytes=4 * self.max_bytes)
@@ -398,6 +377,9 @@ class Updater:
         del clf  # the checking interpreter is not needed any more
         self._step("installing")
         version, previous = store.install(root, name)
+        if version == previous:
+            self._step("already installed")
+            return Installed(store, version, None, unchanged=True)
         pruned = store.prune(self.keep)
         if pruned:
             log.info("update: removed old versions %s", ", ".join(pruned))
