@@ -1,0 +1,160 @@
+"""SSH, rsync and scp for ``sightwire deploy``: argument lists and the shell text run on the Pi.
+
+Every command is an argument list (no local shell); what runs on the Pi is one string
+per step, each word quoted with ``shlex.quote``, so no bundle name or path can become a
+command. The steps share one SSH connection (OpenSSH connection sharing), so a password
+is asked once. Output is captured in files, not pipes (see ``call``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from device.errors import SightwireError
+from device.models_dir import CURRENT, PARTIAL
+
+log = logging.getLogger(__name__)
+
+
+class DeployError(SightwireError):
+    """A deployment that cannot go ahead or failed on the way; the Pi keeps its model."""
+
+
+def pick_transfer(choice: str) -> str:
+    if not shutil.which("ssh"):
+        raise DeployError("ssh not found: install the OpenSSH client (apt install openssh-client)")
+    if choice in ("auto", "rsync") and shutil.which("rsync"):
+        return "rsync"
+    if choice == "rsync":
+        raise DeployError(
+            "rsync not found here: install it (apt install rsync) or use --transfer scp"
+        )
+    if not shutil.which("scp"):
+        raise DeployError("neither rsync nor scp found: install rsync or the OpenSSH client")
+    if choice == "auto":
+        log.info("rsync not found here: copying with scp")
+    return "scp"
+
+
+class Remote:
+    """Builds the ssh/rsync/scp argument lists for one host, sharing one connection."""
+
+    def __init__(self, host: str, ssh_opts: Sequence[str], control_dir: Path | None):
+        self.host = host
+        opts = [x for opt in ssh_opts for x in ("-o", opt)]
+        # Where an option is given twice, ssh keeps the first: the user's come first.
+        opts += ["-o", "ConnectTimeout=15"]
+        if control_dir is not None:
+            opts += [
+                "-o", "ControlMaster=auto",
+                "-o", f"ControlPath={control_dir}/%C",
+                "-o", "ControlPersist=60",
+            ]  # fmt: skip
+        self.opts = opts
+
+    def ssh(self, command: str) -> list[str]:
+        return ["ssh", *self.opts, "--", self.host, command]
+
+    def rsync(self, src: Path, dest: str) -> list[str]:
+        return [
+            "rsync", "-rt", "--exclude=.*", "-e", shlex.join(["ssh", *self.opts]),
+            f"{src}/", f"{self.host}:{dest}/",
+        ]  # fmt: skip
+
+    def scp(self, root: Path, files: Sequence[str], dest: str) -> list[str]:
+        tops = sorted({rel.split("/")[0] for rel in files})
+        return [
+            "scp",
+            "-q",
+            "-r",
+            *self.opts,
+            *(str(root / t) for t in tops),
+            f"{self.host}:{dest}/",
+        ]
+
+    def close(self) -> list[str]:
+        return ["ssh", *self.opts, "-O", "exit", "--", self.host]
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def last_line(self) -> str:
+        lines = [ln.strip() for ln in (self.stderr + "\n" + self.stdout).splitlines() if ln.strip()]
+        return lines[-1] if lines else f"exit status {self.returncode}"
+
+
+def call(argv: list[str], stdin: str | None = None) -> Result:
+    """Run one command, output captured in files, not pipes: an ssh connection master
+    that stays in the background keeps a pipe open, which would block a pipe reader."""
+    log.debug("+ %s", shlex.join(argv))
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.run(
+            argv,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            text=True,
+            check=False,
+        )
+        out.seek(0)
+        err.seek(0)
+        return Result(proc.returncode, out.read(), err.read())
+
+
+# Exit codes of the preparing step, explained here rather than in remote shell text.
+_PREPARE_FAILURES = {
+    3: "{dir}: no such directory on the Pi (run deploy/install-pi.sh there first)",
+    4: "{dir}: not writable by this user (install-pi.sh --deploy-user USER adds a user to "
+    "group sightwire; it counts from the next login)",
+    5: "sha256sum is missing on the Pi (coreutils)",
+}
+
+
+def _remote_prepare(remote_dir: str, partial: str) -> str:
+    r = shlex.quote(remote_dir)
+    return (
+        f"test -d {r} || exit 3; test -w {r} || exit 4; "
+        f"command -v sha256sum >/dev/null || exit 5; mkdir -- {shlex.quote(partial)}"
+    )
+
+
+def _remote_switch(remote_dir: str, version: str) -> str:
+    q = shlex.quote
+    partial, final = f"{remote_dir}/{version}{PARTIAL}", f"{remote_dir}/{version}"
+    tmp_link, link = f"{remote_dir}/.{CURRENT}.new", f"{remote_dir}/{CURRENT}"
+    return " && ".join(
+        [
+            # Readable by the daemon whatever the umask on either machine was.
+            f"chmod -R u=rwX,g=rwX,o=rX -- {q(partial)}",
+            f"mv -T -- {q(partial)} {q(final)}",
+            f"ln -sfn -- {q(version)} {q(tmp_link)}",
+            f"mv -T -- {q(tmp_link)} {q(link)}",
+        ]
+    )
+
+
+def _remote_reload(args: argparse.Namespace) -> str | None:
+    if args.no_reload:
+        return None
+    if args.mqtt is not None:
+        topic = args.mqtt.strip("/") + "/cmd/reload"
+        argv = ["mosquitto_pub", "-h", args.mqtt_host, "-p", str(args.mqtt_port), "-q", "1"]
+        return shlex.join([*argv, "-t", topic, "-n"])
+    # reset-failed first: a daemon that gave up (start limit) would refuse to restart.
+    service = shlex.quote(args.service)
+    return (
+        f"sudo -n systemctl reset-failed {service} 2>/dev/null; sudo -n systemctl restart {service}"
+    )
