@@ -2,6 +2,7 @@
 
 ``sightwire classify``, the daemon, ``bench`` and the trainer's evaluation all use this
 class, so a figure measured anywhere is a figure of the code that runs on the device.
+``top_k`` here is the one ranking of probabilities (post-processing ranks with it too).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from device.bundle import Bundle, load_bundle, sha256_file
+from device.config import ModelConfig
 from device.errors import BundleError
 from device.preprocess import InputSpec, Preprocessor, fit_frame
 from device.runtime import make_interpreter
@@ -31,6 +33,16 @@ class Timings:
 
     def as_ms(self) -> dict[str, float]:
         return {k: round(v * 1000, 3) for k, v in self.__dict__.items()}
+
+
+Top = list[tuple[str, float]]
+
+
+def top_k(probs: np.ndarray, labels: list[str], k: int) -> Top:
+    """The ``k`` most probable labels, best first (ties: lower index first, so the same
+    probabilities always give the same answer; a stable sort of 1001 classes is ~20 µs)."""
+    idx = np.argsort(-probs, kind="stable")[:k]
+    return [(labels[i], float(probs[i])) for i in idx]
 
 
 def dequantize(raw: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
@@ -133,6 +145,17 @@ class Classifier:
         timings.set_tensor, timings.invoke, timings.output = t1 - t0, t2 - t1, t3 - t2
         return probs
 
-    def top_k(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
-        order = np.argsort(-probs, kind="stable")[:k]
-        return [(self.labels[i], float(probs[i])) for i in order]
+    def top_k(self, probs: np.ndarray, k: int = 5) -> Top:
+        return top_k(probs, self.labels, k)
+
+
+def model_location(path: Path) -> Path:
+    """``model.path`` with a symlinked folder (``current``) resolved once, so that one load
+    reads manifest and model from the same version even if the link switches meanwhile."""
+    path = Path(path).expanduser()
+    return path.resolve() if path.is_symlink() and path.is_dir() else path
+
+
+def open_model(config: ModelConfig) -> Classifier:
+    """The daemon's model as configured (``[model]``): what start, reload and update load."""
+    return Classifier.open(model_location(config.path), config.variant, config.threads)

@@ -1,8 +1,13 @@
-"""One exception type for every failure a user can fix.
+"""One exception type for every failure a user can fix; errors kept to one line each.
 
 The CLI prints ``SightwireError`` as one line on stderr and exits non-zero; anything
-else is a bug and keeps its traceback.
+else is a bug and keeps its traceback. ``one_line``, ``log_this_time`` and ``ErrorLog``
+are how the rest of the code keeps its messages one line and the journal short.
 """
+
+from __future__ import annotations
+
+import logging
 
 
 class SightwireError(Exception):
@@ -38,3 +43,24 @@ def log_this_time(count: int) -> bool:
     yet the first occurrence and the growing count stay visible.
     """
     return count > 0 and count & (count - 1) == 0
+
+
+class ErrorLog:
+    """Counts errors and logs each distinct message at its 1st, 2nd, 4th, 8th, ... time.
+
+    A frame that fails the same way at 30 fps must show in the journal, with how often,
+    without filling it; at most ``max_messages`` distinct messages are counted apart."""
+
+    def __init__(self, logger: logging.Logger, max_messages: int = 1000):
+        self.logger = logger
+        self.max_messages = max_messages
+        self.count = 0  # errors in all
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        n = self._seen.get(message, 0) + 1
+        if len(self._seen) < self.max_messages or message in self._seen:
+            self._seen[message] = n
+        if log_this_time(n):
+            self.logger.error("%s%s", message, f" (x{n})" if n > 1 else "")

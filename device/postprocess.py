@@ -1,4 +1,4 @@
-"""Probabilities → the label worth publishing: top-k, smoothing, threshold, debounce, vote.
+"""Probabilities → the label worth publishing: smoothing, top-k, threshold, debounce, vote.
 
 Raw per-frame top-1 flickers: a hand passes, the light changes, two classes are close.
 What a consumer wants is a label that describes the scene now and changes only when
@@ -15,16 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.classifier import Top, top_k
 from device.config import InferenceConfig
-
-Top = list[tuple[str, float]]
-
-
-def top_k(probs: np.ndarray, labels: list[str], k: int) -> Top:
-    """The ``k`` most probable labels, best first (ties: lower index first, so the same
-    probabilities always give the same answer; a stable sort of 1001 classes is ~20 µs)."""
-    idx = np.argsort(-probs, kind="stable")[:k]
-    return [(labels[i], float(probs[i])) for i in idx]
 
 
 def apply_threshold(label: str, score: float, threshold: float, unknown: str) -> str:

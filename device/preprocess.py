@@ -1,10 +1,11 @@
-"""Frame → input tensor, the one preprocessing path shared by trainer and device.
+"""RGB frame → input tensor, the one preprocessing path shared by trainer and device.
 
 The trainer builds its training arrays with ``fit_frame`` too, so a model never sees
 pixels on the device that were resized or normalized differently from training.
 Normalization and quantization are folded into a 256-entry lookup table: turning a
 uint8 frame into the model's dtype costs one table lookup (``cv2.LUT`` where OpenCV is
-installed, else ``np.take``: the same values), whatever the model wants.
+installed, else ``np.take``: the same values), whatever the model wants. Decoding files
+into RGB arrays is ``device.images``'s job.
 
 On a small board every copy of a camera frame is CPU that inference does not get (the
 loop and the model share the cores), so the frame path avoids the needless ones: no copy
@@ -16,26 +17,30 @@ trained with ``--resize area-bilinear`` ask for OpenCV's 2x2 box averaging while
 frame is at least twice the model's size, then bilinear: on a 640x480 frame 0.25 ms of
 CPU where Pillow's antialiased bilinear (``bilinear``, the default, also ``bicubic`` and
 ``nearest``) costs 2.3 ms (x86 box of the README), and the capture thread shares the
-cores with inference. Files are decoded by OpenCV too where it gives Pillow's pixels.
+cores with inference.
+
+The daemon prepares each frame once, in ``prepare``: the capture thread calls it ahead
+of inference, and the worker calls it again, which does nothing unless the model
+changed in between.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from device.errors import ImageError, SightwireError
+from device.images import decoded, load_image, opencv, to_rgb
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-OPENCV_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # decoded by OpenCV where it gives Pillow's pixels
+if TYPE_CHECKING:  # the type only: classify and the trainer need not load the capture side
+    from device.capture import Frame
+
 AREA_BILINEAR = "area-bilinear"
 RESIZE_MODES = (AREA_BILINEAR, "bilinear", "bicubic", "nearest")
 CROP_MODES = ("none", "center")
@@ -86,71 +91,6 @@ class InputSpec:
 _RESAMPLE = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to an RGB ``uint8`` array (HxWx3), honouring EXIF rotation.
-
-    Whole JPEG and BMP files are decoded by OpenCV where it is installed: the same
-    libjpeg-turbo pixels as Pillow (every JPEG of the three shared datasets, and
-    tests/test_preprocess_parity.py), at about a quarter of the CPU for a 640x480 JPEG and a
-    twentieth for a BMP, because Pillow's hand-over of a decoded image to numpy alone costs
-    about 2 ms there. Everything else, and any file OpenCV's path does not take (a
-    truncated one, a CMYK JPEG), goes through Pillow, whose errors are the clear ones."""
-    rgb = opencv_decode(path)
-    if rgb is not None:
-        return rgb
-    with _decoded(path) as img:
-        return to_rgb(img)
-
-
-def opencv_decode(path: str | Path) -> np.ndarray | None:
-    """A whole grey or colour JPEG, or a whole BMP, decoded by OpenCV (RGB); None to let
-    Pillow decode the file (or refuse it)."""
-    cv2 = opencv()
-    if cv2 is None or Path(path).suffix.lower() not in OPENCV_SUFFIXES:
-        return None  # not read here, so a PNG is read once, by Pillow
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None  # Pillow raises the ImageError that names the problem
-    if not (_whole_jpeg(data) or _whole_bmp(data)):
-        return None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _whole_jpeg(data: bytes) -> bool:
-    """A grey or colour JPEG that ends with its end-of-image marker. A half-written file
-    is left to Pillow, which refuses it where libjpeg fills the rest with grey; a CMYK
-    one too, whose colours decoders convert differently."""
-    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
-        return False
-    return _jpeg_components(data) in (1, 3)
-
-
-def _jpeg_components(data: bytes) -> int | None:
-    """The component count of a JPEG's frame header (SOFn), found by walking the marker
-    segments before it; None when the header is not where the format puts it."""
-    i = 2
-    while i + 9 < len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return data[i + 9]
-        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return None
-
-
-def _whole_bmp(data: bytes) -> bool:
-    """A BMP at least as long as the size its header gives."""
-    if data[:2] != b"BM" or len(data) < 14:
-        return False
-    return len(data) >= int.from_bytes(data[2:6], "little")
-
-
 def load_fitted(path: str | Path, spec: InputSpec) -> np.ndarray:
     """An image file as the model's input pixels (uint8 RGB at the model's size).
 
@@ -160,39 +100,8 @@ def load_fitted(path: str | Path, spec: InputSpec) -> np.ndarray:
     """
     if spec.resize == AREA_BILINEAR:
         return fit_frame(load_image(path), spec)  # OpenCV decodes and resizes
-    with _decoded(path) as img:
-        return fit_frame(img if img.mode == "RGB" else img.convert("RGB"), spec)
-
-
-@contextmanager
-def _decoded(path: str | Path) -> Iterator[Image.Image]:
-    """The opened, decoded and upright image; any decoding failure is an ``ImageError``."""
-    try:
-        with Image.open(path) as img:
-            ImageOps.exif_transpose(img, in_place=True)  # no copy when upright already
-            yield img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
-
-
-def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Any PIL image or array (grey, grey+alpha, RGB, RGBA) → HxWx3 ``uint8`` RGB."""
-    if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image)
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ImageError(f"frame dtype {arr.dtype} is not uint8")
-    if arr.ndim == 2:
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        return np.repeat(arr, 3, axis=2)
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        return arr[:, :, :3]
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        return arr
-    raise ImageError(f"frame shape {arr.shape} is not an image")
+    with decoded(path) as img:
+        return fit_frame(img, spec)  # an RGB image is resized as it is
 
 
 def center_crop_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
@@ -273,20 +182,6 @@ def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, in
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-@cache
-def opencv() -> ModuleType | None:
-    """OpenCV when installed, else None. Its own thread pool is set to one thread: the
-    frame is prepared in the capture thread while inference runs on the other cores, and
-    a resize split over threads costs more CPU in all (2x2 halving of 640x480: 0.19 ms
-    over 2 threads against 0.09 ms on one)."""
-    try:
-        import cv2
-    except ImportError:
-        return None
-    cv2.setNumThreads(1)
-    return cv2
-
-
 def opencv_lut() -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """``cv2.LUT`` when OpenCV is installed, else None.
 
@@ -325,3 +220,22 @@ class Preprocessor:
         else:
             tensor = np.take(self.table, fitted)
         return tensor if tensor.ndim == 4 else tensor[None]
+
+
+def prepare(frame: Frame, pre: Preprocessor) -> None:
+    """Make ``frame.tensor`` the input tensor of ``pre`` (fit, then convert), unless it is
+    already: the one place that decides whether a frame needs preparing.
+
+    A frame prepared for another model (a reload happened between capture and inference)
+    is fitted again from its image and converted for ``pre``; the seconds spent are
+    added to the frame's. On a failure the frame is left as it was and the error raised.
+    """
+    if frame.tensor is not None and frame.prepared_by is pre:
+        return
+    t0 = time.perf_counter()
+    fitted = fit_frame(frame.image, pre.spec)
+    t1 = time.perf_counter()
+    tensor = pre.from_fitted(fitted)
+    frame.fitted, frame.tensor, frame.prepared_by = fitted, tensor, pre
+    frame.fit_s += t1 - t0
+    frame.convert_s = time.perf_counter() - t1

@@ -22,14 +22,15 @@ This wrapper adds what the contract in the README needs on top:
   the broker keep our ``cmd/+`` subscription and queue QoS 1 commands while we are away;
 - a failed connection attempt is logged with its reason (refused credentials, TLS
   errors, no route) at attempts 1, 2, 4, 8, ..., while paho backs off between attempts;
-- ``<base>/cmd/<name>`` messages are handed to a callback (``device.control``).
+- ``<base>/cmd/<name>`` messages are handed to a callback (``device.commands``).
+
+This is the only module that speaks to paho; what each payload holds is
+``device.messages``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import ssl
 import threading
 from collections import Counter, deque
@@ -38,56 +39,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from device import __version__
+from device import messages
 from device.config import MqttConfig
-from device.errors import SightwireError
+from device.errors import SightwireError, log_this_time, one_line
+from device.messages import OFFLINE, ONLINE, dumps
 
 log = logging.getLogger(__name__)
 
 CommandCallback = Callable[[str, bytes], None]
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-def discovery_messages(cfg: MqttConfig) -> list[tuple[str, str]]:
-    """Home Assistant MQTT discovery: a label sensor and a score sensor, both available
-    while ``<base>/status`` is ``online``."""
-    uid = re.sub(r"[^A-Za-z0-9_-]", "_", cfg.device_id)
-    base = cfg.base_topic
-    device = {
-        "identifiers": [f"sightwire_{uid}"],
-        "name": f"sightwire {cfg.device_id}",
-        "manufacturer": "sightwire",
-        "model": "sightwire camera",
-        "sw_version": __version__,
-    }
-    common = {
-        "availability_topic": f"{base}/status",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-    }
-    label = {
-        "name": "Label",
-        "unique_id": f"sightwire_{uid}_label",
-        "state_topic": f"{base}/label",
-        "json_attributes_topic": f"{base}/state",
-        "icon": "mdi:eye",
-        **common,
-    }
-    score = {
-        "name": "Score",
-        "unique_id": f"sightwire_{uid}_score",
-        "state_topic": f"{base}/state",
-        "value_template": "{{ value_json.score }}",
-        "state_class": "measurement",
-        "icon": "mdi:gauge",
-        **common,
-    }
-    prefix = f"{cfg.discovery_prefix}/sensor/{uid}"
-    return [(f"{prefix}_label/config", dumps(label)), (f"{prefix}_score/config", dumps(score))]
 
 
 # paho 2.2 logs these as errors when its loop runs while a connection is made or torn
@@ -125,8 +84,49 @@ class _Client(mqtt.Client):
         try:
             return super().reconnect()
         except OSError as exc:
-            self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            self.last_error = one_line(exc)
             raise
+
+
+def make_client(cfg: MqttConfig, status_topic: str) -> _Client:
+    """A paho client as ``[mqtt]`` describes it: id and session, last will (``offline``
+    on ``status_topic``), credentials, TLS, reconnect backoff, queue limit, quiet logs."""
+    client = _Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=cfg.client_id or f"sightwire-{cfg.device_id}",
+        clean_session=not cfg.persistent_session,
+        protocol=mqtt.MQTTv311,
+    )
+    client.will_set(status_topic, OFFLINE, qos=cfg.qos, retain=True)
+    if cfg.username is not None:
+        password = cfg.password.get_secret_value() if cfg.password else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls.active:
+        tls = cfg.tls
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca) if tls.ca else None,
+                certfile=str(tls.cert) if tls.cert else None,
+                keyfile=str(tls.key) if tls.key else None,
+                keyfile_password=(
+                    tls.key_password.get_secret_value() if tls.key_password else None
+                ),
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise SightwireError(f"mqtt.tls: cannot load certificates ({exc})") from None
+        if tls.insecure:
+            client.tls_insecure_set(True)
+    client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_max_s, 1))
+    client.max_queued_messages_set(cfg.max_queued + HEADROOM)
+    # A bug in a callback must not end paho's thread (and with it all reconnects):
+    # paho logs such exceptions instead of raising them.
+    client.suppress_exceptions = True
+    paho_log = logging.getLogger("device.publisher.paho")
+    paho_log.setLevel(logging.WARNING)  # packet-level chatter stays out of the journal
+    if not any(isinstance(f, _NotConnectedNoise) for f in paho_log.filters):
+        paho_log.addFilter(_NotConnectedNoise())
+    client.enable_logger(paho_log)
+    return client
 
 
 class Publisher:
@@ -161,42 +161,7 @@ class Publisher:
         return self._connected
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.cfg
-        client = _Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"sightwire-{cfg.device_id}",
-            clean_session=not cfg.persistent_session,
-            protocol=mqtt.MQTTv311,
-        )
-        client.will_set(self.topic("status"), "offline", qos=self.qos, retain=True)
-        if cfg.username is not None:
-            password = cfg.password.get_secret_value() if cfg.password else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls.active:
-            tls = cfg.tls
-            try:
-                client.tls_set(
-                    ca_certs=str(tls.ca) if tls.ca else None,
-                    certfile=str(tls.cert) if tls.cert else None,
-                    keyfile=str(tls.key) if tls.key else None,
-                    keyfile_password=(
-                        tls.key_password.get_secret_value() if tls.key_password else None
-                    ),
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise SightwireError(f"mqtt.tls: cannot load certificates ({exc})") from None
-            if tls.insecure:
-                client.tls_insecure_set(True)
-        client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_max_s, 1))
-        client.max_queued_messages_set(cfg.max_queued + HEADROOM)
-        # A bug in a callback must not end paho's thread (and with it all reconnects):
-        # paho logs such exceptions instead of raising them.
-        client.suppress_exceptions = True
-        paho_log = logging.getLogger("device.publisher.paho")
-        paho_log.setLevel(logging.WARNING)  # packet-level chatter stays out of the journal
-        if not any(isinstance(f, _NotConnectedNoise) for f in paho_log.filters):
-            paho_log.addFilter(_NotConnectedNoise())
-        client.enable_logger(paho_log)
+        client = make_client(self.cfg, self.topic("status"))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -233,7 +198,7 @@ class Publisher:
             # state, so a short run (--max-frames 1) still publishes its result.
             self._up.wait(min(timeout, 2.0))
         if self._connected:
-            info = self.client.publish(self.topic("status"), "offline", qos=self.qos, retain=True)
+            info = self.client.publish(self.topic("status"), OFFLINE, qos=self.qos, retain=True)
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError) as exc:
@@ -262,9 +227,9 @@ class Publisher:
             self.cfg.port,
         )
         client.subscribe(self.topic("cmd/+"), qos=1)
-        client.publish(self.topic("status"), "online", qos=self.qos, retain=True)
+        client.publish(self.topic("status"), ONLINE, qos=self.qos, retain=True)
         if self.cfg.discovery:
-            for topic, payload in discovery_messages(self.cfg):
+            for topic, payload in messages.discovery(self.cfg):
                 client.publish(topic, payload, qos=self.qos, retain=True)
         with self._lock:
             self._connected = True
@@ -286,7 +251,7 @@ class Publisher:
             reason, client.last_error = getattr(client, "last_error", ""), ""
         self._failed_attempts += 1
         n = self._failed_attempts
-        if n & (n - 1) == 0:  # log attempts 1, 2, 4, 8, ...
+        if log_this_time(n):
             log.warning(
                 "mqtt: cannot connect to %s:%d%s; retrying (attempt %d)",
                 self.cfg.host,
@@ -408,6 +373,5 @@ class Publisher:
     def publish_result(
         self, command: str, ok: bool, error: str | None = None, **extra: Any
     ) -> None:
-        """``{"command", "ok", "error"}`` plus extras (an update's ``progress``, ``model``)."""
-        reply = {"command": command, "ok": ok, "error": error, **extra}
-        self._queue(self.topic("cmd/result"), dumps(reply))
+        """A command's reply (``device.messages.result``)."""
+        self._queue(self.topic("cmd/result"), dumps(messages.result(command, ok, error, **extra)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from device.errors import BundleError, RuntimeMissing
+from device.errors import BundleError, RuntimeMissing, one_line
 
 EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
 EDGETPU_LIBRARY = {
@@ -92,7 +92,7 @@ def load_edgetpu_delegate(runtime: Runtime | None = None) -> Any:
         return runtime.load_delegate(lib)
     except (ValueError, OSError, RuntimeError, AttributeError) as exc:
         raise RuntimeMissing(
-            f"no Edge TPU available ({lib} could not be loaded: {str(exc).splitlines()[0]}); "
+            f"no Edge TPU available ({lib} could not be loaded: {one_line(exc)}); "
             "plug in the Coral device and install libedgetpu1-std from Coral's apt repository"
         ) from exc
 
@@ -127,11 +127,10 @@ def make_interpreter(
         )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "edgetpu-custom-op" in str(exc):
             raise RuntimeMissing(
                 f"{path.name} is compiled for the Edge TPU and no Edge TPU delegate is loaded; "
                 "attach a Coral device and install libedgetpu1-std, or use the CPU int8 model"
             ) from exc
-        raise BundleError(f"{path}: not a usable TFLite model ({first})") from exc
+        raise BundleError(f"{path}: not a usable TFLite model ({one_line(exc)})") from exc
     return interpreter

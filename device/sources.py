@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from device.config import Roi, SourceConfig
-from device.errors import ImageError, SightwireError
-from device.preprocess import IMAGE_SUFFIXES, load_image
+from device.errors import ImageError, SightwireError, log_this_time, one_line
+from device.images import IMAGE_SUFFIXES, load_image, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +58,18 @@ BAD_FRAMES_REOPEN = 10  # unusable frames in a row before the source is reopened
 
 def normalize_frame(frame: Any) -> np.ndarray:
     """The frame as HxWx3 uint8 RGB without a copy where it already is one; grey, grey+alpha,
-    RGBA and 16-bit frames are converted, anything else is a ``BadFrame``."""
+    RGBA (``device.images.to_rgb``) and 16-bit frames are converted, anything else is a
+    ``BadFrame``."""
     if not isinstance(frame, np.ndarray):
         raise BadFrame(f"frame is {type(frame).__name__}, not an image array")
     if frame.dtype == np.uint16:
         frame = (frame >> 8).astype(np.uint8)
     elif frame.dtype != np.uint8:
         raise BadFrame(f"frame dtype {frame.dtype} (expected uint8 or uint16)")
-    if frame.ndim == 3 and frame.shape[2] == 3:
-        rgb = frame
-    elif frame.ndim == 2:
-        rgb = np.repeat(frame[:, :, None], 3, axis=2)
-    elif frame.ndim == 3 and frame.shape[2] in (1, 2):  # grey, grey + alpha
-        rgb = np.repeat(frame[:, :, :1], 3, axis=2)
-    elif frame.ndim == 3 and frame.shape[2] == 4:  # RGBA / RGBX
-        rgb = frame[:, :, :3]
-    else:
-        raise BadFrame(f"frame shape {frame.shape} is not an image")
+    try:
+        rgb = to_rgb(frame)
+    except ImageError as exc:
+        raise BadFrame(str(exc)) from None
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise BadFrame(f"empty frame {frame.shape}")
     return rgb
@@ -91,11 +86,6 @@ class Source(Protocol):
     def read(self) -> np.ndarray: ...
 
     def close(self) -> None: ...
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class FolderSource:
@@ -200,7 +190,7 @@ class OpenCVSource:
                 raise SourceEnded(f"{self.name}: end of video")
             raise SourceError(f"{self.name}: read failed")
         if frame.ndim == 2:
-            return self.cv2.cvtColor(frame, self.cv2.COLOR_GRAY2RGB)
+            return frame  # grey: ``normalize_frame`` makes it RGB
         return self.cv2.cvtColor(frame, self.cv2.COLOR_BGR2RGB)
 
     def close(self) -> None:
@@ -240,8 +230,7 @@ class Picamera2Source:
     def read(self) -> np.ndarray:
         if self._cam is None:
             raise SourceError(f"{self.name}: not open")
-        frame = self._cam.capture_array("main")
-        return frame[:, :, :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame
+        return self._cam.capture_array("main")  # 4 channels (X8888): normalize_frame drops X
 
     def close(self) -> None:
         if self._cam is not None:
@@ -396,7 +385,7 @@ class ReopeningSource:
         self.bad_frames += 1
         self._bad_streak += 1
         n = self.bad_frames
-        if n & (n - 1) == 0:  # 1, 2, 4, 8, ... in total
+        if log_this_time(n):  # 1, 2, 4, 8, ... in total
             log.warning("%s: %s; skipped (%d unusable frames so far)", self.name, exc, n)
         if self._bad_streak >= BAD_FRAMES_REOPEN:
             self._bad_streak = 0
@@ -409,7 +398,7 @@ class ReopeningSource:
         message = text if text.startswith(self.name) else f"{self.name}: {what}: {text}"
         self._streak = self._streak + 1 if message == self._last_error else 1
         self._last_error = message
-        if self._streak & (self._streak - 1) == 0:  # 1, 2, 4, 8, ...
+        if log_this_time(self._streak):
             repeat = f" (attempt {self._streak})" if self._streak > 1 else ""
             log.warning("%s; retrying in %.1fs%s", message, self._delay, repeat)
         self.stop.wait(self._delay)

@@ -22,13 +22,15 @@ from PIL import Image
 
 from device.classifier import Classifier
 from device.cli import main
-from device.preprocess import load_image
-from trainer.dataset import duplicate_groups, scan, split
+from device.images import load_image
+from trainer.dataset import scan
 from trainer.doctor import diagnose, item_order
-from trainer.doctor_attribution import attribution, outside_share, uniform_share
-from trainer.doctor_curve import judge, learning_curve
-from trainer.doctor_images import jpeg_quality
-from trainer.doctor_stats import score
+from trainer.doctor.attribution import attribution, outside_share, uniform_share
+from trainer.doctor.curve import judge, learning_curve
+from trainer.doctor.stats import score
+from trainer.duplicates import duplicate_groups
+from trainer.image_set import jpeg_quality
+from trainer.split import split
 from trainer.synthetic import PALETTE, SHAPES, draw_shape, make_dataset
 
 SIZE = 96  # backbone input size for the feature checks
@@ -42,7 +44,7 @@ def backbone(imagenet_weights):
 
 
 def features(ds, backbone) -> np.ndarray:
-    from trainer.doctor_features import compute_features
+    from trainer.doctor.features import compute_features
 
     return compute_features(ds, "imagenet", SIZE, show_progress=False, backbone=backbone)
 

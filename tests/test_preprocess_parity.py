@@ -20,24 +20,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from device.bench import make_frames
+from device.capture import Frame
 from device.classifier import Classifier
 from device.config import Config, ModelConfig, MqttConfig, SourceConfig
 from device.errors import ImageError
-from device.pipeline import Frame, Pipeline
+from device.images import load_image, opencv_decode
+from device.pipeline import Pipeline
 from device.preprocess import (
     AREA_BILINEAR,
     InputSpec,
     Preprocessor,
     fit_frame,
     load_fitted,
-    load_image,
     lookup_table,
-    opencv_decode,
 )
 from device.timing import INDEX
 from trainer.dataset import load_arrays, scan
@@ -95,6 +96,38 @@ def images(tmp_path_factory, reference) -> Path:
     return root
 
 
+def _fitted_by_hand(path: Path, spec: InputSpec) -> np.ndarray:
+    """The model pixels the manifest's contract (device/preprocess.py) asks for, written
+    out here without the product's resize code, so that a change to it cannot agree with
+    itself: Pillow's upright RGB pixels; the centred square when ``crop`` asks for it;
+    then, for ``area-bilinear``, 2x2 means (rounded half up, an odd last row or column
+    dropped) while the image is at least twice the model's size both ways, and OpenCV's
+    bilinear to the size; for the Pillow modes, Pillow's resize of the crop box."""
+    assert spec.crop == "none" or spec.width == spec.height  # the cases of this file
+    rgb = _pillow_rgb(path)
+    h, w = rgb.shape[:2]
+    box = (0, 0, w, h)
+    if spec.crop == "center":
+        side = min(w, h)
+        box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    if spec.resize != AREA_BILINEAR:
+        with Image.open(path) as img:
+            upright = ImageOps.exif_transpose(img).convert("RGB")
+            if upright.size == (spec.width, spec.height):
+                return np.asarray(upright)
+            resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[spec.resize]
+            return np.asarray(upright.resize((spec.width, spec.height), resample, box=box))
+    pixels = rgb[box[1] : box[3], box[0] : box[2]].astype(np.uint16)
+    while pixels.shape[1] >= 2 * spec.width and pixels.shape[0] >= 2 * spec.height:
+        even = pixels[: pixels.shape[0] // 2 * 2, : pixels.shape[1] // 2 * 2]
+        quads = even[0::2, 0::2] + even[1::2, 0::2] + even[0::2, 1::2] + even[1::2, 1::2]
+        pixels = (quads + 2) // 4
+    pixels = pixels.astype(np.uint8)
+    if pixels.shape[:2] == (spec.height, spec.width):
+        return pixels
+    return cv2.resize(pixels, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+
+
 def _trainer_arrays(root: Path, spec: InputSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per file of ``cls/``: (pixels kept by ``scan``, pixels ``load_arrays`` decodes)."""
     ds = scan(root, min_per_class=1, spec=spec, show_progress=False)
@@ -149,6 +182,9 @@ def test_a_file_gives_the_model_the_same_pixels_in_training_and_in_the_daemon(
         assert device.shape == (SIZE, SIZE, 3) and device.dtype == np.uint8, name
         np.testing.assert_array_equal(kept, device, err_msg=name)
         np.testing.assert_array_equal(decoded, device, err_msg=name)
+        # Both sides share fit_frame: the contract itself, computed apart, checks it.
+        by_hand = _fitted_by_hand(images / "cls" / name, spec)
+        np.testing.assert_array_equal(device, by_hand, err_msg=name)
         # The tensor the worker will invoke is the trainer's pixels through the table.
         np.testing.assert_array_equal(frame.tensor, pre.from_fitted(decoded), err_msg=name)
         # The daemon's frame is the whole, upright image (snapshots and ROIs use it).
@@ -183,13 +219,14 @@ def test_load_fitted_equals_fit_frame_of_load_image(tmp_path, reference, mode, r
         InputSpec(96, 64, resize=resize),
         InputSpec(64, 64, crop="center", resize=resize),
         InputSpec(300, 200, resize=resize),
-        InputSpec(40, 30, resize=resize),  # three halvings, then bilinear
+        InputSpec(40, 30, resize=resize),  # two halvings (to 75x50), then bilinear
     )
     for spec in specs:
         expected = fit_frame(load_image(path), spec)
         got = load_fitted(path, spec)
         assert got.shape == (spec.height, spec.width, 3) and got.dtype == np.uint8
         np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(got, _fitted_by_hand(path, spec))
 
 
 def _detail(dtype: type, scale: float, zero_point: int) -> dict:
@@ -208,7 +245,6 @@ def _detail(dtype: type, scale: float, zero_point: int) -> dict:
     ],
 )
 def test_opencv_lookup_equals_numpy_lookup(dtype, scale, zero_point):
-    cv2 = pytest.importorskip("cv2")
     spec = InputSpec(224, 224)
     pre = Preprocessor(spec, _detail(dtype, scale, zero_point))
     assert pre._lut is cv2.LUT and not pre.identity
@@ -250,14 +286,14 @@ def test_a_frame_prepared_for_the_previous_model_is_prepared_again(images, refer
     old = frames[0]
     assert old.tensor is not None and old.tensor.shape == (1, SIZE, SIZE, 3)
     new = Classifier.open(reference / REFERENCE_MODEL)  # 224x224
-    pipe._use_model(new, "reloaded")
+    pipe.commands.use_model(new, "reloaded")
     expected = new.classify(old.image)
-    np.testing.assert_array_equal(pipe._infer(old), expected)
+    np.testing.assert_array_equal(pipe.inference.infer(old), expected)
     assert pipe.timings.row[INDEX["fit"]] > 0 and pipe.timings.row[INDEX["convert"]] > 0
     fresh = Frame(old.image, 1, 0.0, 0.0)
     pipe._prepare(fresh)  # for the new model now
     assert fresh.prepared_by is new.preprocess and fresh.tensor.shape == (1, 224, 224, 3)
-    np.testing.assert_array_equal(pipe._infer(fresh), expected)
+    np.testing.assert_array_equal(pipe.inference.infer(fresh), expected)
 
 
 def test_area_bilinear_averages_every_pixel_of_a_large_frame(reference):
@@ -268,7 +304,6 @@ def test_area_bilinear_averages_every_pixel_of_a_large_frame(reference):
     stripes[:, 1::2] = 255  # one-pixel columns: black, white, black...
     area = fit_frame(stripes, InputSpec(224, 224, resize=AREA_BILINEAR))
     assert abs(float(area.mean()) - 127.5) < 2 and area.std() < 2
-    cv2 = pytest.importorskip("cv2")
     point = cv2.resize(stripes, (224, 224), interpolation=cv2.INTER_LINEAR)
     assert point.std() > 30  # what skipping the halving would feed the model
     photo = load_image(reference / "parrot.jpg")  # 512x929: one halving, then bilinear

@@ -1,7 +1,9 @@
 """``train --search``: real KerasTuner trials on cached features, the best one exported.
 
 Drawn shapes at 96x96 with the shared ImageNet weights (the convolution weights do not
-depend on the input size): three short trials, about a minute on 2 cores.
+depend on the input size): three short trials, about a minute on 2 cores. A second run
+gives the search a deadline it passes during its first trial (``--search-minutes``) and
+cross-validates the chosen settings (``--folds``), with one fine-tuning epoch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from device.classifier import Classifier
-from device.preprocess import load_image
+from device.images import load_image
 from trainer.synthetic import make_dataset
 
 
@@ -62,3 +64,49 @@ def test_the_exported_model_is_the_best_trial_itself(searched: Path):
     ]
     assert len(hits) >= 10
     assert abs(np.mean(hits) - best["val_accuracy"]) <= 1 / len(hits) + 1e-9
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory, imagenet_weights: Path) -> Path:
+    """Up to 4 trials, but a deadline of 0.001 minutes; then 3-fold cross-validation."""
+    root = tmp_path_factory.mktemp("bounded")
+    data = make_dataset(root / "data", classes=3, per_class=30, size=64, seed=3)
+    out = root / "bundle"
+    args = [
+        *("train", str(data), "--out", str(out), "--weights", str(imagenet_weights)),
+        *("--input-size", "96", "--search", "4", "--search-minutes", "0.001"),
+        *("--folds", "3", "--head-epochs", "30", "--fine-tune-epochs", "1"),
+        *("--augment-copies", "1", "--representative", "40", "--no-progress"),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "device.cli", *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_search_minutes_lets_no_trial_start_after_the_deadline(bounded: Path):
+    """The deadline (60 ms) passes during the first trial: that one is finished and
+    kept, no second one starts, and its model is the one exported."""
+    search = json.loads((bounded / "report" / "metrics.json").read_text())["search"]
+    assert len(search["trials"]) == 1
+    assert search["best_trial"] == 1 and search["best"] == search["trials"][0]["params"]
+    assert search["trials"][0]["seconds"] > 0.06
+
+
+def test_folds_cross_validate_the_training_split_and_record_each_fold(bounded: Path):
+    metrics = json.loads((bounded / "report" / "metrics.json").read_text())
+    cv = metrics["cross_validation"]
+    assert cv["folds"] == 3 and len(cv["accuracy"]) == 3
+    assert cv["mean"] == pytest.approx(np.mean(cv["accuracy"]))
+    assert cv["std"] == pytest.approx(np.std(cv["accuracy"]))
+    # Each fold holds out a third of the training split (stratified: sizes within one of
+    # each other), so each accuracy is a whole number of images out of such a size.
+    n = len(json.loads((bounded / "report" / "split.json").read_text())["train"])
+    sizes = range(n // 3 - 1, n // 3 + 2)
+    for acc in cv["accuracy"]:
+        assert any(abs(acc * m - round(acc * m)) < 1e-6 for m in sizes), (acc, n)
+    # ImageNet features tell drawn circles, squares and triangles apart (chance: 1/3).
+    assert cv["mean"] > 0.6, cv
+    html = (bounded / "report" / "index.html").read_text()
+    assert "Cross-validation" in html and "3 folds" in html

@@ -6,6 +6,7 @@ One training run (about a minute on 2 cores) is shared by the module's tests.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from device.bundle import load_bundle, sha256_file
 from device.classifier import Classifier
-from device.preprocess import load_image
+from device.images import load_image
 from trainer.synthetic import make_dataset
 
 TRAIN_ARGS = [
@@ -119,12 +120,23 @@ def test_evaluate_cli_agrees_with_the_training_report(trained, tmp_path):
 
 
 def test_classify_cli_on_the_bundle(trained):
+    """The CLI's answer is the in-process int8 classifier's, image by image (one of each
+    class, so a CLI that printed a fixed or wrong-ranked label would differ somewhere)."""
     data, out = trained
     image = next((data / "square").glob("*.png"))
-    proc = sightwire("classify", str(out), str(image), "--json")
+    others = [next((data / name).glob("*.png")) for name in ("circle", "triangle")]
+    proc = sightwire("classify", str(out), str(image), *map(str, others), "--json")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.splitlines()[0])
     assert record["label"] in ("circle", "square", "triangle") and record["variant"] == "int8"
+    clf = Classifier.open(out, "int8")
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(records) == 3
+    for got, path in zip(records, [image, *others], strict=True):
+        top = clf.top_k(clf.classify(load_image(path)), 3)
+        assert got["image"] == str(path)
+        assert got["label"] == top[0][0] and got["score"] == round(top[0][1], 4)
+        assert [t["label"] for t in got["top"]] == [label for label, _ in top]
 
 
 def test_tampered_bundle_is_refused(trained, tmp_path):
@@ -143,16 +155,77 @@ def test_tampered_bundle_is_refused(trained, tmp_path):
     assert "int8" in bundle.models
 
 
+@pytest.fixture(scope="module")
+def transferred(tmp_path_factory, imagenet_weights: Path) -> tuple[Path, Path]:
+    """A bundle that generalizes (ImageNet weights, 96x96): on the from-scratch bundle
+    above the test split is near chance, so two int8 calibrations of it disagree there
+    by chance too, and agreement on the test split would say nothing."""
+    root = tmp_path_factory.mktemp("transfer")
+    data = make_dataset(root / "data", classes=3, per_class=30, size=64, seed=4)
+    out = root / "bundle"
+    args = ["--weights", str(imagenet_weights), "--input-size", "96", "--head-epochs", "30"]
+    args += ["--fine-tune-epochs", "2", "--augment-copies", "1", "--representative", "60"]
+    proc = sightwire("train", str(data), "--out", str(out), *args, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return data, out
+
+
 @pytest.mark.slow
-def test_export_redoes_tflite_from_the_keras_model(trained):
-    _, out = trained
+def test_export_redoes_tflite_from_the_keras_model(transferred, tmp_path):
+    """On a copy of the bundle whose TFLite files and manifest were replaced by stale
+    placeholders: export must write both models again from ``model.keras``, rewrite the
+    manifest (hashes, date, test accuracy), and the new int8 model, calibrated on other
+    images, must answer like the trained one on the test split."""
+    data, trained_out = transferred
+    out = tmp_path / "bundle"
+    shutil.copytree(trained_out, out)
+    split = json.loads((out / "report" / "split.json").read_text())
+    test_images = [data / path for path, _ in split["test"]]
+    old_int8 = _answers(out, "int8", test_images)
+    old_float = _answers(out, "float", test_images)
     before = json.loads((out / "manifest.json").read_text())
+    stale = json.loads(json.dumps(before))
+    stale["created"] = "2000-01-01T00:00:00Z"
+    stale.pop("metrics", None)
+    for variant, entry in stale["models"].items():
+        (out / entry["file"]).write_bytes(b"stale " + variant.encode())
+        entry["sha256"] = sha256_file(out / entry["file"])
+    (out / "manifest.json").write_text(json.dumps(stale))
     proc = sightwire("export", str(out), "--representative", "30", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = json.loads((out / "manifest.json").read_text())
     assert after["labels"] == before["labels"]
     assert sha256_file(out / "model_int8.tflite") == after["models"]["int8"]["sha256"]
     load_bundle(out)  # hashes verified
+    for variant, entry in after["models"].items():
+        assert (out / entry["file"]).read_bytes()[:6] != b"stale ", variant
+        assert entry["sha256"] != stale["models"][variant]["sha256"], variant
+        assert entry["bytes"] == (out / entry["file"]).stat().st_size > 100_000, variant
+    assert after["created"] != stale["created"]
+    assert after["input"] == before["input"] and after["threshold"] == before["threshold"]
+    new_int8 = _answers(out, "int8", test_images)
+    new_float = _answers(out, "float", test_images)
+    n = len(test_images)
+    assert after["metrics"]["test_accuracy"]["int8"] == round(
+        np.mean(new_int8.argmax(1) == _truth(out, split)), 4
+    )
+    # The float model is the same network converted again: the same answers.
+    np.testing.assert_allclose(new_float, old_float, atol=1e-5)
+    # int8 calibrated on 30 images instead of 60: the same labels, all but one at most.
+    agree = int(np.sum(new_int8.argmax(1) == old_int8.argmax(1)))
+    assert agree >= n - 1, f"new int8 agrees with the trained one on {agree} of {n}"
+    assert np.mean(old_int8.argmax(1) == _truth(out, split)) > 0.6  # so agreeing means much
+
+
+def _answers(bundle: Path, variant: str, images: list[Path]) -> np.ndarray:
+    """The bundle's ``variant`` scores for each image, as the device computes them."""
+    clf = Classifier.open(bundle, variant)
+    return np.stack([clf.classify(load_image(path)) for path in images])
+
+
+def _truth(bundle: Path, split: dict) -> np.ndarray:
+    labels = json.loads((bundle / "manifest.json").read_text())["labels"]
+    return np.array([labels.index(name) for _, name in split["test"]])
 
 
 def test_trainer_int8_export_passes_edgetpu_preflight(trained):

@@ -8,7 +8,7 @@ import sys
 
 from device.classifier import Classifier
 from device.errors import SightwireError
-from device.preprocess import load_image
+from device.images import load_image
 
 HELP = "Classify image files with a bundle, a .tflite (labels.txt beside it) or a TM export."
 
