@@ -200,7 +200,8 @@ def test_update_from_http_and_file_urls_and_a_second_one_is_busy(
     gate = threading.Event()
     server, url = serve(bundles["big.zip"].parent, gate)
     try:
-        with running(ota_config(broker, models, cats)) as pipeline:
+        config = ota_config(broker, models, cats, update_file_dir=str(bundles["big.zip"].parent))
+        with running(config) as pipeline:
             recorder.wait_for(f"{BASE}/state")
             topic = f"{BASE}/cmd/result"
             seen = {id(m) for m in recorder.on(topic)}
@@ -225,11 +226,14 @@ def test_update_from_http_and_file_urls_and_a_second_one_is_busy(
             )
             assert final["model"] == bundles["big_sha"][:12]
 
-            # file:// works too (here: the same content again, a new version folder).
+            # file:// works too, under update_file_dir. The same content again is the same
+            # version: no new folder.
+            before = versions(models.parent)
             replies = update(recorder, f"file://{bundles['big.zip']}")
             assert replies[0]["progress"] == "downloading" and replies[-1]["ok"]
+            assert replies[-1]["version"] == final["version"]
+            assert versions(models.parent) == before
             # A sha256 that does not match the download: refused, nothing installed.
-            before = versions(models.parent)
             wrong = json.dumps({"url": f"{url}/big.zip", "sha256": "0" * 64})
             reply = update(recorder, wrong)[-1]
             assert not reply["ok"] and "not the 000000000000" in reply["error"]
@@ -489,12 +493,20 @@ def test_store_layout_is_the_one_sightwire_deploy_makes(tmp_path, bundles):
         shutil.rmtree(staging)  # as the updater does
         made.append(version)
         assert DEPLOY_VERSION.match(version) and not os.path.isabs(os.readlink(root / "current"))
+    assert made[2] == made[0] and made[3] == made[1]  # the same content is the same version
     assert os.readlink(root / "current") == made[-1]
     assert os.readlink(root / "previous") == made[-2]
     store.prune(3)
     left = sorted(p.name for p in root.iterdir())
     assert left == sorted(
-        [*made[-3:], "current", "previous", "notes.txt", "20250101T000001Z-x-0badc0de.partial"]
+        [
+            deployed,
+            *made[:2],
+            "current",
+            "previous",
+            "notes.txt",
+            "20250101T000001Z-x-0badc0de.partial",
+        ]
     )
     version, previous = store.rollback()
     assert (version, previous) == (made[-2], made[-1])
