@@ -27,6 +27,7 @@ test-all: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # Whole chain, offline: dataset -> train -> bundle -> daemon -> MQTT -> bench.
 demo: setup
