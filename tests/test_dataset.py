@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.dataset import DatasetError, scan, split
+from trainer.dataset import DatasetError, scan
+from trainer.split import split
 from trainer.synthetic import make_dataset
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageStat
 
 from device.errors import SightwireError
-from trainer.report_html import GALLERY_MAX, render_any, thumbnail, write_report
+from trainer.report import GALLERY_MAX, render_any, thumbnail, write_report
 from trainer.synthetic import make_dataset
 
 NASTY = 'tri<angle> & "co"'
@@ -354,7 +354,7 @@ def test_a_folder_without_metrics_is_one_clear_error(tmp_path):
     with pytest.raises(SightwireError, match=r"metrics\.json not found"):
         write_report(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer.report_html", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "trainer.report", str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
     )

@@ -1,15 +1,14 @@
-"""Read and check a folder-per-class dataset, then split it without leaks.
+"""Read and check a folder-per-class dataset.
 
 Checks happen before any training, because a bad folder found after twenty minutes of
 training is twenty minutes lost: unreadable files are listed and skipped, too-small
-classes stop the run, identical files across classes are reported, and exact copies
-are kept on one side of the split (a copy in train and test inflates the test score).
+classes stop the run, and identical files across classes are reported. Splitting it
+without leaks is ``trainer.split``'s job.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import ImageError, SightwireError
-from device.preprocess import IMAGE_SUFFIXES, InputSpec, load_fitted, load_image
-from trainer.progress import bar
+from device.images import IMAGE_SUFFIXES, load_image
+from device.preprocess import InputSpec, load_fitted
+from trainer.console import bar
 
-SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
 
@@ -171,75 +170,6 @@ def _cross_class_duplicates(ds: Dataset) -> list[list[Path]]:
     ]
 
 
-def duplicate_groups(ds: Dataset, extra: list[list[int]] | None = None) -> np.ndarray:
-    """A group id per item: identical files share one (``extra`` merges more groups).
-
-    ``extra`` lets a near-duplicate finder add groups of item indices.
-    """
-    parent = list(range(len(ds.items)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, it in enumerate(ds.items):
-        j = first.setdefault(it.sha256, i)
-        parent[find(i)] = find(j)
-    for group in extra or []:
-        for i in group[1:]:
-            parent[find(i)] = find(group[0])
-    return np.array([find(i) for i in range(len(ds.items))])
-
-
-def split(
-    ds: Dataset,
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
-    groups: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices; a duplicate group never straddles two splits.
-
-    Each class's groups are shuffled with ``seed`` and cut by the fractions, with at
-    least one group in val and test per class (so a class of 5 still gets tested).
-    A user split is kept, except that copies of a train image are moved out of test.
-    """
-    groups = duplicate_groups(ds) if groups is None else groups
-    if ds.user_split:
-        return _user_split(ds, groups)
-    rng = np.random.default_rng(seed)
-    labels = ds.labels
-    out: dict[str, list[int]] = {s: [] for s in SPLITS}
-    assigned: dict[int, str] = {}
-    for c in range(len(ds.classes)):
-        members = np.flatnonzero(labels == c)
-        # A group spanning classes is placed by its first member's class.
-        class_groups = sorted({int(g) for g in groups[members]} - set(assigned))
-        rng.shuffle(class_groups)
-        n = len(class_groups)
-        n_test = max(1, round(n * test)) if n >= 3 else 0
-        n_val = max(1, round(n * val)) if n >= 3 else 0
-        for k, g in enumerate(class_groups):
-            assigned[g] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
-    for i, g in enumerate(groups):
-        out[assigned[int(g)]].append(i)
-    return {s: np.array(sorted(v), dtype=np.int64) for s, v in out.items()}
-
-
-def _user_split(ds: Dataset, groups: np.ndarray) -> dict[str, np.ndarray]:
-    train_groups = {int(g) for it, g in zip(ds.items, groups, strict=True) if it.split == "train"}
-    out: dict[str, list[int]] = {s: [] for s in SPLITS}
-    for i, (it, g) in enumerate(zip(ds.items, groups, strict=True)):
-        side = it.split or "train"
-        if side != "train" and int(g) in train_groups:
-            side = "train"  # a copy of a training image would only inflate the score
-        out[side].append(i)
-    return {s: np.array(v, dtype=np.int64) for s, v in out.items()}
-
-
 def load_arrays(ds: Dataset, indices: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Decode and fit images to the model's size with the device's own preprocessing
     (``load_fitted``: the pixels the daemon's folder source and pipeline produce)."""
@@ -254,17 +184,3 @@ def load_arrays(ds: Dataset, indices: np.ndarray, spec: InputSpec) -> np.ndarray
 
     _map(work, list(range(len(indices))))
     return out
-
-
-def write_split(ds: Dataset, parts: dict[str, np.ndarray], path: Path, seed: int) -> None:
-    """Record the split (relative paths per side) so an evaluation can be reproduced."""
-    record = {
-        "dataset": str(ds.root),
-        "seed": seed,
-        "classes": ds.classes,
-        **{
-            side: [[ds.relative(ds.items[i]), ds.classes[ds.items[i].label]] for i in idx]
-            for side, idx in parts.items()
-        },
-    }
-    path.write_text(json.dumps(record, indent=1))

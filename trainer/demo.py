@@ -7,10 +7,15 @@ held-out photos) → a broker it starts itself → the MQTT messages printed →
 Data: a small slice of the shared NEU steel-defect photos when ``../shared`` is there
 (with the shared ImageNet weights), else drawn shapes and ``--weights imagenet``
 (downloaded once) or, failing that, ``--weights none``.
+
+``--tiny`` runs the same chain on a quarter of the photos at 96x96 with one short
+training stage, so that tests/test_demo.py can run it whole in about a minute; ``--out``
+puts the bundle elsewhere than ``demo-out/``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -27,6 +33,31 @@ from trainer.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "demo-out"
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much the demo trains: the shown size, or ``--tiny`` for a test of the chain."""
+
+    per_class: int = 40  # photos (or drawn shapes) per class
+    input_size: int = 160  # with the shared weights; 96 for the other datasets
+    fine_tune_epochs: int = 8
+    representative: int = 100
+    scratch_fine_tune_epochs: int = 30  # when training from scratch (no weights at all)
+    extra: tuple[str, ...] = ()  # further training flags
+    bench_runs: int = 20
+
+
+FULL = Size()
+TINY = Size(
+    per_class=10,
+    input_size=96,
+    fine_tune_epochs=1,
+    representative=20,
+    scratch_fine_tune_epochs=3,
+    extra=("--head-epochs", "20", "--augment-copies", "0", "--no-progress"),
+    bench_runs=5,
+)
 
 
 def shared_dir() -> Path | None:
@@ -45,7 +76,7 @@ def step(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def pick_data(work: Path) -> tuple[Path, list[str]]:
+def pick_data(work: Path, size: Size = FULL) -> tuple[Path, list[str]]:
     """A dataset folder and the training flags that suit it."""
     shared = shared_dir()
     weights = shared / "models" / "mobilenet_v2_1.0_224_no_top.weights.h5" if shared else None
@@ -54,11 +85,12 @@ def pick_data(work: Path) -> tuple[Path, list[str]]:
         data = work / "steel"
         for cls in sorted(p for p in neu.iterdir() if p.is_dir())[:4]:
             (data / cls.name).mkdir(parents=True)
-            for f in sorted(cls.iterdir())[:40]:
+            for f in sorted(cls.iterdir())[: size.per_class]:
                 shutil.copy(f, data / cls.name / f.name)
-        print(f"dataset: 4 NEU steel-defect classes x 40 photos (from {neu})")
-        return data, ["--weights", str(weights), "--input-size", "160", "--vertical-flip"]
-    data = make_dataset(work / "shapes", classes=3, per_class=40, size=96, seed=1)
+        print(f"dataset: 4 NEU steel-defect classes x {size.per_class} photos (from {neu})")
+        flags = ["--weights", str(weights), "--input-size", str(size.input_size)]
+        return data, [*flags, "--vertical-flip"]
+    data = make_dataset(work / "shapes", classes=3, per_class=size.per_class, size=96, seed=1)
     print("dataset: drawn shapes (no shared data found); ImageNet weights are downloaded once")
     return data, ["--weights", "imagenet", "--input-size", "96"]
 
@@ -91,13 +123,19 @@ def start_broker(work: Path) -> tuple[subprocess.Popen | None, int]:
     return proc, port
 
 
-def main() -> int:
-    OUT.mkdir(exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.demo", description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT, help="output folder (demo-out/)")
+    parser.add_argument("--tiny", action="store_true", help="a quick run of the same chain")
+    args = parser.parse_args(argv)
+    size = TINY if args.tiny else FULL
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sightwire-demo-"))
-    bundle = OUT / "bundle"
+    bundle = out / "bundle"
     try:
         step("1/4 train")
-        data, flags = pick_data(work)
+        data, flags = pick_data(work, size)
         proc = sightwire(
             "train",
             str(data),
@@ -105,9 +143,10 @@ def main() -> int:
             str(bundle),
             *flags,
             "--fine-tune-epochs",
-            "8",
+            str(size.fine_tune_epochs),
             "--representative",
-            "100",
+            str(size.representative),
+            *size.extra,
         )
         if proc.returncode != 0 and "--weights" in flags and "imagenet" in flags:
             print("ImageNet weights unavailable offline: training from scratch instead")
@@ -125,9 +164,10 @@ def main() -> int:
                 "--fine-tune-lr",
                 "3e-3",
                 "--fine-tune-epochs",
-                "30",
+                str(size.scratch_fine_tune_epochs),
                 "--batch-size",
                 "16",
+                *size.extra,
             )
         if proc.returncode != 0:
             return proc.returncode
@@ -200,11 +240,11 @@ def main() -> int:
             "bench",
             str(bundle),
             "--runs",
-            "20",
+            str(size.bench_runs),
             "--threads",
             "2",
             "--json",
-            str(OUT / "bench.json"),
+            str(out / "bench.json"),
         )
         if bench.returncode == 2:
             print("(bench not available in this build)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from trainer.progress import bar
+from trainer.console import bar
 
 
 def augmenter(strength: float, seed: int, vertical_flip: bool = False) -> keras.Sequential:

@@ -28,12 +28,14 @@ import keras_tuner as kt
 import numpy as np
 
 from device.errors import SightwireError
+from trainer.console import console
 from trainer.fit import FitConfig
 from trainer.model import block_starts
-from trainer.progress import console
+from trainer.stages import Trained, fit_stages
 
 if TYPE_CHECKING:
-    from trainer.training import Prepared, Stopwatch, Trained, TrainOptions
+    from trainer.options import Stopwatch, TrainOptions
+    from trainer.prepare import Prepared
 
 FINE_TUNE_BLOCKS = (1, 2, 3, 4)  # blocks 16; 15-16; 14-16; 13-16 (+ the final 1x1 conv)
 
@@ -67,8 +69,6 @@ class _Tuner(kt.Tuner):
         return cfg, cuts[FINE_TUNE_BLOCKS.index(blocks)], views
 
     def run_trial(self, trial: kt.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict:
-        from trainer.training import fit_stages
-
         start = time.perf_counter()
         cfg, cut, views = self.settings(trial.hyperparameters)
         result = fit_stages(self.prep, cfg, cut, views, quiet=True)

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from device.bundle import load_bundle, load_manifest, save_manifest
     from device.errors import SightwireError
-    from device.preprocess import fit_frame, load_image
+    from device.images import load_image
+    from device.preprocess import fit_frame
     from trainer.console import console
     from trainer.evaluate import evaluate_bundle
     from trainer.export import (

@@ -1,20 +1,16 @@
-"""What the data doctor knows of each image without a network: a small copy and file facts.
+"""What is known of each image without a network: a small copy and file facts.
 
-Every check that does not need backbone features (shortcut cues, perceptual near-duplicate
-search) works on one 64x64 RGB copy of each image, made once. It comes from the pixels the
-scan already fitted to the model's size when there are any (no second decode), else from
-the file, decoded at reduced scale (``Image.draft``: a JPEG decodes at 1/2..1/8 size for a
-fraction of the time). File facts (size, format, mode, JPEG quality) come from the file
-header alone: Pillow reads them without decoding the pixels.
-
-Thumbnails for the report are small JPEG data URIs, so ``doctor.json`` is self-contained
-and the HTML report needs no files beside it.
+Everything that does not need backbone features works on one 64x64 RGB copy of each
+image, made once: the near-duplicate search that the split depends on, and the data
+doctor's shortcut cues. It comes from the pixels the scan already fitted to the model's
+size when there are any (no second decode), else from the file, decoded at reduced scale
+(``Image.draft``: a JPEG decodes at 1/2..1/8 size for a fraction of the time). File
+facts (size, format, mode, JPEG quality) come from the file header alone: Pillow reads
+them without decoding the pixels.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from device.preprocess import load_image, to_rgb
+from device.images import to_rgb
+from trainer.console import bar
 from trainer.dataset import Dataset
-from trainer.progress import bar
 
 SMALL = 64  # side of the small copy every pixel check works on
-THUMB = 96  # longest side of a report thumbnail
 
 # The IJG (libjpeg) luminance table at quality 50, JPEG standard Annex K. Encoders that
 # take a "quality" scale it by 50/q (q < 50) or (200 - 2q)/100 (q >= 50).
@@ -120,64 +115,3 @@ def collect(ds: Dataset, show_progress: bool = True, workers: int = 4) -> ImageS
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(work, range(len(ds.items))))
     return ImageSet(small, [x for x in info if x is not None])
-
-
-def _jpeg_uri(rgb: np.ndarray, quality: int = 70) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def thumbnail_uri(source: Path | np.ndarray, side: int = THUMB) -> str:
-    """A ``data:image/jpeg;base64,...`` thumbnail, longest side ``side``, aspect kept."""
-    if isinstance(source, np.ndarray):
-        img = Image.fromarray(to_rgb(source))
-    else:
-        img = Image.fromarray(load_image(source))
-    img.thumbnail((side, side), Image.BILINEAR)
-    return _jpeg_uri(np.asarray(img))
-
-
-def heat_overlay_uri(rgb: np.ndarray, heat: np.ndarray, side: int = THUMB) -> str:
-    """The image with ``heat`` (any grid, >= 0) blended in red: where the model looked."""
-    img = Image.fromarray(to_rgb(rgb))
-    img.thumbnail((side, side), Image.BILINEAR)
-    base = np.asarray(img).astype(np.float32)
-    peak = float(heat.max())
-    norm = (heat / peak if peak > 0 else np.zeros_like(heat)).astype(np.float32)
-    mask = Image.fromarray((norm * 255).astype(np.uint8)).resize(img.size, Image.BILINEAR)
-    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0 * 0.6
-    red = np.array([255.0, 0.0, 0.0], dtype=np.float32)
-    blended = base * (1 - alpha) + red * alpha
-    return _jpeg_uri(np.clip(blended, 0, 255).astype(np.uint8))
-
-
-class Thumbnails:
-    """Image references for the report, each thumbnail encoded at most once."""
-
-    def __init__(self, ds: Dataset, enabled: bool = True) -> None:
-        self.ds = ds
-        self.enabled = enabled
-        self._cache: dict[int, str] = {}
-
-    def uri(self, index: int) -> str | None:
-        if not self.enabled:
-            return None
-        if index not in self._cache:
-            item = self.ds.items[index]
-            self._cache[index] = thumbnail_uri(item.path)
-        return self._cache[index]
-
-    def ref(self, index: int, thumb: bool = True) -> dict[str, Any]:
-        """``{"index", "path", "label", "thumb"}``: the shape of every image in the report.
-
-        ``path`` is relative to the dataset root, ``label`` is the folder's class name,
-        ``thumb`` a JPEG data URI or None (left out to keep the report small).
-        """
-        item = self.ds.items[index]
-        return {
-            "index": int(index),
-            "path": self.ds.relative(item),
-            "label": self.ds.classes[item.label],
-            "thumb": self.uri(index) if thumb else None,
-        }

@@ -9,11 +9,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from device.preprocess import InputSpec, fit_frame, load_image
+from device.images import load_image
+from device.preprocess import InputSpec, fit_frame
+from trainer.console import bar
 from trainer.dataset import Dataset
 from trainer.features import normalize
 from trainer.model import load_backbone
-from trainer.progress import bar
 
 
 def compute_features(

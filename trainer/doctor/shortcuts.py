@@ -29,8 +29,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trainer.doctor_images import FileInfo
-from trainer.doctor_stats import Score, n_folds, out_of_fold, score
+from trainer.doctor.stats import Score, n_folds, out_of_fold, score
+from trainer.image_set import FileInfo
 
 BORDER = 0.12  # the kept border, as a fraction of each side
 BINS = 8  # histogram bins per channel

@@ -1,7 +1,7 @@
 """HTML building blocks of the training report: escaping, number formats, tables, the
 page's style, and any JSON value as HTML.
 
-``report_html`` lays out the sections a bundle has; this module knows nothing about
+``trainer.report.html`` lays out the sections a bundle has; this module knows nothing about
 bundles. Its generic renderer (``render_any``) shows data whose shape nobody has fixed
 yet (a new doctor check, a search trial's extra fields) without breaking or swelling
 the page, so a new figure in ``metrics.json`` or ``doctor.json`` reaches the report

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trainer.doctor_stats import Score, n_folds, out_of_fold, score
+from trainer.doctor.stats import Score, n_folds, out_of_fold, score
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,11 @@ Exact hashes only catch byte-identical files. Two measures find the rest:
   from both images' neighbourhoods is a copy: cropped, shifted or mirrored versions
   that the pixel measures miss.
 
-Pairs become groups (connected components), to be passed to
-``trainer.dataset.duplicate_groups(ds, extra=groups)`` so the split keeps each group on
-one side.
+Pairs become groups (connected components), merged with the groups of identical files
+(same sha256) into one group id per item (``duplicate_groups``, ``copy_groups``). The split
+(``trainer.split``) keeps each group on one side; the data doctor (``trainer.doctor``)
+reports the pairs and groups and keeps each group in one fold. Both call this module, so
+neither depends on the other.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import uniform_filter
+
+from trainer.dataset import Dataset
 
 DETAIL_THRESHOLD = 0.9  # detail correlation alone
 STRUCTURE_THRESHOLD = 0.95  # structure correlation...
@@ -211,10 +215,37 @@ def components(pairs: list[Pair], n: int) -> list[list[int]]:
     return sorted(found, key=lambda g: (-len(g), g[0]))
 
 
-def side_of(parts: dict[str, np.ndarray] | None, n: int) -> list[str | None]:
-    """The split side of each item (None without a split)."""
-    sides: list[str | None] = [None] * n
-    for side, idx in (parts or {}).items():
-        for i in np.asarray(idx).tolist():
-            sides[i] = side
-    return sides
+def near_duplicate_groups(small: np.ndarray, pooled: np.ndarray | None = None) -> list[list[int]]:
+    """Groups of item indices that are copies of one another (2+ items each)."""
+    return components(find_pairs(small, pooled), len(small))
+
+
+def duplicate_groups(ds: Dataset, extra: list[list[int]] | None = None) -> np.ndarray:
+    """A group id per item: identical files share one (``extra`` merges more groups).
+
+    ``extra`` lets a near-duplicate finder add groups of item indices.
+    """
+    parent = list(range(len(ds.items)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, it in enumerate(ds.items):
+        j = first.setdefault(it.sha256, i)
+        parent[find(i)] = find(j)
+    for group in extra or []:
+        for i in group[1:]:
+            parent[find(i)] = find(group[0])
+    return np.array([find(i) for i in range(len(ds.items))])
+
+
+def copy_groups(ds: Dataset, small: np.ndarray) -> np.ndarray:
+    """A group id per item that joins identical files and near-duplicates.
+
+    ``small`` holds the items' small copies (``trainer.image_set.collect(ds).small``).
+    """
+    return duplicate_groups(ds, extra=near_duplicate_groups(small))

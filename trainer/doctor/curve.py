@@ -27,8 +27,8 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from trainer.doctor_labels import feature_model
-from trainer.doctor_stats import n_folds
+from trainer.doctor.labels import feature_model
+from trainer.doctor.stats import n_folds
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 HALF = FRACTIONS.index(0.5)

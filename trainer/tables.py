@@ -1,0 +1,58 @@
+"""The tables ``train`` prints: the dataset and its split, then the results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from trainer.console import console
+from trainer.dataset import Dataset
+
+
+def print_dataset(ds: Dataset, parts: dict[str, np.ndarray]) -> None:
+    table = Table(title=f"dataset {ds.root}")
+    for col in ("class", "images", "train", "val", "test"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    labels = ds.labels
+    for i, name in enumerate(ds.classes):
+        row = [int(np.sum(labels[parts[s]] == i)) for s in ("train", "val", "test")]
+        table.add_row(name, str(int(np.sum(labels == i))), *map(str, row))
+    console.print(table)
+    for path, why in ds.unreadable:
+        console.print(f"[yellow]skipped unreadable image[/] {path}: {why}")
+    if ds.ignored:
+        shown = ", ".join(str(p.relative_to(ds.root)) for p in ds.ignored[:5])
+        more = f" and {len(ds.ignored) - 5} more" if len(ds.ignored) > 5 else ""
+        console.print(f"[yellow]ignored {len(ds.ignored)} non-image file(s)[/]: {shown}{more}")
+    for group in ds.cross_class_duplicates:
+        rel = ", ".join(str(p.relative_to(ds.root)) for p in group)
+        console.print(f"[yellow]identical files in different classes[/]: {rel}")
+
+
+def print_results(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['evaluated_on']} split results")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    table.add_column("balanced acc.", justify="right")
+    table.add_column("worst class recall", justify="right")
+    for variant, res in report["test"].items():
+        worst = min(res["per_class"].items(), key=lambda kv: kv[1]["recall"])
+        table.add_row(
+            variant,
+            f"{res['accuracy']:.2%}",
+            f"{res['balanced_accuracy']:.2%}",
+            f"{worst[0]} {worst[1]['recall']:.2f}",
+        )
+    base = report["baseline_linear_head"]["test_accuracy"]
+    if base is not None:
+        bal = report["baseline_linear_head"].get("test_balanced_accuracy")
+        table.add_row("frozen linear head", f"{base:.2%}", f"{bal:.2%}" if bal else "", "")
+    console.print(table)
+    t = report["timings_s"]
+    console.print(
+        "time: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in t.items())
+        + f" (total {sum(t.values()):.0f}s)"
+    )
