@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from device.cli import main
-from device.verbs.run import parse_broker
 from device.config import (
     Config,
     ConfigError,
@@ -21,6 +20,7 @@ from device.config import (
     to_toml,
     validate,
 )
+from device.verbs.run import parse_broker
 
 if sys.version_info >= (3, 11):
     import tomllib
