@@ -16,7 +16,7 @@ How a frame is resized is part of the bundle's contract (``input.resize``). Bund
 trained with ``--resize area-bilinear`` ask for OpenCV's 2x2 box averaging while the
 frame is at least twice the model's size, then bilinear: on a 640x480 frame 0.25 ms of
 CPU where Pillow's antialiased bilinear (``bilinear``, the default, also ``bicubic`` and
-``nearest``) costs 2.3 ms (x86 box of the README), and the capture thread shares the
+``nearest``) costs 2.3 ms (AMD EPYC, docs/benchmarks.md), and the capture thread shares the
 cores with inference.
 
 The daemon prepares each frame once, in ``prepare``: the capture thread calls it ahead
@@ -186,8 +186,7 @@ def opencv_lut() -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """``cv2.LUT`` when OpenCV is installed, else None.
 
     It gives exactly ``np.take(table, frame)`` for a uint8 frame (contiguous or a view),
-    in under half the time: 0.045 against 0.12 ms of CPU for 224x224x3 on the x86 box
-    where the loop was measured."""
+    in under half the time: 0.045 against 0.12 ms of CPU for 224x224x3 on an AMD EPYC core."""
     cv2 = opencv()
     return None if cv2 is None else cv2.LUT
 

@@ -3,7 +3,7 @@
 paho-mqtt 2.x does the hard parts: ``connect_async`` + ``loop_start`` keep (re)connecting
 in paho's own thread with ``reconnect_delay_set`` backoff, whether the broker is down at
 start or goes away later, and ``max_queued_messages_set`` bounds what waits meanwhile.
-This wrapper adds what the contract in the README needs on top:
+This wrapper adds what the contract in docs/contracts.md needs on top:
 
 - ``status`` is retained ``online`` on every connect and the last will is ``offline``;
   a clean ``stop`` publishes ``offline`` itself (a clean disconnect fires no will);
@@ -22,7 +22,11 @@ This wrapper adds what the contract in the README needs on top:
   the broker keep our ``cmd/+`` subscription and queue QoS 1 commands while we are away;
 - a failed connection attempt is logged with its reason (refused credentials, TLS
   errors, no route) at attempts 1, 2, 4, 8, ..., while paho backs off between attempts;
-- ``<base>/cmd/<name>`` messages are handed to a callback (``device.commands``).
+- ``<base>/cmd/<name>`` messages are handed to a callback (``device.commands``), with
+  whether they came retained: a retained command is refused there, never run. The
+  empty retained message that clears one is passed on as retained too, although a
+  broker speaking MQTT 3.1.1 forwards it to a connected client without the flag: an
+  empty payload on a topic that held a retained command at this connect is that.
 
 This is the only module that speaks to paho; what each payload holds is
 ``device.messages``.
@@ -46,7 +50,7 @@ from device.messages import OFFLINE, ONLINE, dumps
 
 log = logging.getLogger(__name__)
 
-CommandCallback = Callable[[str, bytes], None]
+CommandCallback = Callable[[str, bytes, bool], None]  # name, payload, came retained
 
 
 # paho 2.2 logs these as errors when its loop runs while a connection is made or torn
@@ -71,6 +75,7 @@ def _delivered(info: mqtt.MQTTMessageInfo) -> bool:
 
 
 _AUTH_HINT = "check mqtt.username and mqtt.password"
+RETAINED_TOPICS = 64  # command topics remembered as holding a retained message
 HEADROOM = 64  # paho queue room kept for status, discovery and latest-value messages
 
 
@@ -147,6 +152,7 @@ class Publisher:
         self._latest: dict[str, str] = {}  # retained latest-value topics → payload
         self._infos: dict[str, mqtt.MQTTMessageInfo] = {}
         self._pending: deque[tuple[str, str]] = deque()  # QoS>0 messages while offline
+        self._retained_commands: set[str] = set()  # names that came retained at this connect
         self._failed_attempts = 0
         self._refused = False
         self._timer: threading.Timer | None = None
@@ -226,6 +232,7 @@ class Publisher:
             self.cfg.host,
             self.cfg.port,
         )
+        self._retained_commands.clear()  # the broker sends those it still holds again
         client.subscribe(self.topic("cmd/+"), qos=1)
         client.publish(self.topic("status"), ONLINE, qos=self.qos, retain=True)
         if self.cfg.discovery:
@@ -294,9 +301,23 @@ class Publisher:
         if name == "result" or self.on_command is None:
             return  # our own replies come back on cmd/+
         try:
-            self.on_command(name, msg.payload)
+            self.on_command(name, msg.payload, self._came_retained(name, msg))
         except Exception:  # a command must never take paho's thread down
             log.exception("mqtt: command %r failed", name[:64])
+
+    def _came_retained(self, name: str, msg: mqtt.MQTTMessage) -> bool:
+        """Whether ``msg`` is a retained command or the empty message that clears one."""
+        known = self._retained_commands
+        if msg.retain:
+            if msg.payload and len(known) < RETAINED_TOPICS:
+                known.add(name)
+            elif not msg.payload:
+                known.discard(name)
+            return True
+        if not msg.payload and name in known:  # the clearing, forwarded without its flag
+            known.discard(name)
+            return True
+        return False
 
     # --- publishing (any thread) -----------------------------------------------------
 

@@ -5,7 +5,7 @@ password; sources that raise, hang or deliver frames no model can take; broken m
 files; fuzzed command payloads and config files; a soak run of ``sightwire run`` with
 its memory and file descriptors sampled. The figures each test measures (what was
 lost, how often the daemon retried) are printed (``pytest -s``) and collected in
-``<pytest basetemp>/robust-figures.json``; the README's fault table quotes them.
+``<pytest basetemp>/robust-figures.json``; docs/faults.md quotes them.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def test_what_paho_does_with_messages_published_while_disconnected(
 def test_events_wait_while_offline_newest_kept_and_online_always_goes_first(
     tmp_path, mosquitto_binary, figures
 ):
-    """paho's own queue would refuse the next ``online`` once full (seen before the fix):
+    """paho's own queue would refuse the next ``online`` once full (pinned below):
     the publisher keeps the newest ``max_queued`` events itself."""
     from device.config import MqttConfig
     from device.publisher import Publisher

@@ -60,7 +60,7 @@ def cpu_model() -> str:
 # The SIMD extensions that decide how fast int8 runs against float: XNNPACK's int8
 # kernels gain most from dot-product instructions (x86 VNNI, ARM ``asimddp``), which a CPU
 # without them lacks, so int8 can be faster than float on one machine and slower on the
-# next (README, "Benchmarks").
+# next (docs/benchmarks.md).
 SIMD_FLAGS = (
     "sse4_2",
     "avx2",
