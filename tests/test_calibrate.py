@@ -99,10 +99,10 @@ def test_without_any_run_that_keeps_the_precision_the_fallback_is_0_9():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_the_promise_holds_on_the_validation_data_it_came_from(seed):
-    """Random scores, right more often when confident: at the global threshold the
-    predictions kept are right at least ``target`` of the time, and one step lower (the
-    next score down) they no longer would be; the reported coverages are the shares
-    really kept."""
+    """Random scores, right more often when confident: at the written global threshold
+    (4 decimals, compared with raw scores as the device does) the predictions kept are
+    right at least ``target`` of the time, and at any lower written value they no longer
+    would be; the reported coverages are the shares the device really keeps."""
     rng = np.random.default_rng(seed)
     n, classes, target = 200, 4, 0.9
     logits = rng.normal(size=(n, classes)) * rng.uniform(0.5, 4, (n, 1))
@@ -112,25 +112,47 @@ def test_the_promise_holds_on_the_validation_data_it_came_from(seed):
     y = np.where(right, pred, (pred + 1) % classes)
     got = thresholds(probs, y, LABELS[:classes], target_precision=target)
     t = got["global_threshold"]
+    written = np.unique(np.floor(score * 1e4) / 1e4)  # every value a record could hold
     if t is None:
-        assert np.all(np.cumsum(right[np.argsort(-score)]) / np.arange(1, n + 1) < target)
+        for v in written:
+            assert right[score >= v].mean() < target
         exact = 0.9
     else:
-        exact = score[np.argmin(np.abs(score - t))]  # the record rounds to 4 places
-        kept = score >= exact
-        assert right[kept].mean() >= target
-        for lower in score[score < exact]:  # any lower threshold falls short
+        assert t == round(t, 4)
+        assert right[score >= t].mean() >= target
+        for lower in written[written < t - 1e-12]:  # any lower threshold falls short
             assert right[score >= lower].mean() < target
+        exact = t
     suggested = got["suggested_threshold"]
     assert 0.3 <= suggested <= 0.95
     assert suggested == round(float(np.clip(exact, 0.3, 0.95)), 4)
-    # Coverage is counted at the unrounded threshold (the record's value is rounded).
-    assert got["coverage_at_suggested"] == np.mean(score >= np.clip(exact, 0.3, 0.95))
+    assert got["coverage_at_suggested"] == np.mean(score >= suggested)
     for c, name in enumerate(LABELS[:classes]):
         entry = got["per_class"][name]
         mine = pred == c
         assert entry["predicted"] == int(mine.sum())
         if entry["threshold"] is not None:
-            exact = score[mine][np.argmin(np.abs(score[mine] - entry["threshold"]))]
-            assert right[mine & (score >= exact)].mean() >= target
-            assert entry["coverage"] == pytest.approx(np.mean(score[mine] >= exact))
+            kept = mine & (score >= entry["threshold"])
+            assert right[kept].mean() >= target
+            assert entry["coverage"] == pytest.approx(kept.sum() / mine.sum())
+
+
+def test_tied_scores_are_kept_or_dropped_together():
+    """A saturated softmax gives many exact 1.0s: a cut inside a tie would promise a
+    precision the device (which keeps every tied score) does not get."""
+    rows = [(1.0, 0, True), (1.0, 1, False), (1.0, 0, True), (0.9, 1, True)]
+    probs, y = _case(rows)
+    got = thresholds(probs, y, LABELS)
+    assert got["global_threshold"] is None  # 2/3 at >= 1.0, 3/4 at >= 0.9: never 0.95
+
+
+def test_the_written_threshold_keeps_what_the_coverage_says():
+    """Scores between two 4-decimal values: the written threshold is the floored one, so
+    the device at that value keeps exactly the predictions counted."""
+    rows = [(0.87655, 0, True), (0.87655, 1, True), (0.5, 0, False)]
+    probs, y = _case(rows)
+    got = thresholds(probs, y, LABELS)
+    assert got["global_threshold"] == 0.8765
+    assert got["coverage_at_suggested"] == pytest.approx(2 / 3)
+    kept = probs.max(axis=1) >= got["suggested_threshold"]
+    assert kept.sum() == 2

@@ -11,17 +11,36 @@ from typing import Any
 
 import numpy as np
 
+DECIMALS = 4  # the threshold is written with 4 decimals; the device compares against that
+
+
+def on_grid(scores: np.ndarray) -> np.ndarray:
+    """Scores floored to the threshold's 4 decimals.
+
+    For a threshold T written with 4 decimals, ``score >= T`` holds exactly when the
+    floored score is ``>= T``: choosing T among floored scores makes the precision and
+    coverage computed here the ones the device gets with the written value.
+    """
+    scale = 10**DECIMALS
+    return np.floor(np.asarray(scores, dtype=np.float64) * scale + 1e-9) / scale
+
 
 def _lowest_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> float | None:
-    """Smallest t such that predictions with score >= t are right at least ``target``."""
-    order = np.argsort(-scores)
+    """Smallest t such that predictions with score >= t are right at least ``target``.
+
+    A cut can only fall where the score drops: with tied scores (a saturated softmax
+    gives many exact 1.0s) every tied prediction is in or out together.
+    """
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
     hits = np.cumsum(correct[order])
     precision = hits / np.arange(1, len(order) + 1)
-    ok = np.flatnonzero(precision >= target)
+    ends = np.append(ranked[:-1] > ranked[1:], True)  # last of each run of equal scores
+    ok = np.flatnonzero((precision >= target) & ends)
     if not len(ok):
         return None
     # The largest prefix that keeps the precision: its last score is the threshold.
-    return float(scores[order][ok[-1]])
+    return float(ranked[ok[-1]])
 
 
 def thresholds(
@@ -32,7 +51,7 @@ def thresholds(
     ``coverage`` is the share of validation images that would still get a label.
     """
     pred = probs.argmax(axis=1)
-    score = probs.max(axis=1)
+    score = on_grid(probs.max(axis=1))
     correct = pred == y_true
     per_class = {}
     for c, name in enumerate(labels):
