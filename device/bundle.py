@@ -1,8 +1,8 @@
 """The bundle, both ways: written by the trainer, loaded by the device (and the tools).
 
-A bundle is a directory (or a ``.zip`` of one) with ``manifest.json`` (see the README's
-contracts), ``labels.txt`` and the model files. This module is the one place that knows
-that format: ``write_bundle``/``save_manifest`` write it (the trainer calls them), and
+A bundle is a directory (or a ``.zip`` of one) with ``manifest.json`` (see
+docs/contracts.md), ``labels.txt`` and the model files. This module is the one place that
+knows that format: ``write_bundle``/``save_manifest`` write it (the trainer calls them), and
 ``load_bundle`` reads it back, so the two sides cannot drift apart. ``load_bundle`` also
 takes what other tools hand over: a bare ``.tflite`` (labels from ``labels.txt`` beside
 it, preprocessing from the model's own input tensor) or a Teachable Machine export.
@@ -44,6 +44,11 @@ TEACHABLE_FILES = {
     "float": "model_unquant.tflite",
 }
 _INDEXED_LABEL = re.compile(r"^(\d+)\s+(.*\S)\s*$")
+# The largest model input a bundle may have (width x height). An image classifier takes
+# 96-512 px; a manifest or model that claims more is refused before an interpreter
+# allocates its tensors: Coral's int8 MobileNetV2 with its input made 1024x1024 takes
+# 150 MB at load, 4096x4096 1.1 GB, 20000x20000 would take tens of GB.
+MAX_INPUT_PIXELS = 1024 * 1024
 
 
 def sha256_file(path: str | Path) -> str:
@@ -123,8 +128,32 @@ class Bundle:
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Load any of the accepted forms; ``verify`` checks manifest hashes."""
-    path = Path(path).expanduser()
+    """Load any of the accepted forms; ``verify`` checks manifest hashes. The model
+    input of the manifest and of every model file is checked against
+    ``MAX_INPUT_PIXELS`` here, before anything builds an interpreter."""
+    bundle = _load(Path(path).expanduser(), verify)
+    if bundle.spec is not None:
+        check_input_size(bundle.root / MANIFEST, bundle.spec.width, bundle.spec.height)
+    for model in bundle.models.values():
+        size = tflite_input_size(model)
+        if size is not None:
+            check_input_size(model, *size)
+    return bundle
+
+
+def check_input_size(where: Path, width: int, height: int) -> None:
+    """A ``BundleError`` for a model input that is empty or over ``MAX_INPUT_PIXELS``."""
+    if width < 1 or height < 1:
+        raise BundleError(f"{where}: model input {width}x{height} is empty")
+    if width * height > MAX_INPUT_PIXELS:
+        raise BundleError(
+            f"{where}: model input {width}x{height} is over the limit of "
+            f"{MAX_INPUT_PIXELS} pixels (an image classifier takes 96-512 px a side); "
+            "not loaded"
+        )
+
+
+def _load(path: Path, verify: bool) -> Bundle:
     if not path.exists():
         raise BundleError(f"model not found: {path}")
     if path.is_file() and path.suffix.lower() == ".zip":
@@ -141,7 +170,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             except BundleError:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        return load_bundle(_bundle_root(dest, path), verify)
+        return _load(_bundle_root(dest, path), verify)
     if path.is_file():
         if path.suffix.lower() != ".tflite":
             raise BundleError(f"{path}: expected a bundle directory, a .zip or a .tflite file")
@@ -160,7 +189,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         return Bundle(path.name, path, "teachable", read_labels(path / LABELS), teachable)
     tflites = sorted(path.glob("*.tflite"))
     if len(tflites) == 1:
-        return load_bundle(tflites[0], verify)
+        return _load(tflites[0], verify)
     if not tflites:
         raise BundleError(f"{path}: no manifest.json and no .tflite model inside")
     raise BundleError(f"{path}: several .tflite files and no manifest.json; name one file")
@@ -177,47 +206,97 @@ def tflite_variant(path: Path) -> str:
     A bare file has no manifest to say which it is, and a float model named "int8" would
     be refused by ``variant: float`` and mislabelled in ``stats`` and ``bench``. Read from
     the flatbuffer (Model.subgraphs[0].tensors[*].type) without building an interpreter;
-    a file that cannot be read this way is called "int8", as before, and the runtime
+    a file that cannot be read this way is called "int8", and the runtime
     gives the clear error when it loads it."""
     try:
-        data = path.read_bytes()
-        types = _tensor_types(data)
+        types = _tensor_types(_FlatModel(path.read_bytes()))
     except (OSError, IndexError, struct.error):
         return "int8"
     return "int8" if not types or _QUANTIZED_TYPES & types else "float"
 
 
-def _tensor_types(data: bytes) -> set[int]:
-    """The ``type`` field of every tensor of subgraph 0, by FlatBuffers' layout: a table
+def tflite_input_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a .tflite's first input tensor, read from the flatbuffer
+    without building an interpreter (which allocates every tensor at that size); None
+    when the file cannot be read this way (the runtime then gives the clear error)."""
+    try:
+        flat = _FlatModel(path.read_bytes())
+        shape = _input_shape(flat)
+    except (OSError, IndexError, struct.error):
+        return None
+    return (shape[2], shape[1]) if shape is not None and len(shape) == 4 else None
+
+
+class _FlatModel:
+    """Just enough of FlatBuffers' layout to read a TFLite model's tensors: a table
     starts with an offset back to its vtable, whose entries give each field's position."""
 
-    def field(table: int, index: int) -> int | None:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def field(self, table: int, index: int) -> int | None:
+        data = self.data
         vtable = table - struct.unpack_from("<i", data, table)[0]
         if 4 + 2 * index >= struct.unpack_from("<H", data, vtable)[0]:
             return None  # field absent: an older writer
         offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
         return table + offset if offset else None
 
-    def deref(pos: int) -> int:
-        return pos + struct.unpack_from("<I", data, pos)[0]
+    def deref(self, pos: int) -> int:
+        return pos + struct.unpack_from("<I", self.data, pos)[0]
 
-    def vector(pos: int) -> list[int]:
-        start = deref(pos)
-        count = struct.unpack_from("<I", data, start)[0]
-        return [deref(start + 4 + 4 * i) for i in range(count)]
+    def tables(self, pos: int) -> list[int]:
+        """The tables of the vector at ``pos``."""
+        start = self.deref(pos)
+        count = struct.unpack_from("<I", self.data, start)[0]
+        return [self.deref(start + 4 + 4 * i) for i in range(count)]
 
-    model = deref(0)
-    subgraphs = field(model, 2)  # Model: version, operator_codes, subgraphs
-    if subgraphs is None:
-        return set()
-    tensors = field(vector(subgraphs)[0], 0)  # SubGraph: tensors
+    def table_at(self, pos: int, index: int) -> int:
+        """Table ``index`` of the vector at ``pos`` (``IndexError`` when there is none)."""
+        start = self.deref(pos)
+        if not 0 <= index < struct.unpack_from("<I", self.data, start)[0]:
+            raise IndexError(f"tensor {index} out of range")
+        return self.deref(start + 4 + 4 * index)
+
+    def ints(self, pos: int, limit: int = 16) -> list[int] | None:
+        """The int32 vector at ``pos``; None when longer than ``limit`` (no tensor shape
+        or input list of an image model is; a hostile file must not make us loop)."""
+        start = self.deref(pos)
+        count = struct.unpack_from("<I", self.data, start)[0]
+        if count > limit:
+            return None
+        return list(struct.unpack_from(f"<{count}i", self.data, start + 4))
+
+    def subgraph(self) -> int | None:
+        subgraphs = self.field(self.deref(0), 2)  # Model: version, operator_codes, subgraphs
+        return None if subgraphs is None else self.tables(subgraphs)[0]
+
+
+def _tensor_types(flat: _FlatModel) -> set[int]:
+    """The ``type`` field of every tensor of subgraph 0."""
+    graph = flat.subgraph()
+    tensors = None if graph is None else flat.field(graph, 0)  # SubGraph: tensors
     if tensors is None:
         return set()
     types = set()
-    for tensor in vector(tensors):
-        pos = field(tensor, 1)  # Tensor: shape, type
-        types.add(struct.unpack_from("<b", data, pos)[0] if pos is not None else 0)
+    for tensor in flat.tables(tensors):
+        pos = flat.field(tensor, 1)  # Tensor: shape, type
+        types.add(struct.unpack_from("<b", flat.data, pos)[0] if pos is not None else 0)
     return types  # an absent type is FLOAT32 (0), the schema's default
+
+
+def _input_shape(flat: _FlatModel) -> list[int] | None:
+    """The shape of subgraph 0's first input tensor (``[1, H, W, C]`` for an image)."""
+    graph = flat.subgraph()
+    inputs = None if graph is None else flat.field(graph, 1)  # SubGraph: tensors, inputs
+    tensors = None if graph is None else flat.field(graph, 0)
+    if inputs is None or tensors is None:
+        return None
+    first = flat.ints(inputs)
+    if not first:
+        return None
+    shape = flat.field(flat.table_at(tensors, first[0]), 0)  # Tensor: shape
+    return None if shape is None else flat.ints(shape)
 
 
 def load_manifest(root: Path) -> dict[str, Any]:

@@ -17,6 +17,13 @@ state, so handlers need no locks. Every command gets exactly one final
 ``{"command", "ok", "error"}`` reply; a handler that needs time (a trigger waiting for
 frames, an update downloading) returns ``DEFERRED`` and replies later.
 
+A retained message (the broker kept it and hands it to every new subscription: each
+start and reconnect) is never executed: commands are acts, not state, and a retained
+``cmd/pause`` would pause the daemon at every start, forever. It is answered ok:false
+with how to clear it (an empty retained message to that topic) and logged once per
+topic; the clearing message itself gets no reply (``device.publisher`` says which
+messages came retained).
+
 ``cmd/update`` hands the download and checks to ``device.ota.Updater`` (its own thread);
 the worker thread only loads the model it installed, like ``cmd/reload``.
 """
@@ -46,6 +53,7 @@ from device.trigger import Shot, TriggerMode
 log = logging.getLogger(__name__)
 
 LOG_PER_MINUTE = 10  # refused commands logged per minute; a flood must not fill the journal
+RETAINED_TOPICS = 64  # retained command topics remembered (each logged once); then rate-limited
 DEFERRED = object()  # a handler's "I will call reply() myself"
 Reply = Callable[..., None]  # (command, ok, error, **extra), as Publisher.publish_result
 
@@ -107,8 +115,10 @@ class CommandRouter:
         max_bytes: int = 65536,
         max_pending: int = 32,
         on_submit: Callable[[], None] | None = None,
+        base_topic: str = "",
     ):
         self.reply = reply
+        self.base_topic = base_topic  # ``<prefix>/<device_id>``, for the topic in replies
         self.allowed = None if allowed is None else set(allowed)
         self.max_bytes = max_bytes
         self.on_submit = on_submit
@@ -117,6 +127,7 @@ class CommandRouter:
         self.rejected = 0
         self._pending: queue.Queue[Command] = queue.Queue(max_pending)
         self._log_window = (0.0, 0)  # start, refusals logged in it: a flood logs 10 a minute
+        self._retained: set[str] = set()  # command names that came retained (logged once)
 
     def register(
         self,
@@ -132,6 +143,10 @@ class CommandRouter:
 
     def _refuse(self, name: str, error: str) -> None:
         self.rejected += 1
+        self._log_refusal(name, error)
+        self.reply(name, False, error)
+
+    def _log_refusal(self, name: str, error: str) -> None:
         now = time.monotonic()
         start, logged = self._log_window
         if now - start > 60:
@@ -142,12 +157,39 @@ class CommandRouter:
         self._log_window = (start, logged)
         if logged <= LOG_PER_MINUTE:
             log.info("command %s refused: %s", name, error)
-        self.reply(name, False, error)
 
-    def submit(self, name: str, payload: bytes) -> None:
-        """Check and queue one incoming command (paho's thread: cheap checks only)."""
+    def _refuse_retained(self, name: str, shown: str, payload: bytes) -> None:
+        """A retained message on ``cmd/<name>``: answered, never run (see the module doc)."""
+        if not payload:  # the clearing itself: nothing to do, nothing to answer
+            if name in self._retained:
+                log.info("cmd/%s: the retained message is cleared", shown)
+            self._retained.discard(name)
+            return
+        self.rejected += 1
+        topic = f"{self.base_topic}/cmd/{shown}" if self.base_topic else f"cmd/{shown}"
+        error = (
+            "retained message not executed: commands are acts, not state; clear it by "
+            f"publishing an empty retained message to {topic} (mosquitto_pub -r -n -t '{topic}')"
+        )
+        if name in self._retained:
+            pass  # logged when it first came; it comes again at every (re)connect
+        elif len(self._retained) < RETAINED_TOPICS:
+            self._retained.add(name)
+            log.warning("%s: %s", topic, error)
+        else:
+            self._log_refusal(shown, error)
+        self.reply(shown, False, error)
+
+    def submit(self, name: str, payload: bytes, retained: bool = False) -> None:
+        """Check and queue one incoming command (paho's thread: cheap checks only).
+
+        ``retained``: a retained message, or the empty one that clears it; answered (the
+        clearing is not), never run."""
         self.received += 1
         shown = printable_name(name)
+        if retained:
+            self._refuse_retained(name, shown, payload)
+            return
         entry = self.handlers.get(name)
         limit = entry.max_bytes if entry is not None and entry.max_bytes else self.max_bytes
         if len(payload) > limit:
@@ -236,7 +278,9 @@ class Commands:
         self.wake = wake
         config = daemon.config
         mq = config.mqtt
-        self.router = CommandRouter(reply, mq.commands, mq.max_command_bytes, on_submit=wake)
+        self.router = CommandRouter(
+            reply, mq.commands, mq.max_command_bytes, on_submit=wake, base_topic=mq.base_topic
+        )
         self.trigger = TriggerMode()
         self.updater = Updater(
             Path(config.model.path),
@@ -407,8 +451,21 @@ class Commands:
         return DEFERRED
 
     def _finish_update(self, done: Installed) -> None:
-        """Worker thread: load what the updater made current, or switch back."""
+        """Worker thread: load what the updater made current, or switch back. The same
+        bundle as the running one (``done.unchanged``) switched nothing: no reload."""
         try:
+            if done.unchanged:
+                log.info("update: %s is already installed", done.version)
+                self.reply(
+                    "update",
+                    True,
+                    None,
+                    model=self.daemon.inference.model_id,
+                    version=done.version,
+                    previous=None,
+                    note="already installed",
+                )
+                return
             try:
                 new = open_model(self.daemon.config.model)
             except Exception as exc:

@@ -91,6 +91,10 @@ class SourceConfig(_Strict):
     width: Annotated[int, Field(ge=16, le=8192)] | None = None
     height: Annotated[int, Field(ge=16, le=8192)] | None = None
     roi: Roi | None = None
+    # Image files (folder source) whose header gives more pixels than this are skipped
+    # without being decoded: a 48 KB PNG may claim 20000x20000, which decodes to 1.2 GB.
+    # 0: no limit. The default is device.images.MAX_PIXELS.
+    max_pixels: Annotated[int, Field(ge=0)] = 50_000_000
     reopen_min_s: Annotated[float, Field(gt=0)] = 1.0
     reopen_max_s: Annotated[float, Field(gt=0)] = 30.0
     # A single open() or read() of the source that has not returned after this long is a

@@ -10,10 +10,17 @@ Files are decoded by OpenCV where it gives Pillow's pixels: whole JPEG and BMP f
 tests/test_preprocess_parity.py), at about a quarter of the CPU for a 640x480 JPEG and a
 twentieth for a BMP, because Pillow's hand-over of a decoded image to numpy alone costs
 about 2 ms there. Everything else goes through Pillow, whose errors are the clear ones.
+
+A file's pixel count is read from its header before anything is decoded, and a file
+over ``max_pixels`` (``MAX_PIXELS`` unless told, ``source.max_pixels`` in the daemon) is
+an ``ImageTooLarge`` error: a 48 KB PNG or a 700-byte JPEG may claim 20000x20000, and
+decoding it would take 1.2 GB (OpenCV decodes whatever a header says; Pillow's own
+limit, 179 megapixels, is far beyond what a Pi has room for).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -27,6 +34,29 @@ from device.errors import ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 OPENCV_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # decoded by OpenCV where it gives Pillow's pixels
+# Well above any camera (a Pi HQ camera gives 12 MP) and well below memory trouble:
+# decoded to RGB, 50 MP take 150 MB, for which a Pi 4 with 2 GB still has room.
+MAX_PIXELS = 50_000_000
+# What Pillow raises for a file it cannot decode; beyond 179 MP (its own limit, which a
+# ``max_pixels`` set higher would reach) it raises DecompressionBombError as it opens one.
+_PILLOW_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+# Pillow warns (two lines on stderr) about files of 89-179 MP as it opens them; every
+# file read here is checked against ``max_pixels`` right after, in one line of its own.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class ImageTooLarge(ImageError):
+    """An image whose header gives more pixels than the limit: refused, never decoded."""
+
+
+def check_size(path: str | Path, width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise ``ImageTooLarge`` (one line, with the size) when ``width x height`` is over
+    ``max_pixels``; 0 or less means no limit."""
+    if max_pixels > 0 and width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{path}: {width}x{height} is {width * height / 1e6:.3g} megapixels, over the "
+            f"{max_pixels / 1e6:g}-megapixel limit; not decoded"
+        )
 
 
 @cache
@@ -43,22 +73,24 @@ def opencv() -> ModuleType | None:
     return cv2
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file to an RGB ``uint8`` array (HxWx3), honouring EXIF rotation.
 
     Whole JPEG and BMP files are decoded by OpenCV where it is installed (see the module
     doc); everything else, and any file OpenCV's path does not take (a truncated one, a
-    CMYK JPEG), goes through Pillow."""
-    rgb = opencv_decode(path)
+    CMYK JPEG), goes through Pillow. Either way a file over ``max_pixels`` is refused
+    from its header (``ImageTooLarge``)."""
+    rgb = opencv_decode(path, max_pixels)
     if rgb is not None:
         return rgb
-    with decoded(path) as img:
+    with decoded(path, max_pixels) as img:
         return to_rgb(img)
 
 
-def opencv_decode(path: str | Path) -> np.ndarray | None:
+def opencv_decode(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
     """A whole grey or colour JPEG, or a whole BMP, decoded by OpenCV (RGB); None to let
-    Pillow decode the file (or refuse it)."""
+    Pillow decode the file (or refuse it). ``ImageTooLarge`` when its header gives more
+    than ``max_pixels``: OpenCV would allocate whatever the header says."""
     cv2 = opencv()
     if cv2 is None or Path(path).suffix.lower() not in OPENCV_SUFFIXES:
         return None  # not read here, so a PNG is read once, by Pillow
@@ -66,26 +98,32 @@ def opencv_decode(path: str | Path) -> np.ndarray | None:
         data = Path(path).read_bytes()
     except OSError:
         return None  # Pillow raises the ImageError that names the problem
-    if not (_whole_jpeg(data) or _whole_bmp(data)):
+    size = _whole_jpeg(data) or _whole_bmp(data)
+    if size is None:
         return None
+    check_size(path, *size, max_pixels)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         return None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _whole_jpeg(data: bytes) -> bool:
-    """A grey or colour JPEG that ends with its end-of-image marker. A half-written file
-    is left to Pillow, which refuses it where libjpeg fills the rest with grey; a CMYK
-    one too, whose colours decoders convert differently."""
+def _whole_jpeg(data: bytes) -> tuple[int, int] | None:
+    """Width and height of a grey or colour JPEG that ends with its end-of-image marker;
+    None for any other file. A half-written file is left to Pillow, which refuses it
+    where libjpeg fills the rest with grey; a CMYK one too, whose colours decoders
+    convert differently."""
     if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
-        return False
-    return _jpeg_components(data) in (1, 3)
+        return None
+    frame = _jpeg_frame(data)
+    if frame is None or frame[0] not in (1, 3):
+        return None
+    return frame[1], frame[2]
 
 
-def _jpeg_components(data: bytes) -> int | None:
-    """The component count of a JPEG's frame header (SOFn), found by walking the marker
-    segments before it; None when the header is not where the format puts it."""
+def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """Components, width and height from a JPEG's frame header (SOFn), found by walking
+    the marker segments before it; None when the header is not where the format puts it."""
     i = 2
     while i + 9 < len(data) and data[i] == 0xFF:
         marker = data[i + 1]
@@ -93,26 +131,60 @@ def _jpeg_components(data: bytes) -> int | None:
             i += 1
             continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return data[i + 9]
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return data[i + 9], width, height
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
 
 
-def _whole_bmp(data: bytes) -> bool:
-    """A BMP at least as long as the size its header gives."""
-    if data[:2] != b"BM" or len(data) < 14:
-        return False
-    return len(data) >= int.from_bytes(data[2:6], "little")
+def _whole_bmp(data: bytes) -> tuple[int, int] | None:
+    """Width and height of a BMP at least as long as the size its header gives; None for
+    any other file."""
+    if data[:2] != b"BM" or len(data) < int.from_bytes(data[2:6], "little"):
+        return None
+    return _bmp_size(data)
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a BMP's info header; None when it has none (too short, or an
+    OS/2 BITMAPCOREHEADER with 16-bit sizes: left to Pillow)."""
+    if len(data) < 26 or int.from_bytes(data[14:18], "little") < 40:
+        return None
+    width = int.from_bytes(data[18:22], "little", signed=True)
+    height = int.from_bytes(data[22:26], "little", signed=True)  # negative: top-down
+    return abs(width), abs(height)
+
+
+def _header_size(path: str | Path) -> tuple[int, int] | None:
+    """Width and height from the header of a PNG, JPEG or BMP file; None for another
+    format or a header that is not where the format puts it."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 18)  # a JPEG's frame header may follow 64 KB segments
+    except OSError:
+        return None
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        frame = _jpeg_frame(data)
+        return None if frame is None else (frame[1], frame[2])
+    return _bmp_size(data) if data[:2] == b"BM" else None
 
 
 @contextmanager
-def decoded(path: str | Path) -> Iterator[Image.Image]:
-    """The opened, decoded and upright image; any decoding failure is an ``ImageError``."""
+def decoded(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """The opened, decoded and upright image; any decoding failure is an ``ImageError``,
+    a header that gives more than ``max_pixels`` an ``ImageTooLarge`` (``Image.open``
+    reads only the header: nothing is decoded before the check)."""
     try:
         with Image.open(path) as img:
+            check_size(path, *img.size, max_pixels)
             ImageOps.exif_transpose(img, in_place=True)  # no copy when upright already
             yield img
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:  # Image.open's own check came first
+        raise _over_pillows_limit(path, max_pixels) from None
+    except _PILLOW_ERRORS as exc:
         raise ImageError(f"{path}: cannot decode image ({exc})") from exc
 
 
@@ -136,3 +208,19 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 4:  # RGBA / RGBX
         return arr[:, :, :3]
     raise ImageError(f"frame shape {arr.shape} is not an image")
+
+
+def _over_pillows_limit(path: str | Path, max_pixels: int) -> ImageTooLarge:
+    """Pillow's decompression-bomb error, raised as it opens a file of more than twice
+    ``Image.MAX_IMAGE_PIXELS`` (179 MP), in the words of ``check_size``."""
+    size = _header_size(path)
+    if size is not None:
+        try:
+            check_size(path, *size, max_pixels)
+        except ImageTooLarge as exc:
+            return exc
+    shown = f"{size[0]}x{size[1]}" if size else "it"
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+    return ImageTooLarge(
+        f"{path}: {shown} is over Pillow's {limit:.0f}-megapixel limit; not decoded"
+    )

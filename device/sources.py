@@ -28,7 +28,7 @@ import numpy as np
 
 from device.config import Roi, SourceConfig
 from device.errors import ImageError, SightwireError, log_this_time, one_line
-from device.images import IMAGE_SUFFIXES, load_image, to_rgb
+from device.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageTooLarge, load_image, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,24 @@ class Source(Protocol):
 
 
 class FolderSource:
-    """Image files of one folder in name order; the list is re-read at each pass."""
+    """Image files of one folder in name order; the list is re-read at each pass.
+
+    A file that cannot be used (corrupt, half-written, over ``max_pixels``, or one that
+    trips a decoder in a way nobody foresaw) is skipped within the same ``read``, so it
+    costs no frame slot, and logged once: one bad file must never fail the source, whose
+    reopen would start the folder again from its first file and never reach the next."""
 
     paced = True
 
-    def __init__(self, path: str | Path, loop: bool = True):
+    def __init__(self, path: str | Path, loop: bool = True, max_pixels: int = MAX_PIXELS):
         self.path = Path(path)
         self.loop = loop
+        self.max_pixels = max_pixels
         self.name = f"folder {self.path}"
+        self.skipped = 0  # files skipped, counted at every pass
         self._files: list[Path] = []
         self._index = 0
-        self._bad: set[Path] = set()  # corrupt files already logged
+        self._bad: set[Path] = set()  # files already logged as unusable
 
     def open(self) -> None:
         if not self.path.is_dir():
@@ -122,14 +129,26 @@ class FolderSource:
             path = self._files[self._index]
             self._index += 1
             try:
-                return load_image(path)
-            except ImageError as exc:
-                if path not in self._bad:
-                    self._bad.add(path)
-                    log.warning("%s; skipped", exc)
+                return load_image(path, self.max_pixels)
+            except Exception as exc:  # this file only: the next one may be fine
+                self._skip(path, exc)
                 failed += 1
                 if failed >= len(self._files):
                     raise SourceError(f"{self.name}: none of the images can be decoded") from None
+
+    def _skip(self, path: Path, exc: Exception) -> None:
+        self.skipped += 1
+        if path in self._bad:
+            return
+        self._bad.add(path)
+        if isinstance(exc, ImageTooLarge):
+            log.warning("%s; skipped (source.max_pixels sets the limit)", exc)
+        elif isinstance(exc, ImageError):
+            log.warning("%s; skipped", exc)
+        else:
+            log.warning(
+                "%s: cannot decode image (%s: %s); skipped", path, type(exc).__name__, one_line(exc)
+            )
 
     def close(self) -> None:
         self._files = []
@@ -247,7 +266,7 @@ def make_source(cfg: SourceConfig) -> Source:
         assert cfg.path is not None  # the schema guarantees it
         if not cfg.path.is_dir():
             raise SourceError(f"source.path {cfg.path} is not a folder")
-        return FolderSource(cfg.path, cfg.loop)
+        return FolderSource(cfg.path, cfg.loop, cfg.max_pixels)
     if cfg.kind == "opencv":
         target: int | str
         if cfg.device is not None:

@@ -8,7 +8,7 @@ import sys
 
 from device.classifier import Classifier
 from device.errors import SightwireError
-from device.images import load_image
+from device.images import MAX_PIXELS, load_image
 
 HELP = "Classify image files with a bundle, a .tflite (labels.txt beside it) or a TM export."
 
@@ -25,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="refuse image files whose header gives more pixels, without decoding them "
+        f"(default {MAX_PIXELS}; 0: no limit)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            probs = clf.classify(load_image(path))
+            probs = clf.classify(load_image(path, args.max_pixels))
         except SightwireError as exc:
             print(f"sightwire classify: {exc}", file=sys.stderr)
             failed += 1
