@@ -501,6 +501,7 @@ def vm_hwm_mb(pid: int) -> float:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
+@pytest.mark.slow  # about a minute: two daemon runs with every hostile input
 @pytest.mark.mqtt
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_daemon_peak_memory_under_hostile_files_and_commands_and_a_restart(
