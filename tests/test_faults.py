@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 
 from device.bundle import sha256_file
 from device.cli import main
-from device.commands import LOG_PER_MINUTE, printable_name
 from device.config import COMMANDS, Config, ConfigError, InferenceConfig, load_config
 from device.images import load_image
 from device.pipeline import Pipeline
+from device.router import LOG_PER_MINUTE, printable_name
 from tests.conftest import REFERENCE_MODEL as MODEL
 from tests.mqtt_helpers import Broker, Recorder
 from tests.test_daemon import (
