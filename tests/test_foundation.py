@@ -38,6 +38,8 @@ DOCUMENTED_VERBS = (
     "run",
     "classify",
     "bench",
+    "pull",
+    "review",
 )
 
 

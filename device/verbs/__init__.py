@@ -11,4 +11,7 @@ SUMMARIES = {
     "classify": "classify image files with a bundle",
     "bench": "benchmark the models of a bundle and the camera loop",
     "deploy": "copy a bundle to a Pi over SSH and reload it",
+    "pull": "fetch kept frames from a Pi (or a folder) into an inbox",
+    "review": "label kept frames in a local web page, into a dataset",
+    "fleet": "see every station on a broker; roll a bundle out to many",
 }

@@ -1,0 +1,287 @@
+"""``sightwire pull HOST-or-DIR --inbox DIR``: fetch the frames a device kept.
+
+Why each step is the way it is (layout: docs/contracts.md, "Kept frames"):
+
+1. **List with checksums on the device**: ``sha256sum`` of every ``<id>.jpg`` and
+   ``<id>.json`` in the store, computed there (one ssh call). Only ids whose sidecar
+   exists count; names starting with ``.`` are writes in progress and never touched.
+2. **Copy** those pairs with the system's ``rsync`` over the same SSH options as
+   ``sightwire deploy`` (``device.remote``), into ``INBOX/.incoming/<source>/``, so a
+   half copy is never in the inbox.
+3. **Verify here**: size and sha256 of both files against the device's listing. A pair
+   that does not match stays on the device and is listed; the next pull tries again.
+4. **Move** the intact pairs into ``INBOX/<source>/`` (the sidecar last, so a review
+   running meanwhile sees a pair only when it is whole), then **remove them on the
+   device**, the ``.jpg`` before the ``.json`` as the contract asks, and only them.
+
+A sidecar that is not the expected JSON or a JPEG that does not decode arrived intact
+all the same: it moves to the inbox, is listed in one line, and ``sightwire review``
+lists it again; it is removed from the device like the rest, where it would only be
+listed at every pull. A folder (a copied SD card, a mounted share) is pulled the same
+way, with the checksums computed here before the copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from device.errors import SightwireError, one_line
+from device.remote import Remote, call
+from device.review.frames import SidecarError, frame_of, jpeg_problem
+
+HELP = (
+    "Fetch the frames a device kept (over SSH with rsync, or from a folder) into an inbox, "
+    "verify each by sha256 and remove it from the device only once it arrived intact."
+)
+log = logging.getLogger(__name__)
+
+DEFAULT_REMOTE_DIR = "/var/lib/sightwire/kept"
+INCOMING = ".incoming"
+# [user@]host or an ~/.ssh/config alias; never an option (a leading "-").
+_HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
+_SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
+# What a kept frame's file may be called: no shell, rsync or xargs needs quoting here.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*(?:\.[A-Za-z0-9_+-]+)*\.(?:jpg|json)$")
+_LIST = (
+    "cd -- {dir} 2>/dev/null || exit 3; command -v sha256sum >/dev/null || exit 5; "
+    'for f in *.jpg *.json; do [ -f "$f" ] && printf \'%s\\n\' "$f"; done '
+    "| xargs -r sha256sum --; true"
+)
+
+
+class PullError(SightwireError):
+    """A pull that cannot start or whose transport failed; the device keeps its frames."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        metavar="HOST-or-DIR",
+        help="the device ([user@]host or an ~/.ssh/config alias), or a folder of kept frames",
+    )
+    parser.add_argument("--inbox", required=True, help="where frames land, under INBOX/<source>/")
+    parser.add_argument(
+        "--remote-dir",
+        default=DEFAULT_REMOTE_DIR,
+        help=f"the kept-frame store on the device (keep.path; default {DEFAULT_REMOTE_DIR})",
+    )
+    parser.add_argument(
+        "--ssh-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an ssh -o option, e.g. Port=2222 or IdentityFile=~/.ssh/pi (repeatable)",
+    )
+    parser.add_argument(
+        "--no-remove",
+        action="store_true",
+        help="copy and verify, but leave the frames on the device (or in the folder)",
+    )
+
+
+@dataclass
+class Report:
+    pulled: list[str] = field(default_factory=list)  # ids
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)  # one line each
+    left: list[str] = field(default_factory=list)  # ids left at the source, with why
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_listing(text: str) -> dict[str, str]:
+    """``sha256sum`` output → file name → sha256, for names a kept frame may have."""
+    sums = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and _NAME.match(name):
+            sums[name] = digest
+    return sums
+
+
+def complete_ids(sums: dict[str, str]) -> list[str]:
+    """Ids with both files listed: a ``.jpg`` alone is a write in progress."""
+    return sorted(n[:-5] for n in sums if n.endswith(".json") and f"{n[:-5]}.jpg" in sums)
+
+
+class FolderSource:
+    """Kept frames in a local folder: listed and hashed here, copied with shutil."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.name = folder.resolve().name or "folder"
+
+    def listing(self) -> dict[str, str]:
+        names = (p.name for p in self.folder.iterdir() if p.is_file())
+        return {n: sha256_of(self.folder / n) for n in names if _NAME.match(n)}
+
+    def fetch(self, names: list[str], staging: Path) -> None:
+        for name in names:
+            try:
+                shutil.copyfile(self.folder / name, staging / name)
+            except OSError as exc:
+                log.warning("could not copy %s: %s", name, one_line(exc))
+
+    def remove(self, names: list[str]) -> None:
+        for name in names:
+            (self.folder / name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        pass
+
+
+class SshSource:
+    """Kept frames on a device: listed with ``sha256sum`` there, copied with rsync."""
+
+    def __init__(self, host: str, remote_dir: str, ssh_opts: list[str]):
+        self.host = host
+        self.dir = remote_dir
+        self.name = host.rpartition("@")[2]
+        self._control = tempfile.TemporaryDirectory(prefix="sightwire-ssh-")
+        control = None if os.name == "nt" else Path(self._control.name)
+        self.remote = Remote(host, ssh_opts, control)
+
+    def listing(self) -> dict[str, str]:
+        result = call(self.remote.ssh(_LIST.format(dir=shlex.quote(self.dir))))
+        if result.returncode == 3:
+            raise PullError(f"{self.host}:{self.dir}: no such folder (keep.path; --remote-dir)")
+        if result.returncode == 5:
+            raise PullError(f"sha256sum is missing on {self.host} (coreutils)")
+        if result.returncode != 0:
+            raise PullError(f"listing {self.host}:{self.dir} failed: {result.last_line()}")
+        return parse_listing(result.stdout)
+
+    def fetch(self, names: list[str], staging: Path) -> None:
+        argv = [
+            "rsync", "-t", "--files-from=-", "-e", shlex.join(["ssh", *self.remote.opts]),
+            f"{self.host}:{self.dir}/", f"{staging}/",
+        ]  # fmt: skip
+        result = call(argv, stdin="".join(f"{n}\n" for n in names))
+        # 23/24: some files failed or vanished (evicted meanwhile): verification tells.
+        if result.returncode not in (0, 23, 24):
+            raise PullError(f"copying from {self.host} failed: {result.last_line()}")
+
+    def remove(self, names: list[str]) -> None:
+        command = f"cd -- {shlex.quote(self.dir)} && xargs -r rm -f --"
+        result = call(self.remote.ssh(command), stdin="".join(f"{n}\n" for n in names))
+        if result.returncode != 0:
+            raise PullError(
+                f"frames copied and verified, but removing them on {self.host} failed: "
+                f"{result.last_line()} (the next pull skips what the inbox has)"
+            )
+
+    def close(self) -> None:
+        if os.name != "nt":
+            call(self.remote.close())
+        self._control.cleanup()
+
+
+def _problem(dest: Path, frame_id: str) -> str | None:
+    jpeg, sidecar = dest / f"{frame_id}.jpg", dest / f"{frame_id}.json"
+    try:
+        frame_of(dest, jpeg, sidecar)
+    except (SidecarError, OSError) as exc:
+        return f"{sidecar}: malformed sidecar: {one_line(exc)}"
+    why = jpeg_problem(jpeg)
+    return f"{jpeg}: {why}" if why else None
+
+
+def land(
+    ids: Iterable[str], sums: dict[str, str], staging: Path, dest: Path, report: Report
+) -> list[str]:
+    """Verify the staged pairs and move the intact ones into ``dest``; returns their ids."""
+    landed = []
+    for frame_id in ids:
+        names = [f"{frame_id}.jpg", f"{frame_id}.json"]
+        bad = [n for n in names if not (staging / n).is_file() or sha256_of(staging / n) != sums[n]]
+        if bad:
+            report.left.append(f"{frame_id}: did not arrive intact ({', '.join(bad)})")
+            continue
+        clash = [n for n in names if (dest / n).exists() and sha256_of(dest / n) != sums[n]]
+        if clash:
+            report.left.append(f"{frame_id}: {dest / clash[0]} exists with other content")
+            continue
+        for name in names:  # the sidecar last: a pair is whole once its .json is there
+            report.bytes += (staging / name).stat().st_size
+            os.replace(staging / name, dest / name)
+        landed.append(frame_id)
+        problem = _problem(dest, frame_id)
+        if problem:
+            report.problems.append(problem)
+    return landed
+
+
+def pull(source: FolderSource | SshSource, inbox: Path, remove: bool) -> Report:
+    report = Report()
+    sums = source.listing()
+    ids = complete_ids(sums)
+    dest = inbox / source.name
+    staging = inbox / INCOMING / source.name
+    if not ids:
+        return report
+    staging.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    source.fetch([n for i in ids for n in (f"{i}.jpg", f"{i}.json")], staging)
+    report.pulled = land(ids, sums, staging, dest, report)
+    if remove and report.pulled:
+        # Every .jpg before any .json: a pair without its sidecar no longer counts.
+        source.remove([f"{i}.jpg" for i in report.pulled] + [f"{i}.json" for i in report.pulled])
+    shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def source_of(args: argparse.Namespace) -> FolderSource | SshSource:
+    folder = Path(args.source).expanduser()
+    if folder.is_dir():
+        return FolderSource(folder)
+    if "/" in args.source or not _HOST.match(args.source):
+        raise PullError(f"{args.source!r}: neither a folder here nor [user@]host")
+    remote = args.remote_dir.rstrip("/")
+    if not _REMOTE_PATH.match(remote) or not remote or ".." in remote.split("/"):
+        raise PullError(f"--remote-dir {args.remote_dir!r}: expected an absolute path")
+    for opt in args.ssh_opt:
+        if not _SSH_OPTION.match(opt):
+            raise PullError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
+    if not shutil.which("ssh") or not shutil.which("rsync"):
+        raise PullError("pull needs ssh and rsync here (apt install openssh-client rsync)")
+    return SshSource(args.source, remote, args.ssh_opt)
+
+
+def run(args: argparse.Namespace) -> int:
+    inbox = Path(args.inbox).expanduser()
+    source = source_of(args)
+    try:
+        inbox.mkdir(parents=True, exist_ok=True)
+        report = pull(source, inbox, remove=not args.no_remove)
+    except OSError as exc:
+        raise PullError(f"{inbox}: {one_line(exc)}") from None
+    finally:
+        source.close()
+    for line in report.problems:
+        print(f"unusable: {line}")
+    for line in report.left:
+        print(f"left on the device: {line}")
+    where = "left in place (--no-remove)" if args.no_remove else "removed there"
+    print(
+        f"pulled {len(report.pulled)} frame(s) ({report.bytes / (1 << 20):.1f} MiB) from "
+        f"{source.name} into {inbox / source.name}, {where}; {len(report.problems)} unusable, "
+        f"{len(report.left)} left on the device"
+    )
+    return 1 if report.left else 0

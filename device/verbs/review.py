@@ -1,0 +1,91 @@
+"""``sightwire review INBOX --data DATA_DIR``: label kept frames in a local web page.
+
+The command serves a page (bound to 127.0.0.1 unless ``--host`` says otherwise) showing
+the inbox's kept frames as a grid, grouped by what the model said and why the device
+kept them, most uncertain first; keys 1..9 put the selected frame into a class of
+DATA_DIR, ``d`` discards it, ``u`` undoes the last action. What each action does to the
+files and the provenance log is ``device.review.labelling``; files the page cannot use
+are listed on it and here, once, at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import webbrowser
+from pathlib import Path
+
+from device.errors import SightwireError
+from device.review.labelling import PROVENANCE, Labeller
+from device.review.server import ReviewServer
+
+HELP = (
+    "Label kept frames (from `sightwire pull`) in a local web page: keys 1..9 move a frame "
+    "into a class folder of DATA_DIR, d discards, u undoes; a provenance log records each."
+)
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inbox", help="folder of kept frames (<id>.jpg + <id>.json), e.g. from pull"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA_DIR",
+        help=f"the dataset: one folder per class; labelled frames move there, {PROVENANCE} "
+        "records where each came from",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on (default 127.0.0.1: this machine only; anyone who can "
+        "reach another address and has the printed link can move files)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: any free one)")
+    parser.add_argument(
+        "--no-browser", action="store_true", help="print the address, do not open a browser"
+    )
+    parser.add_argument(
+        "--who", default=None, help="labeller's name in the provenance log (default: login name)"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port < 65536:
+        raise SightwireError(f"--port {args.port}: not a port number")
+    labeller = Labeller(Path(args.inbox), Path(args.data), args.who)
+    found = labeller.scan()
+    for problem in found.problems:
+        print(f"cannot use {problem}")
+    try:
+        server = ReviewServer(labeller, args.host, args.port)
+    except OSError as exc:
+        raise SightwireError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
+    if not _loopback(args.host):
+        log.warning(
+            "serving on %s: other machines that reach it can label with the link", args.host
+        )
+    keys = ", ".join(f"{i + 1} {name}" for i, name in enumerate(labeller.classes[:9]))
+    print(f"{len(found.frames)} frame(s) to label, {len(found.problems)} unusable; classes: {keys}")
+    print(f"review at {server.url}  (Ctrl-C to stop)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0

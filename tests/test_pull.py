@@ -1,0 +1,203 @@
+"""`sightwire pull`: kept frames from a folder and over a real sshd on the loopback.
+
+The frames are real JPEGs with sidecars as docs/contracts.md ("Kept frames") writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_deploy import REPO, Sshd, sshd  # noqa: F401 - the fixture, reused
+
+MODEL_SHA = "5d3137241276" + "0" * 52
+
+
+def keep_frame(
+    folder: Path,
+    frame_id: str,
+    top: list[tuple[str, float]],
+    reasons: list[str] | None = None,
+    operator_label: str | None = None,
+    label: str = "unknown",
+) -> Path:
+    """One kept frame as the device writes it: <id>.jpg, then <id>.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    seed = sum(frame_id.encode())
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / f"{frame_id}.jpg", quality=90)
+    sidecar = {
+        "format": 1, "id": frame_id, "image": f"{frame_id}.jpg",
+        "ts": "2026-11-22T10:00:00.123Z", "device": "cam1", "frame": 1542,
+        "reasons": reasons or ["below_threshold"], "operator_label": operator_label,
+        "label": label, "candidate": label, "threshold": 0.62,
+        "top": [{"label": name, "score": score} for name, score in top],
+        "smoothed_top": [], "model": {"sha256": MODEL_SHA, "name": "caps", "variant": "int8"},
+        "width": 64, "height": 48,
+    }  # fmt: skip
+    (folder / f"{frame_id}.json").write_text(json.dumps(sidecar))
+    return folder / f"{frame_id}.jpg"
+
+
+def fill_store(store: Path) -> None:
+    """Two good frames, a malformed sidecar, a JPEG that does not decode, a write in
+    progress and a .jpg whose sidecar is not written yet."""
+    keep_frame(store, "20261122T100000123Z-000001", [("ok", 0.48), ("defect", 0.45)])
+    keep_frame(store, "20261122T100001000Z-000002", [("defect", 0.70), ("ok", 0.20)])
+    keep_frame(store, "20261122T100002000Z-000003", [("ok", 0.5)])
+    (store / "20261122T100002000Z-000003.json").write_text("{not json")
+    keep_frame(store, "20261122T100003000Z-000004", [("ok", 0.5)])
+    (store / "20261122T100003000Z-000004.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (store / ".tmp-20261122T100004000Z-000005.jpg").write_bytes(b"half")
+    keep_frame(store, "20261122T100005000Z-000006", [("ok", 0.5)])
+    (store / "20261122T100005000Z-000006.json").unlink()
+
+
+def sightwire(*args: str) -> subprocess.CompletedProcess:
+    code = (
+        "import sys\nfrom device.cli import main\nrc = main(sys.argv[1:])\n"
+        "assert 'tensorflow' not in sys.modules\nsys.exit(rc)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def check_pulled(store: Path, landed: Path, proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pulled = sorted(p.name for p in landed.iterdir())
+    assert pulled == [
+        f"20261122T10000{i}{t}Z-00000{n}.{ext}"
+        for i, t, n in [(0, "123", 1), (1, "000", 2), (2, "000", 3), (3, "000", 4)]
+        for ext in ("jpg", "json")
+    ]
+    # Removed at the source only what arrived; the write in progress and the lone .jpg stay.
+    assert sorted(p.name for p in store.iterdir()) == [
+        ".tmp-20261122T100004000Z-000005.jpg",
+        "20261122T100005000Z-000006.jpg",
+    ]
+    unusable = [ln for ln in proc.stdout.splitlines() if ln.startswith("unusable: ")]
+    assert len(unusable) == 2, proc.stdout
+    assert any("000003.json: malformed sidecar: not JSON" in ln for ln in unusable)
+    assert any("000004.jpg: does not decode" in ln for ln in unusable)
+    assert "pulled 4 frame(s)" in proc.stdout.splitlines()[-1]
+    assert "2 unusable, 0 left on the device" in proc.stdout
+    assert not list((landed.parent / ".incoming").rglob("*.j*"))
+
+
+def test_pull_from_a_folder(tmp_path: Path):
+    store, inbox = tmp_path / "kept", tmp_path / "inbox"
+    fill_store(store)
+    before = (store / "20261122T100000123Z-000001.jpg").read_bytes()
+    proc = sightwire("pull", str(store), "--inbox", str(inbox))
+    check_pulled(store, inbox / "kept", proc)
+    assert (inbox / "kept" / "20261122T100000123Z-000001.jpg").read_bytes() == before
+    # A second pull finds nothing new and says so.
+    again = sightwire("pull", str(store), "--inbox", str(inbox))
+    assert again.returncode == 0 and "pulled 0 frame(s)" in again.stdout
+
+
+def test_pull_no_remove_leaves_the_source(tmp_path: Path):
+    store, inbox = tmp_path / "kept", tmp_path / "inbox"
+    keep_frame(store, "20261122T100000123Z-000001", [("ok", 0.48)])
+    proc = sightwire("pull", str(store), "--inbox", str(inbox), "--no-remove")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(store.iterdir())) == 2 and len(list((inbox / "kept").iterdir())) == 2
+
+
+def test_pull_leaves_a_frame_that_differs_from_one_in_the_inbox(tmp_path: Path):
+    store, inbox = tmp_path / "kept", tmp_path / "inbox"
+    keep_frame(store, "20261122T100000123Z-000001", [("ok", 0.48)])
+    keep_frame(inbox / "kept", "20261122T100000123Z-000001", [("ok", 0.9)])
+    proc = sightwire("pull", str(store), "--inbox", str(inbox))
+    assert proc.returncode == 1
+    assert "left on the device: 20261122T100000123Z-000001:" in proc.stdout
+    assert len(list(store.iterdir())) == 2  # nothing removed
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--", "-oProxyCommand=x"], "neither a folder here nor [user@]host"),
+        (["pi", "--remote-dir", "relative"], "--remote-dir 'relative'"),
+        (["pi", "--ssh-opt", "nonsense"], "--ssh-opt 'nonsense'"),
+    ],
+)
+def test_pull_rejects_bad_arguments_in_one_line(tmp_path: Path, args, message):
+    proc = sightwire("pull", "--inbox", str(tmp_path / "inbox"), *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_pull_over_ssh_verifies_and_removes_on_the_device(sshd: Sshd, tmp_path: Path):  # noqa: F811
+    store, inbox = tmp_path / "pi-kept", tmp_path / "inbox"
+    fill_store(store)
+    opts = [x for opt in sshd.ssh_opts for x in ("--ssh-opt", opt)]
+    proc = sightwire("pull", sshd.host, "--remote-dir", str(store), "--inbox", str(inbox), *opts)
+    check_pulled(store, inbox / "127.0.0.1", proc)
+
+
+def test_pull_over_ssh_explains_a_missing_store(sshd: Sshd, tmp_path: Path):  # noqa: F811
+    opts = [x for opt in sshd.ssh_opts for x in ("--ssh-opt", opt)]
+    proc = sightwire(
+        "pull", sshd.host, "--remote-dir", str(tmp_path / "nope"), "--inbox", str(tmp_path), *opts
+    )
+    assert proc.returncode != 0
+    assert "no such folder" in proc.stderr, proc.stderr
+
+
+def test_a_copy_that_does_not_match_stays_on_the_device(tmp_path: Path):
+    from device.verbs.pull import Report, land, sha256_of
+
+    store, staging, dest = tmp_path / "kept", tmp_path / "staging", tmp_path / "inbox"
+    keep_frame(store, "a", [("ok", 0.4)])
+    keep_frame(store, "b", [("ok", 0.4)])
+    sums = {p.name: sha256_of(p) for p in store.iterdir()}
+    shutil.copytree(store, staging)
+    dest.mkdir()
+    jpeg = staging / "b.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:-10])  # truncated on the way
+    report = Report()
+    assert land(["a", "b"], sums, staging, dest, report) == ["a"]
+    assert report.left == ["b: did not arrive intact (b.jpg)"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.jpg", "a.json"]
+
+
+def test_frames_the_daemons_store_wrote_are_pulled_and_readable(tmp_path: Path):
+    """The device's own writer (device.keep_store) on one side, pull and review's reader
+    on the other: the layout they share is the contract, not a copy of it in a test."""
+    from device.config import KeepConfig
+    from device.keep_store import KeepStore, Pending
+    from device.review.frames import scan
+
+    folder, inbox = tmp_path / "kept", tmp_path / "inbox"
+    store = KeepStore(KeepConfig(enabled=True, path=folder, queue=10))
+    store.start()
+    ids = []
+    for i in range(3):
+        item_id = store.next_id()
+        sidecar = {
+            "format": 1, "id": item_id, "image": f"{item_id}.jpg", "ts": "2026-11-22T10:00:00.123Z",
+            "device": "cam7", "reasons": ["below_threshold"], "operator_label": None,
+            "label": None, "candidate": None, "top": [{"label": "ok", "score": 0.3 + i / 10}],
+            "smoothed_top": None, "model": {"sha256": MODEL_SHA, "name": "caps", "variant": "int8"},
+        }  # fmt: skip
+        pixels = np.random.default_rng(i).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+        assert store.submit(Pending(item_id, pixels, sidecar))
+        ids.append(item_id)
+    store.stop()
+    proc = sightwire("pull", str(folder), "--inbox", str(inbox))
+    assert proc.returncode == 0 and "0 unusable" in proc.stdout, proc.stdout + proc.stderr
+    assert list(folder.iterdir()) == []
+    found = scan(inbox)
+    assert found.problems == []
+    assert sorted(f.jpeg.stem for f in found.frames) == ids
+    assert {f.device for f in found.frames} == {"cam7"}
+    assert {f.said for f in found.frames} == {"ok"}  # no label yet: the top class
