@@ -1,6 +1,6 @@
 """Commands in over MQTT (``<base>/cmd/<name>``) → handlers, and one reply each.
 
-``Commands``: the seven handlers, the end of an update, and trigger mode's shots (armed
+``Commands``: the eight handlers, the end of an update, and trigger mode's shots (armed
 by ``cmd/classify`` or on an interval, cancelled, answered). The table, its checks and
 the queue are ``device.router``'s. Neither imports the pipeline: they act on it through
 ``Daemon``, the parts of it they need.
@@ -24,6 +24,7 @@ from device.classifier import Classifier, open_model
 from device.config import Config, InferenceConfig, validate
 from device.errors import one_line
 from device.inference import Inference
+from device.keep import Keeper, KeepError
 from device.ota import Installed, Updater
 from device.outbox import Outbox
 from device.router import DEFERRED, Command, CommandError, CommandRouter, Handler, Reply
@@ -42,10 +43,11 @@ class Daemon(Protocol):
     capture: Capture
     inference: Inference
     outbox: Outbox
+    keeper: Keeper
 
 
 class Commands:
-    """The seven commands and trigger mode; all of it runs in the worker thread, except
+    """The eight commands and trigger mode; all of it runs in the worker thread, except
     ``router.submit`` (paho's thread) and the updater's download (its own thread)."""
 
     def __init__(
@@ -84,6 +86,7 @@ class Commands:
             "reload": self._reload,
             "classify": self._classify,
             "set": self._set,
+            "keep": self._keep,
         }
         for name, handler in table.items():
             self.router.register(name, handler)
@@ -173,6 +176,8 @@ class Commands:
         self.daemon.outbox.snapshot(latest.image)
 
     def _pause(self, cmd: Command) -> None:
+        if cmd.text.strip().upper() == "OFF":  # Home Assistant's switch, turned off
+            return self._resume(cmd)
         self.daemon.paused = True
         self.daemon.capture.pause()
 
@@ -222,6 +227,19 @@ class Commands:
         daemon.config = daemon.config.model_copy(update={"inference": settings})
         self.trigger.schedule(time.monotonic(), settings)
         log.info("settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+
+    def _keep(self, cmd: Command) -> Any:
+        """Keep the newest frame for retraining, with the operator's label if given (a
+        payload that is not a JSON object, like a Home Assistant button's, is ignored)."""
+        label = None
+        if cmd.text.lstrip().startswith("{"):
+            label = cmd.json_object('{"label": "defect"}').get("label")
+        try:
+            kept = self.daemon.keeper.operator(label)
+        except KeepError as exc:
+            raise CommandError(str(exc)) from None
+        self.reply("keep", True, None, id=kept)
+        return DEFERRED
 
     def _update(self, cmd: Command) -> Any:
         """Start an update (the gate in paho's thread already took the one slot)."""

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from device.errors import SightwireError
+from device.secrets import resolve_secret
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,7 +38,7 @@ else:  # pragma: no cover - Python 3.10
 
 # Every command the daemon knows; ``mqtt.commands`` may only name these. ``update``
 # (over-the-air bundle update) is answered "disabled" unless ``mqtt.allow_update``.
-COMMANDS = ("snapshot", "pause", "resume", "reload", "classify", "set", "update")
+COMMANDS = ("snapshot", "pause", "resume", "reload", "classify", "set", "keep", "update")
 MASK = "***"
 _TOPIC_UNSAFE = re.compile(r"[#+\x00]")
 
@@ -124,7 +126,7 @@ class InferenceConfig(_Strict):
     """Post-processing and mode; these are also the keys ``cmd/set`` may change at runtime."""
 
     threshold: Annotated[float, Field(ge=0, le=1)] | None = None  # None: manifest, else 0
-    unknown_label: Annotated[str, Field(min_length=1, max_length=100)] = "unknown"
+    unknown_label: Annotated[str, Field(min_length=1, max_length=100)] = "uncertain"
     top_k: Annotated[int, Field(ge=1, le=100)] = 3
     smoothing: Literal["none", "mean", "ema"] = "mean"
     window: Annotated[int, Field(ge=1, le=1000)] = 5  # frames averaged by "mean"
@@ -141,13 +143,23 @@ class TlsConfig(_Strict):
     cert: Path | None = None
     key: Path | None = None
     key_password: SecretStr | None = None
+    key_password_file: Path | None = None  # or read from this file (device.secrets)
+    key_password_env: str | None = None  # or from this environment variable
     insecure: bool = False  # do not check the broker's host name (self-signed test brokers)
+    _key_password: SecretStr | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check(self) -> TlsConfig:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together")
+        self._key_password = resolve_secret(
+            "key_password", self.key_password, self.key_password_file, self.key_password_env
+        )
         return self
+
+    def key_password_value(self) -> str | None:
+        """The key's password from whichever source the config names."""
+        return self._key_password.get_secret_value() if self._key_password else None
 
     @property
     def active(self) -> bool:
@@ -163,6 +175,9 @@ class MqttConfig(_Strict):
     client_id: Annotated[str, Field(min_length=1)] | None = None  # default: sightwire-<device_id>
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = None  # or read from this file (device.secrets)
+    password_env: str | None = None  # or from this environment variable
+    _password: SecretStr | None = PrivateAttr(default=None)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 60
     qos: Literal[0, 1, 2] = 1
@@ -188,6 +203,17 @@ class MqttConfig(_Strict):
     max_command_bytes: Annotated[int, Field(ge=16, le=1 << 20)] = 65536
     reconnect_min_s: Annotated[int, Field(ge=1)] = 1
     reconnect_max_s: Annotated[int, Field(ge=1)] = 60
+
+    @model_validator(mode="after")
+    def _resolve_password(self) -> MqttConfig:
+        self._password = resolve_secret(
+            "password", self.password, self.password_file, self.password_env
+        )
+        return self
+
+    def password_value(self) -> str | None:
+        """The broker password from whichever source the config names."""
+        return self._password.get_secret_value() if self._password else None
 
     @field_validator("prefix", "discovery_prefix")
     @classmethod
@@ -223,11 +249,33 @@ class MqttConfig(_Strict):
         return f"{self.prefix}/{self.device_id}"
 
 
+class KeepConfig(_Strict):
+    """Kept frames (``device.keep``): what the model was unsure of, saved for retraining.
+    Off by default: it writes to the SD card."""
+
+    enabled: bool = False
+    path: Path = Path("/var/lib/sightwire/kept")
+    below_threshold: bool = True  # the frame's own top score under the threshold
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.1  # top-1 minus top-2 under it; 0: off
+    flicker_changes: Annotated[int, Field(ge=0, le=1000)] = 3  # 0: off
+    flicker_frames: Annotated[int, Field(ge=2, le=10_000)] = 30
+    sample_every: Annotated[int, Field(ge=0, le=10_000_000)] = 500  # 1 in N at random; 0: off
+    max_files: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
+    max_mb: Annotated[float, Field(gt=0)] = 500.0
+    per_minute: Annotated[int, Field(ge=0, le=600)] = 6  # SD cards wear; cmd/keep not limited
+    queue: Annotated[int, Field(ge=1, le=1000)] = 8
+    quality: Annotated[int, Field(ge=10, le=100)] = 90
+    top_k: Annotated[int, Field(ge=1, le=100)] = 5
+    drift_window: Annotated[int, Field(ge=1, le=100_000)] = 500
+    rescan_s: Annotated[float, Field(gt=0)] = 60.0
+
+
 class Config(_Strict):
     model: ModelConfig
     source: SourceConfig = Field(default_factory=SourceConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    keep: KeepConfig = Field(default_factory=KeepConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")
@@ -322,6 +370,9 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
             parts.append(f"{name}: unknown key{hint}")
             continue
         message = err["msg"].removeprefix("Value error, ")
+        key, sep, rest = message.partition(": ")
+        if sep and key.endswith(("_file", "_env")) and key.isidentifier():
+            name, message = f"{name}.{key}", rest  # a secret source: name its own key
         secret = bool(loc) and loc[-1] in {"password", "key_password"}
         if err["type"] == "missing":
             message = "required but not set"

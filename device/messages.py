@@ -8,7 +8,8 @@ Topics live under ``<prefix>/<device_id>``:
 - ``stats``: ``stats()``, every ``stats_interval_s``;
 - ``snapshot``: ``snapshot()``, a JPEG of the frame;
 - ``cmd/result``: ``result()``, one final reply per command (plus progress for updates);
-- Home Assistant discovery: ``discovery()``.
+- ``paused`` (retained): ``ON`` / ``OFF``, the state of Home Assistant's pause switch;
+- Home Assistant discovery: ``device.discovery``, which points at the topics above.
 
 The loop decides *when* to send (``device.pipeline``), the transport *how*
 (``device.publisher``); *what* is sent is here, so the contract is read in one file.
@@ -18,15 +19,12 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from device import __version__
-from device.config import MqttConfig
 from device.postprocess import Decision
 
 ONLINE = "online"
@@ -44,7 +42,13 @@ def utc_now() -> str:
 
 
 def state(
-    decision: Decision, *, frame: int, inference_s: float, latency_s: float, model: str
+    decision: Decision,
+    *,
+    frame: int,
+    inference_s: float,
+    latency_s: float,
+    model: str,
+    drift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The published label and what it rests on. ``frame``: frames classified so far;
     ``inference_s``: the model's time on the newest frame; ``latency_s``: from its capture
@@ -60,6 +64,7 @@ def state(
             "total": round(latency_s * 1000, 3),
         },
         "model": model,
+        **({"drift": drift} if drift is not None else {}),  # device.drift
     }
 
 
@@ -97,10 +102,13 @@ def stats(
     events: int,
     update: str,
     mqtt_dropped: int | None = None,
+    bundle: str | None = None,
+    drift: dict[str, Any] | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The loop's figures: ``fps``, ``latency_ms``, ``inference_ms`` and
     ``dropped_interval`` since the previous stats, the counters since start;
-    ``mqtt_dropped`` only when there is a broker."""
+    ``mqtt_dropped`` only when there is a broker; ``bundle``: ``bundle_version``."""
     payload: dict[str, Any] = {
         "ts": utc_now(),
         "fps": round(fps, 2),
@@ -124,8 +132,14 @@ def stats(
         "events": events,
         "update": update,
     }
+    if bundle is not None:
+        payload["bundle"] = bundle
     if mqtt_dropped is not None:
         payload["mqtt_dropped"] = mqtt_dropped
+    if drift is not None:  # device.drift
+        payload["drift"] = drift
+    if keep is not None:  # device.keep, only with keep.enabled
+        payload["keep"] = keep
     return payload
 
 
@@ -142,40 +156,8 @@ def snapshot(image: np.ndarray, quality: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def discovery(cfg: MqttConfig) -> list[tuple[str, str]]:
-    """Home Assistant MQTT discovery, as (topic, payload) pairs: a label sensor and a
-    score sensor, both available while ``<base>/status`` is ``online``."""
-    uid = re.sub(r"[^A-Za-z0-9_-]", "_", cfg.device_id)
-    base = cfg.base_topic
-    device = {
-        "identifiers": [f"sightwire_{uid}"],
-        "name": f"sightwire {cfg.device_id}",
-        "manufacturer": "sightwire",
-        "model": "sightwire camera",
-        "sw_version": __version__,
-    }
-    common = {
-        "availability_topic": f"{base}/status",
-        "payload_available": ONLINE,
-        "payload_not_available": OFFLINE,
-        "device": device,
-    }
-    label = {
-        "name": "Label",
-        "unique_id": f"sightwire_{uid}_label",
-        "state_topic": f"{base}/label",
-        "json_attributes_topic": f"{base}/state",
-        "icon": "mdi:eye",
-        **common,
-    }
-    score = {
-        "name": "Score",
-        "unique_id": f"sightwire_{uid}_score",
-        "state_topic": f"{base}/state",
-        "value_template": "{{ value_json.score }}",
-        "state_class": "measurement",
-        "icon": "mdi:gauge",
-        **common,
-    }
-    prefix = f"{cfg.discovery_prefix}/sensor/{uid}"
-    return [(f"{prefix}_label/config", dumps(label)), (f"{prefix}_score/config", dumps(score))]
+def bundle_version(name: str, manifest: dict[str, Any]) -> str:
+    """The running bundle as a person names it: its name and, when the manifest has
+    one, when it was trained (``caps 2026-11-22T10:00:00Z``)."""
+    created = manifest.get("created")
+    return f"{name} {created}" if isinstance(created, str) and created else name

@@ -31,6 +31,7 @@ from device.commands import Commands
 from device.config import Config, InferenceConfig
 from device.errors import ErrorLog, one_line
 from device.inference import Inference
+from device.keep import Keeper
 from device.outbox import Outbox
 from device.preprocess import prepare
 from device.publisher import Publisher
@@ -69,6 +70,7 @@ class Pipeline:
         self._errors = ErrorLog(log)
         clf = classifier or open_model(config.model)
         self.inference = Inference(clf, config.inference, self._errors)
+        self.keeper = Keeper(config.keep, config.mqtt.device_id)  # kept frames, drift
         self._stop = threading.Event()
         self.finished = threading.Event()  # set when max_frames/duration is reached
         self.failure: str | None = None  # why the pipeline gave up (finished is set too)
@@ -80,8 +82,8 @@ class Pipeline:
         self.publisher: Publisher | None = None
         if config.mqtt.enabled:
             self.publisher = Publisher(config.mqtt, self.router.submit)
-        self.outbox = Outbox(self.publisher, config.mqtt, self.inference.facts)
-        self.paused = False
+        self.outbox = Outbox(self.publisher, config.mqtt, self._facts, self._catalog)
+        self.paused = False  # also publishes <base>/paused OFF (retained) once connected
         self.latest: Frame | None = None
         self.started_at = 0.0
         self._worker: threading.Thread | None = None
@@ -100,6 +102,24 @@ class Pipeline:
     events: int = _view("outbox.events", "label changes published")
     state: dict[str, Any] | None = _view("outbox.state", "the last state built")
 
+    @property
+    def paused(self) -> bool:
+        """Set by ``cmd/pause`` and ``cmd/resume``; Home Assistant's switch reads it."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = value
+        self.outbox.paused(value)
+
+    def _catalog(self) -> tuple[list[str], str]:
+        """The label's possible states, for Home Assistant discovery."""
+        return self.inference.classifier.labels, self.inference.settings.unknown_label
+
+    def _facts(self) -> dict[str, Any]:
+        """What a state says beside its decision: the model's facts and the drift."""
+        return {**self.inference.facts(), "drift": self.keeper.drift_summary(self.inference)}
+
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> Pipeline:
@@ -116,6 +136,7 @@ class Pipeline:
             self.capture.name,
             self.settings.mode,
         )
+        self.keeper.start()
         self.capture.start()
         self._worker = threading.Thread(
             target=self._work_loop, name="sightwire-worker", daemon=True
@@ -147,6 +168,7 @@ class Pipeline:
             stuck.append(hung)
         if stuck:
             log.warning("threads still running after %.0fs: %s", timeout, ", ".join(stuck))
+        self.keeper.stop()
         if self.publisher is not None:
             self.publisher.stop()
         self._worker = None
@@ -236,9 +258,12 @@ class Pipeline:
         else:
             self.outbox.note(decision, decided - frame.captured)
         self.inference.done(frame, published=decided)
+        self.keeper.observe(frame, probs, decision, self.inference)
 
     def _classify_trigger(self, frame: Frame) -> None:
         probs = self.inference.infer(frame)
+        if probs is not None:
+            self.keeper.observe(frame, probs, None, self.inference)
         shot = self.trigger.add(probs) if probs is not None else None
         if shot is None:
             return
@@ -255,7 +280,7 @@ class Pipeline:
         """Figures since the last call (fps, latency) and since start (counters)."""
         now = time.monotonic()
         frames0, t0, dropped0 = self._stats_mark
-        slot, source = self.slot, self.capture.source
+        slot, source, bundle = self.slot, self.capture.source, self.classifier.bundle
         self._stats_mark = (self.frames, now, slot.dropped)
         n = self.frames - frames0
         return messages.stats(
@@ -280,4 +305,7 @@ class Pipeline:
             events=self.outbox.events,
             update=self.updater.stage,
             mqtt_dropped=self.publisher.dropped if self.publisher is not None else None,
+            bundle=messages.bundle_version(bundle.name, bundle.manifest),
+            drift=self.keeper.drift_summary(self.inference),
+            keep=self.keeper.stats(),
         )

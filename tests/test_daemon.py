@@ -38,7 +38,7 @@ DEVICE = "cam1"
 BASE = f"sightwire/{DEVICE}"
 LABELS = {"cat": "Egyptian cat", "parrot": "macaw", "grace": "military uniform"}
 PHOTO_SIZES = {(512, 341), (512, 929), (512, 600)}  # cat, parrot, grace_hopper
-STATE_KEYS = {"label", "score", "top", "ts", "frame", "latency_ms", "model"}
+STATE_KEYS = {"label", "score", "top", "ts", "frame", "latency_ms", "model", "drift"}
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def test_commands_are_answered_and_bad_ones_rejected(broker, recorder, model, im
         assert not payload(resumed)["paused"]
 
         assert command(recorder, "set", '{"threshold": 0.999}')["ok"]
-        next_message(recorder, f"{BASE}/label", lambda m: m.text == "unknown")
+        next_message(recorder, f"{BASE}/label", lambda m: m.text == "uncertain")
         assert command(recorder, "set", json.dumps({"threshold": 0.0}))["ok"]
         assert pipeline.settings.threshold == 0.0
 

@@ -1,0 +1,229 @@
+"""The kept-frame store: a bounded folder of JPEG + JSON pairs, written by its own thread.
+
+The camera loop must never wait on an SD card, so frames to keep go through a bounded
+queue to one writer thread; a frame that finds the queue full is dropped and counted.
+Each file is written under a hidden ``.tmp-`` name, fsynced and renamed, the JPEG first
+and the sidecar last: a pair counts only once its sidecar exists, so a kill or a power
+cut never leaves a half file that a reader would take. At start the folder is listed
+again (left-over temporary files and JPEGs without a sidecar removed), so the file and
+size caps hold across restarts; the writer also recounts every ``rescan_s`` because
+``sightwire pull`` takes pairs away behind its back. Any ``OSError`` (read-only or full
+disk, a file where the folder should be) turns the store off with one warning: keeping
+frames is a help, never a reason for the daemon to stop classifying. The layout is in
+docs/contracts.md ("Kept frames").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from device.config import KeepConfig
+from device.errors import one_line
+
+log = logging.getLogger("device.keep")
+
+TMP = ".tmp-"
+
+
+@dataclass
+class Pending:
+    """A frame waiting for the writer: its id, pixels and sidecar."""
+
+    id: str
+    image: np.ndarray
+    sidecar: dict[str, Any]
+
+
+def new_id(now: float, counter: int) -> str:
+    """``20261122T100000123Z-000042``: ids sort in keeping order."""
+    stamp = datetime.fromtimestamp(now, timezone.utc)
+    return stamp.strftime("%Y%m%dT%H%M%S") + f"{stamp.microsecond // 1000:03d}Z-{counter:06d}"
+
+
+def write_atomic(folder: Path, name: str, data: bytes) -> None:
+    """Write ``folder/name`` so that it exists whole or not at all."""
+    tmp = folder / f"{TMP}{name}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / name)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class KeepStore:
+    """The folder, its caps and the writer thread; ``submit`` is the worker thread's."""
+
+    def __init__(self, cfg: KeepConfig):
+        self.cfg = cfg
+        self.path = Path(cfg.path).expanduser()
+        self.max_bytes = int(cfg.max_mb * (1 << 20))
+        self.error: str | None = None  # why the store is off
+        self.kept = self.dropped = self.evicted = 0
+        self.files = self.bytes = 0
+        self._pairs: deque[tuple[str, int]] = deque()  # (id, bytes), oldest first
+        self._queue: queue.Queue[Pending | None] = queue.Queue(cfg.queue)
+        self._counter = 0
+        self._thread: threading.Thread | None = None
+
+    # --- worker thread -----------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self.error is None
+
+    def next_id(self) -> str:
+        self._counter = (self._counter + 1) % 1_000_000
+        return new_id(time.time(), self._counter)
+
+    def submit(self, item: Pending) -> bool:
+        """Queue a frame for writing; False (counted in ``dropped``) when full or off."""
+        if self.error is not None:
+            return False
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "error": self.error,
+            "kept": self.kept,
+            "files": self.files,
+            "bytes": self.bytes,
+            "dropped": self.dropped,
+            "evicted": self.evicted,
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sightwire-keep", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued (bounded by ``timeout``), then end the thread."""
+        if self._thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+        self._thread = None
+
+    # --- writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        except OSError as exc:
+            self._fail(exc)
+        next_scan = time.monotonic() + self.cfg.rescan_s
+        while True:
+            item: Pending | bool | None = False  # False: none came, time to recount
+            with contextlib.suppress(queue.Empty):
+                item = self._queue.get(timeout=max(next_scan - time.monotonic(), 0.01))
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # off: drain the queue, write nothing
+            try:
+                if isinstance(item, Pending):
+                    self._write(item)
+                if time.monotonic() >= next_scan:
+                    next_scan = time.monotonic() + self.cfg.rescan_s
+                    self._scan(clean=False)
+            except OSError as exc:
+                self._fail(exc)
+
+    def _open(self) -> None:
+        """Make the folder, clean what a kill left, count the pairs, prove it is writable."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._scan(clean=True)
+        write_atomic(self.path, ".probe", b"")
+        os.unlink(self.path / ".probe")
+        log.info(
+            "keeping frames in %s (%d kept there, %.1f MiB)",
+            self.path,
+            self.files,
+            self.bytes / (1 << 20),
+        )
+
+    def _scan(self, clean: bool) -> None:
+        """Count the pairs in the folder; ``clean``: also remove temporary files and
+        halves of pairs (only at start: later, ``pull`` may be halfway through one)."""
+        names = set(os.listdir(self.path))
+        pairs = []
+        for name in sorted(names):
+            stem, ext = os.path.splitext(name)
+            if name.startswith("."):
+                if clean and name.startswith(TMP):
+                    (self.path / name).unlink(missing_ok=True)
+                continue
+            has_both = f"{stem}.jpg" in names and f"{stem}.json" in names
+            if ext == ".json" and has_both:
+                size = sum((self.path / f"{stem}{e}").stat().st_size for e in (".jpg", ".json"))
+                pairs.append((stem, size))
+            elif ext in (".jpg", ".json") and not has_both and clean:
+                (self.path / name).unlink(missing_ok=True)
+        self._pairs = deque(pairs)
+        self.files = len(pairs)
+        self.bytes = sum(size for _, size in pairs)
+
+    def _write(self, item: Pending) -> None:
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(item.image)).save(
+            buf, "JPEG", quality=self.cfg.quality
+        )
+        jpeg = buf.getvalue()
+        sidecar = json.dumps(item.sidecar, ensure_ascii=False, indent=1).encode()
+        size = len(jpeg) + len(sidecar)
+        self._make_room(size)
+        write_atomic(self.path, f"{item.id}.jpg", jpeg)
+        fsync_dir(self.path)  # the JPEG's name is on disk before the sidecar's
+        write_atomic(self.path, f"{item.id}.json", sidecar)  # last: now the pair counts
+        fsync_dir(self.path)
+        self._pairs.append((item.id, size))
+        self.files += 1
+        self.bytes += size
+        self.kept += 1
+
+    def _make_room(self, size: int) -> None:
+        """Evict the oldest pairs until one more of ``size`` bytes fits both caps."""
+        while self._pairs and (
+            self.files + 1 > self.cfg.max_files or self.bytes + size > self.max_bytes
+        ):
+            old, old_size = self._pairs.popleft()
+            for ext in (".json", ".jpg"):  # sidecar first: the pair stops counting at once
+                (self.path / f"{old}{ext}").unlink(missing_ok=True)
+            self.files -= 1
+            self.bytes -= old_size
+            self.evicted += 1
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = f"{self.path}: {one_line(exc)}"
+        log.warning("keeping frames is off: %s (classification goes on)", self.error)

@@ -1,0 +1,303 @@
+"""Kept frames and drift (``[keep]``): the real daemon on a folder source, the reference
+model, a real mosquitto where commands are involved.
+
+The reference model says "wall clock" at 0.12 to a flat grey frame and "macaw" at 0.91 to
+parrot.jpg, so with a threshold of 0.5 the grey frames are the uncertain ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from device.config import Config, KeepConfig, to_toml
+from device.drift import Drift, validation_figures
+from device.keep_store import KeepStore, Pending
+from device.pipeline import Pipeline
+from tests.test_daemon import BASE, command, make_config, merge, payload
+
+SIDECAR_KEYS = {
+    "format", "id", "image", "ts", "device", "frame", "reasons", "operator_label", "label",
+    "candidate", "threshold", "top", "smoothed_top", "model", "width", "height",
+}  # fmt: skip
+DRIFT_KEYS = ("below_threshold", "mean_top_score")
+QUIET = {"margin": 0.0, "flicker_changes": 0, "sample_every": 0, "per_minute": 600}
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def frames(tmp_path: Path, reference: Path) -> Path:
+    """Two grey frames (uncertain) and a parrot (sure), replayed in that order."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    grey = Image.fromarray(np.full((240, 320, 3), 128, np.uint8))
+    grey.save(folder / "a_grey.png")
+    grey.save(folder / "b_grey.png")
+    os.symlink(reference / "parrot.jpg", folder / "c_parrot.jpg")
+    return folder
+
+
+def config(broker, model: Path, folder: Path, store: Path, **keep: Any) -> dict[str, Any]:
+    data = make_config(broker, model, folder, inference={"threshold": 0.5})
+    return merge(data, {"keep": {"enabled": True, "path": str(store), **QUIET, **keep}})
+
+
+@contextmanager
+def running(data: dict[str, Any], **kwargs: Any):
+    pipeline = Pipeline(Config.model_validate(data), **kwargs).start()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+
+
+def sidecars(store: Path) -> list[dict[str, Any]]:
+    found = sorted(p for p in store.glob("*.json") if not p.name.startswith("."))
+    return [json.loads(p.read_text()) for p in found]
+
+
+def kept(pipeline: Pipeline) -> int:
+    assert pipeline.keeper.store is not None
+    return pipeline.keeper.store.kept
+
+
+@pytest.mark.mqtt
+def test_low_score_frames_are_kept_with_valid_sidecars_and_drift_is_published(
+    broker, recorder, model, frames, tmp_path
+):
+    store = tmp_path / "kept"
+    with running(config(broker, model, frames, store)) as pipeline:
+        wait_until(lambda: kept(pipeline) >= 4, what="4 kept frames")
+        stats = payload(
+            recorder.wait_for(f"{BASE}/stats", lambda m: payload(m).get("keep", {}).get("kept"))
+        )
+        state = payload(
+            recorder.wait_for(f"{BASE}/state", lambda m: payload(m)["drift"]["frames"] >= 6)
+        )
+    found = sidecars(store)
+    assert len(found) >= 4
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    for side in found:
+        assert set(side) == SIDECAR_KEYS and side["format"] == 1
+        assert side["reasons"] == ["below_threshold"]
+        assert side["top"][0]["label"] == "wall clock" and side["top"][0]["score"] < 0.5
+        assert len(side["top"]) == 5 and side["threshold"] == 0.5
+        assert side["model"] == {"sha256": sha, "name": model.stem, "variant": "int8"}
+        assert side["device"] == "cam1" and side["operator_label"] is None
+        with Image.open(store / side["image"]) as jpeg:  # camera resolution, decodes
+            assert jpeg.format == "JPEG" and jpeg.size == (320, 240) == (
+                side["width"],
+                side["height"],
+            )
+            jpeg.load()
+    assert not [p for p in store.iterdir() if p.name.startswith(".")]
+    # Drift: about two frames in three are grey, under the threshold.
+    for drift in (stats["drift"], state["drift"]):
+        assert set(drift) == {
+            "frames",
+            "below_threshold",
+            "mean_top_score",
+            "threshold",
+            "validation",
+        }
+        assert drift["frames"] > 0 and 0.3 < drift["below_threshold"] < 0.9
+        assert 0.1 < drift["mean_top_score"] < 0.9 and drift["threshold"] == 0.5
+        assert drift["validation"] is None  # a bare .tflite has no manifest
+    keep = stats["keep"]
+    assert keep["enabled"] and keep["error"] is None and keep["files"] >= 1
+    assert keep["reasons"]["below_threshold"] >= 1 and keep["dropped"] == 0
+
+
+@pytest.mark.mqtt
+def test_cmd_keep_keeps_the_newest_frame_with_the_operators_label(
+    broker, recorder, model, frames, tmp_path
+):
+    store = tmp_path / "kept"
+    data = config(broker, model, frames, store, below_threshold=False)
+    with running(data):
+        recorder.wait_for(f"{BASE}/state")
+        labelled = command(recorder, "keep", '{"label": "defect"}')
+        plain = command(recorder, "keep", "PRESS")  # a Home Assistant button's payload
+        bad = command(recorder, "keep", '{"label": ""}')
+    assert labelled["ok"] and plain["ok"], (labelled, plain)
+    assert bad == {"command": "keep", "ok": False, "error": "label must be 1..100 characters"}
+    by_id = {side["id"]: side for side in sidecars(store)}
+    assert set(by_id) == {labelled["id"], plain["id"]}  # nothing kept automatically
+    assert by_id[labelled["id"]]["operator_label"] == "defect"
+    assert by_id[plain["id"]]["operator_label"] is None
+    assert all(side["reasons"] == ["operator"] for side in by_id.values())
+
+
+@pytest.mark.mqtt
+def test_cmd_keep_is_refused_when_keeping_is_off(broker, recorder, model, frames):
+    with running(make_config(broker, model, frames)):
+        recorder.wait_for(f"{BASE}/state")
+        reply = command(recorder, "keep")
+    assert reply["error"] == "keeping is off (set keep.enabled = true)"
+
+
+def frame(value: int) -> np.ndarray:
+    return np.random.default_rng(value).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+
+
+def fill(store: KeepStore, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        item_id = store.next_id()
+        assert store.submit(Pending(item_id, frame(i), {"format": 1, "id": item_id}))
+        ids.append(item_id)
+    return ids
+
+
+def test_the_store_evicts_the_oldest_pairs_to_respect_both_caps(tmp_path):
+    folder = tmp_path / "kept"
+    store = KeepStore(KeepConfig(enabled=True, path=folder, max_files=3, queue=50))
+    store.start()
+    ids = fill(store, 7)
+    store.stop()
+    assert sorted(p.stem for p in folder.glob("*.json")) == ids[-3:]
+    assert sorted(p.stem for p in folder.glob("*.jpg")) == ids[-3:]
+    assert (store.kept, store.files, store.evicted) == (7, 3, 4)
+    assert store.bytes == sum(p.stat().st_size for p in folder.iterdir())
+    # The size cap: room for about two pairs.
+    pair = store.bytes / 3
+    shutil.rmtree(folder)
+    store = KeepStore(KeepConfig(enabled=True, path=folder, max_mb=2.5 * pair / (1 << 20)))
+    store.start()
+    ids = fill(store, 6)
+    store.stop()
+    assert sorted(p.stem for p in folder.glob("*.json")) == ids[-2:]
+    assert store.bytes <= 2.5 * pair and store.evicted == 4
+
+
+def test_the_rate_limit_caps_automatic_keeps_per_minute(model, frames, tmp_path):
+    data = config(None, model, frames, tmp_path / "kept", sample_every=1, per_minute=3)
+    data["mqtt"]["enabled"] = False
+    with running(data, max_frames=15) as pipeline:
+        assert pipeline.wait(30)
+    stats = pipeline.stats()["keep"]
+    assert stats["kept"] == 3 and stats["rate_limited"] == pipeline.frames - 3
+    assert len(list((tmp_path / "kept").glob("*.json"))) == 3
+
+
+def test_a_restart_rebuilds_the_counts_and_removes_what_a_kill_left(model, frames, tmp_path):
+    store = tmp_path / "kept"
+    data = config(None, model, frames, store, sample_every=1, max_files=4)
+    data["mqtt"]["enabled"] = False
+    with running(data, max_frames=6) as pipeline:
+        assert pipeline.wait(30)
+    before = sorted(p.name for p in store.iterdir())
+    assert len(before) == 8
+    # What a kill leaves: a temporary file, a JPEG whose sidecar never came.
+    (store / ".tmp-20991231T000000000Z-000001.jpg").write_bytes(b"half")
+    (store / "20991231T000000000Z-000002.jpg").write_bytes(b"\xff\xd8")
+    with running(data, max_frames=1) as again:
+        keeper = again.keeper.store
+        assert keeper is not None
+        wait_until(lambda: keeper.files == 4 and keeper.kept == 1, what="the recount")
+        assert again.wait(30)
+    stats = again.stats()["keep"]
+    assert (stats["files"], stats["kept"], stats["evicted"]) == (4, 1, 1)
+    after = sorted(p.name for p in store.iterdir())
+    assert after[:-2] == before[2:]  # the oldest pair made room; the leftovers are gone
+    assert stats["bytes"] == sum(p.stat().st_size for p in store.iterdir())
+
+
+@pytest.mark.mqtt
+def test_a_store_that_cannot_be_written_turns_keeping_off_once_and_classifying_goes_on(
+    broker, recorder, model, frames, tmp_path, caplog
+):
+    caplog.set_level(logging.WARNING)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's parent folder should be")
+    data = config(broker, model, frames, blocker / "kept", sample_every=1)
+    with running(data) as pipeline:
+        assert pipeline.keeper.store is not None
+        wait_until(lambda: pipeline.keeper.store.error, what="the store to fail")
+        at_failure = pipeline.frames
+        wait_until(lambda: pipeline.frames > at_failure + 5, what="frames after the failure")
+        reply = command(recorder, "keep")
+        stats = payload(
+            recorder.wait_for(f"{BASE}/stats", lambda m: not payload(m)["keep"]["enabled"])
+        )
+    assert reply["ok"] is False and reply["error"].startswith("keeping is off: ")
+    assert stats["keep"]["error"] and stats["frames"] > 0 and "drift" in stats
+    warnings = [r.getMessage() for r in caplog.records if "keeping frames is off" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
+def test_a_store_that_fails_while_running_turns_keeping_off_once(model, frames, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    store = tmp_path / "kept"
+    data = config(None, model, frames, store, sample_every=1)
+    data["mqtt"]["enabled"] = False
+    with running(data) as pipeline:
+        wait_until(lambda: kept(pipeline) >= 1, what="a first kept frame")
+        store.rename(tmp_path / "gone")  # in one step: the writer may be busy in it
+        store.write_text("the disk went away")  # every write now fails, even as root
+        wait_until(lambda: pipeline.keeper.store.error, what="the store to fail")
+        at_failure = pipeline.frames
+        wait_until(lambda: pipeline.frames > at_failure + 5, what="frames after the failure")
+    warnings = [r.getMessage() for r in caplog.records if "keeping frames is off" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
+def test_drift_reads_the_validation_figures_from_the_manifest():
+    assert validation_figures({}) is None
+    assert validation_figures({"metrics": {"validation": {"below_threshold": 0.1}}}) is None
+    good = {"metrics": {"validation": {"below_threshold": 0.02, "mean_top_score": 0.93}}}
+    assert validation_figures(good) == {"below_threshold": 0.02, "mean_top_score": 0.93}
+    drift = Drift(window=4)
+    assert drift.summary(0.5, None)["below_threshold"] is None
+    for score in (0.9, 0.1, 0.2, 0.8, 0.7):  # the first one falls out of the window
+        drift.add(score)
+    summary = drift.summary(0.5, validation_figures(good))
+    assert summary["frames"] == 4 and summary["below_threshold"] == 0.5
+    assert summary["mean_top_score"] == 0.45 and summary["validation"]["mean_top_score"] == 0.93
+
+
+def test_a_killed_daemon_leaves_no_pair_that_counts_half_written(model, frames, tmp_path):
+    store = tmp_path / "kept"
+    data = config(None, model, frames, store, sample_every=1, quality=100)
+    data["mqtt"]["enabled"] = False
+    data["source"]["fps"] = 200.0
+    toml = tmp_path / "keep.toml"
+    toml.write_text(to_toml(Config.model_validate(data)))
+    cmd = [sys.executable, "-m", "device.cli", "run", "--config", str(toml)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(list(store.glob("*.json"))) >= 20, 60, "20 kept frames")
+        proc.kill()  # mid-write, as often as not
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    counted = [p for p in store.glob("*.json") if not p.name.startswith(".")]
+    assert len(counted) >= 20
+    for side in counted:  # every pair that counts is whole
+        assert json.loads(side.read_text())["id"] == side.stem
+        with Image.open(side.with_suffix(".jpg")) as jpeg:
+            jpeg.load()
