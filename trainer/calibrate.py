@@ -1,6 +1,6 @@
-"""Confidence thresholds for the device's ``unknown`` label, from validation data.
+"""Confidence thresholds for the device's below-threshold label, from validation data.
 
-The daemon publishes ``unknown`` below a threshold. A threshold picked by hand is
+The daemon publishes ``uncertain`` below a threshold. A threshold picked by hand is
 either too low (wrong labels get published) or too high (nothing does); here it is
 the lowest score at which the validation predictions keep a target precision.
 """
@@ -70,5 +70,7 @@ def thresholds(
         "global_threshold": None if t is None else round(t, 4),
         "suggested_threshold": round(suggested, 4),
         "coverage_at_suggested": float(np.mean(score >= suggested)) if len(score) else 0.0,
+        # What the device's drift figures are set against (``device.drift``).
+        "mean_top_score": round(float(np.mean(score)), 4) if len(score) else None,
         "per_class": per_class,
     }

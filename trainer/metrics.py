@@ -79,6 +79,13 @@ def finish_report(
         "baseline_linear_head_test_accuracy": sections["baseline_linear_head"]["test_accuracy"],
         "train_seconds": round(sum(watch.phases.values()), 1),
     }
+    calibration = sections.get("calibration")
+    if calibration and calibration.get("mean_top_score") is not None:
+        # The validation split's figures the device's drift (``stats.drift``) is set against.
+        manifest["metrics"]["validation"] = {
+            "below_threshold": round(1 - calibration["coverage_at_suggested"], 4),
+            "mean_top_score": calibration["mean_top_score"],
+        }
     save_manifest(opts.out, manifest)
     console.print(f"report: {write_report(opts.out)}")
     return report
