@@ -28,6 +28,7 @@ CONF_DIR=/etc/sightwire
 CONF=$CONF_DIR/sightwire.toml
 STATE_DIR=/var/lib/sightwire
 MODEL_DIR=$STATE_DIR/models
+KEPT_DIR=$STATE_DIR/kept   # [keep]: frames the model was unsure of, for `sightwire pull`
 UNIT=/etc/systemd/system/$SERVICE
 BROKER_CONF=/etc/mosquitto/conf.d/sightwire.conf
 BROKER_PASSWD=/etc/mosquitto/passwd
@@ -288,6 +289,8 @@ make_model_dir() {
   # setgid, group-writable: members of group sightwire (the deploy user) add
   # versions, which stay group sightwire so the next deploy can prune them.
   run install -d -m 2775 -o "$SERVICE_USER" -g "$SERVICE_USER" "$MODEL_DIR"
+  # Group-writable too: `sightwire pull` (the deploy user) removes what it fetched.
+  run install -d -m 2775 -o "$SERVICE_USER" -g "$SERVICE_USER" "$KEPT_DIR"
 }
 
 install_broker() {
