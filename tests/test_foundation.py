@@ -40,6 +40,7 @@ DOCUMENTED_VERBS = (
     "bench",
     "pull",
     "review",
+    "fleet",
 )
 
 

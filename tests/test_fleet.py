@@ -1,0 +1,431 @@
+"""``sightwire fleet``: the table of stations and rollouts, against real daemons on a real broker.
+
+Every station runs the daemon's own code on a folder source and the small reference
+model (MobileNetV1 0.25/128) from ``<models>/current``; the rollout sends the bigger
+MobileNetV2 bundle (another model hash) through the real HTTP server and ``cmd/update``.
+One station refuses updates (``mqtt.allow_update = false``: the suite runs as root
+here, where a read-only models folder refuses nothing), which must halt the rollout and
+send every station it changed back to the old model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from device.bundle import sha256_file
+from device.fleet.rollout import batches
+from device.fleet.status import Fleet, table
+from tests.mqtt_helpers import Broker, Recorder
+from tests.test_daemon import make_config, running
+from tests.test_ota import BIG, OLD_VERSION, SMALL, make_bundle, zip_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fleet_bundles(tmp_path_factory, reference) -> dict:
+    base = tmp_path_factory.mktemp("fleet-bundles")
+    small = make_bundle(base / "small", reference, SMALL, "small", 128)
+    big = make_bundle(base / "big", reference, BIG, "big", 224)
+    return {
+        "small": small,
+        "big": big,
+        "big.zip": zip_dir(big, base / "big.zip"),
+        "small_id": sha256_file(small / "model_int8.tflite")[:12],
+        "big_id": sha256_file(big / "model_int8.tflite")[:12],
+    }
+
+
+def models_dir(root: Path, small: Path) -> Path:
+    """``<root>/current`` → a copy of the small bundle, as ``sightwire deploy`` leaves it."""
+    shutil.copytree(small, root / OLD_VERSION)
+    os.symlink(OLD_VERSION, root / "current")
+    return root / "current"
+
+
+def fleet(broker: Broker, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "device.cli", "fleet", *args]
+    cmd[5:5] = ["--broker", f"{broker.host}:{broker.port}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def station(broker, tmp_path: Path, name: str, bundles: dict, cats: Path, allow: bool) -> dict:
+    current = models_dir(tmp_path / f"models-{name}", bundles["small"])
+    return make_config(
+        broker,
+        current,
+        cats,
+        source={"fps": 2.0},
+        mqtt={
+            "device_id": name,
+            "allow_update": allow,
+            "heartbeat_s": 1.0,
+            "stats_interval_s": 0.5,
+        },
+    )
+
+
+def test_batches_put_the_canary_first_then_fixed_sizes():
+    names = [f"cam{i}" for i in range(8)]
+    assert batches(names, 1, 3) == [
+        ("canary", ["cam0"]),
+        ("batch 1", ["cam1", "cam2", "cam3"]),
+        ("batch 2", ["cam4", "cam5", "cam6"]),
+        ("batch 3", ["cam7"]),
+    ]
+    assert batches(names[:2], 0, 5) == [("batch 1", ["cam0", "cam1"])]
+
+
+def test_the_table_reads_retained_status_state_and_live_stats():
+    f = Fleet("line")
+    f.apply("line/a/status", b"online", True)
+    state = {"label": "ok", "score": 0.9, "ts": "2026-11-22T10:00:00.000Z", "model": "abc"}
+    f.apply("line/a/state", json.dumps(state).encode(), True)
+    stats = {"fps": 2.0, "dropped": 3, "latency_ms": {"p50": 7.5, "p95": 9}, "variant": "int8"}
+    f.apply("line/a/stats", json.dumps(stats).encode(), False)
+    f.apply("line/b/status", b"offline", True)
+    f.apply("other/c/status", b"online", True)  # another prefix
+    f.apply("line/a/stats", b"not json", False)  # ignored, never raised
+    rows = f.snapshot()
+    assert [r.device for r in rows] == ["a", "b"]
+    a = rows[0]
+    assert (a.status, a.label, a.model, a.fps, a.dropped, a.latency_ms, a.variant) == (
+        "online",
+        "ok",
+        "abc",
+        2.0,
+        3,
+        7.5,
+        "int8",
+    )
+    text = table(rows)
+    assert text.splitlines()[0].startswith("DEVICE") and text.endswith("2 devices, 1 online")
+    assert table([]).endswith("0 devices, 0 online")
+    f.apply("line/b/status", b"", True)  # a cleared retained status removes the station
+    assert [r.device for r in f.snapshot()] == ["a"]
+
+
+@pytest.mark.mqtt
+def test_status_sees_every_station_and_a_refusal_halts_the_rollout_and_rolls_back(
+    broker, tmp_path, cats, fleet_bundles
+):
+    names = ["cam1", "cam2", "cam3"]  # cam3 refuses updates and comes last
+    with contextlib.ExitStack() as stack:
+        pipes = {
+            n: stack.enter_context(
+                running(station(broker, tmp_path, n, fleet_bundles, cats, n != "cam3"))
+            )
+            for n in names
+        }
+        probe = Recorder(broker, "sightwire/+/state")
+        try:
+            for n in names:
+                probe.wait_for(f"sightwire/{n}/state", timeout=30)
+        finally:
+            probe.close()
+
+        status = fleet(broker, "status", "--json", "--wait", "1.5")
+        assert status.returncode == 0, status.stderr
+        rows = {r["device"]: r for r in json.loads(status.stdout)}
+        assert sorted(rows) == names
+        assert all(r["status"] == "online" for r in rows.values())
+        assert {r["model"] for r in rows.values()} == {fleet_bundles["small_id"]}
+        assert all(r["fps"] is not None and r["last_seen"] for r in rows.values())
+
+        args = ["--devices", "cam*", "--canary", "1", "--batch", "1", "--max-failures", "0"]
+        out = fleet(
+            broker,
+            "rollout",
+            str(fleet_bundles["big.zip"]),
+            *args,
+            "--soak",
+            "1",
+            "--timeout",
+            "60",
+            "--wait",
+            "0.5",
+            "--json",
+        )
+        assert out.returncode == 1, out.stderr
+        report = json.loads(out.stdout)
+        print(out.stderr)
+        results = {d["device"]: d for d in report["devices"]}
+        assert report["halted"] and not report["ok"]
+        assert results["cam1"]["result"] == "rolled back"
+        assert results["cam2"]["result"] == "rolled back"
+        assert results["cam3"]["result"] == "failed"
+        assert "allow_update" in results["cam3"]["detail"]
+        log = out.stderr
+        assert log.index("canary: updating cam1") < log.index("cam1: healthy")
+        assert log.index("cam2: healthy") < log.index("halt: 1 failed")
+        # Every station runs the old model again, from the old version folder.
+        for n in names:
+            assert pipes[n].model_id == fleet_bundles["small_id"], n
+            assert os.readlink(tmp_path / f"models-{n}" / "current") == OLD_VERSION
+
+
+@pytest.mark.slow  # two rollouts with a soak each
+@pytest.mark.mqtt
+def test_a_rollout_within_the_failure_budget_updates_every_station(
+    broker, tmp_path, cats, fleet_bundles
+):
+    names = ["cam1", "cam2"]
+    with contextlib.ExitStack() as stack:
+        pipes = {
+            n: stack.enter_context(running(station(broker, tmp_path, n, fleet_bundles, cats, True)))
+            for n in names
+        }
+        probe = Recorder(broker, "sightwire/+/state")
+        try:
+            for n in names:
+                probe.wait_for(f"sightwire/{n}/state", timeout=30)
+        finally:
+            probe.close()
+        out = fleet(
+            broker,
+            "rollout",
+            str(fleet_bundles["big"]),
+            "--devices",
+            "cam*",
+            "--canary",
+            "1",
+            "--batch",
+            "5",
+            "--soak",
+            "1",
+            "--timeout",
+            "60",
+            "--wait",
+            "0.5",
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "rollout all updated" in out.stdout
+        for n in names:
+            assert pipes[n].model_id == fleet_bundles["big_id"], n
+        # Again: every station is up to date, nothing is sent.
+        quick = ["--soak", "0", "--wait", "0.5"]
+        again = fleet(broker, "rollout", str(fleet_bundles["big"]), "--devices", "cam*", *quick)
+        assert again.returncode == 0 and again.stdout.count("up to date") == 2, again.stdout
+        none = fleet(broker, "rollout", str(fleet_bundles["big"]), "--devices", "nope*", *quick)
+        assert none.returncode == 1 and "no station matches 'nope*'" in none.stderr
+
+
+# --- the line of 20 stations ---------------------------------------------------------
+
+STATIONS = 20
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock ticks → seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Counter:
+    """Counts every message and byte the broker delivers on ``#`` (what it received:
+    each is published once and this is the only subscriber)."""
+
+    def __init__(self, broker: Broker):
+        self.recorder = Recorder(broker, "sightwire/#")
+        self.recorder.client.on_message = self._count
+        self.lock = threading.Lock()
+        self.messages = self.bytes = 0
+
+    def _count(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.messages += 1
+            self.bytes += len(msg.topic) + len(msg.payload)
+
+    def read(self) -> tuple[int, int]:
+        with self.lock:
+            return self.messages, self.bytes
+
+
+def start_station(broker: Broker, tmp_path: Path, name: str, bundles: dict, cats: Path, allow):
+    current = models_dir(tmp_path / f"models-{name}", bundles["small"])
+    sets = {
+        "source.fps": "2.0",
+        "inference.threshold": "0.0",
+        "mqtt.allow_update": "true" if allow else "false",
+        "mqtt.stats_interval_s": "2.0",
+        "mqtt.heartbeat_s": "10.0",
+        "mqtt.reconnect_max_s": "2",
+    }
+    cmd = [sys.executable, "-m", "device.cli", "run", "--model", str(current)]
+    cmd += ["--source", "folder", "--source-path", str(cats), "--device-id", name]
+    cmd += ["--broker", f"{broker.host}:{broker.port}"]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log
+
+
+@pytest.mark.slow
+@pytest.mark.mqtt
+def test_a_line_of_twenty_stations_status_rollout_halt_and_figures(
+    broker, tmp_path, cats, fleet_bundles
+):
+    names = [f"st{i:02d}" for i in range(1, STATIONS + 1)]  # st20 refuses, comes last
+    procs: dict[str, tuple[subprocess.Popen, object]] = {}
+    counter = Counter(broker)
+    try:
+        for n in names:
+            procs[n] = start_station(broker, tmp_path, n, fleet_bundles, cats, n != names[-1])
+        probe = Recorder(broker, "sightwire/+/state")
+        try:
+            for n in names:
+                probe.wait_for(f"sightwire/{n}/state", timeout=300)
+        finally:
+            probe.close()
+        time.sleep(4)  # past the start-up: every station classifying at 2 fps
+
+        # Steady load: messages at the broker, CPU and memory per daemon.
+        window = 20.0
+        cpu0 = {n: cpu_seconds(p.pid) for n, (p, _) in procs.items()}
+        m0, b0 = counter.read()
+        time.sleep(window)
+        m1, b1 = counter.read()
+        cpu = [(cpu_seconds(p.pid) - cpu0[n]) / window for n, (p, _) in procs.items()]
+        rss = [rss_mib(p.pid) for p, _ in procs.values()]
+
+        status = fleet(broker, "status", "--json", "--wait", "3")
+        assert status.returncode == 0, status.stderr
+        rows = {r["device"]: r for r in json.loads(status.stdout)}
+        assert sorted(rows) == names
+        assert all(r["status"] == "online" for r in rows.values())
+
+        started = time.monotonic()
+        out = fleet(
+            broker,
+            "rollout",
+            str(fleet_bundles["big.zip"]),
+            "--devices",
+            "st*",
+            "--canary",
+            "1",
+            "--batch",
+            "5",
+            "--max-failures",
+            "0",
+            "--soak",
+            "3",
+            "--timeout",
+            "180",
+            "--json",
+        )
+        rollout_s = time.monotonic() - started
+        assert out.returncode == 1, out.stderr
+        report = json.loads(out.stdout)
+        results = {d["device"]: d["result"] for d in report["devices"]}
+        assert report["halted"], out.stderr
+        assert results[names[-1]] == "failed"
+        assert all(results[n] == "rolled back" for n in names[:-1]), results
+        after = fleet(broker, "status", "--json", "--wait", "3")
+        models = {r["device"]: r["model"] for r in json.loads(after.stdout)}
+        assert set(models.values()) == {fleet_bundles["small_id"]}, models
+        assert all(p.poll() is None for p, _ in procs.values())  # no station died
+
+        figures = {
+            "stations": STATIONS,
+            "fps_each": 2.0,
+            "stats_interval_s": 2.0,
+            "heartbeat_s": 10.0,
+            "broker_messages_per_s": round((m1 - m0) / window, 1),
+            "broker_bytes_per_s": round((b1 - b0) / window),
+            "messages_per_s_per_station": round((m1 - m0) / window / STATIONS, 2),
+            "cpu_per_daemon_pct_of_one_core": {
+                "mean": round(100 * sum(cpu) / len(cpu), 1),
+                "max": round(100 * max(cpu), 1),
+            },
+            "rss_per_daemon_mib": {"mean": round(sum(rss) / len(rss)), "max": round(max(rss))},
+            "rollout_wall_s": round(rollout_s, 1),
+            "rollout_stations_updated_then_rolled_back": STATIONS - 1,
+            "cpu": f"{os.cpu_count()} cores",
+        }
+        print("FIGURES fleet:", json.dumps(figures))
+    finally:
+        counter.recorder.close()
+        for proc, _ in procs.values():
+            proc.terminate()
+        for proc, log in procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+# --- the fleet ACL (deploy/fleet/acl) ------------------------------------------------
+
+
+@pytest.mark.mqtt
+def test_the_fleet_acl_confines_each_station_and_only_the_rollout_user_commands(
+    tmp_path, mosquitto_binary
+):
+    users = {"st1": "pw-st1", "st2": "pw-st2", "fleet": "pw-fleet", "viewer": "pw-viewer"}
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    acl = REPO / "deploy" / "fleet" / "acl"
+    extra = f"password_file {passwd}\nacl_file {acl}\n"
+    broker = Broker(tmp_path / "broker", mosquitto_binary, extra_conf=extra)
+    broker.config = lambda: Broker.config(broker).replace(  # type: ignore[method-assign]
+        "allow_anonymous true", "allow_anonymous false"
+    )
+    broker.start()
+
+    def login(user: str, topics: str | list[str]) -> Recorder:
+        return Recorder(broker, topics, setup=lambda c: c.username_pw_set(user, users[user]))
+
+    clients: list[Recorder] = []
+    try:
+        fleet_user = login("fleet", "sightwire/#")
+        viewer = login("viewer", "sightwire/#")
+        st1 = login("st1", "sightwire/#")  # asks for all; the broker gives it its own
+        clients += [fleet_user, viewer, st1]
+        # What a station publishes reaches the tools.
+        for kind in ("status", "state", "label", "event", "stats", "snapshot", "cmd/result"):
+            st1.publish(f"sightwire/st1/{kind}", b"x")
+            fleet_user.wait_for(f"sightwire/st1/{kind}", timeout=5)
+        # A station cannot speak for another, nor command it; a viewer commands nothing.
+        st1.publish("sightwire/st2/state", b"forged")
+        st1.publish("sightwire/st2/cmd/update", b'{"rollback": true}')
+        st1.publish("sightwire/st1/cmd/update", b'{"rollback": true}')  # nor itself
+        viewer.publish("sightwire/st1/cmd/update", b'{"rollback": true}')
+        # The rollout user does command; the station reads its own commands only.
+        fleet_user.publish("sightwire/st1/cmd/update", b"from-fleet")
+        fleet_user.publish("sightwire/st2/cmd/update", b"for-st2")
+        st1.wait_for("sightwire/st1/cmd/update", lambda m: m.payload == b"from-fleet", timeout=5)
+        fleet_user.publish("sightwire/st1/stats", b"sentinel")  # fleet may not write stats
+        st1.publish("sightwire/st1/stats", b"last")
+        fleet_user.wait_for("sightwire/st1/stats", lambda m: m.payload == b"last", timeout=5)
+        assert not fleet_user.on("sightwire/st2/state")
+        assert [m.payload for m in fleet_user.on("sightwire/st2/cmd/update")] == [b"for-st2"]
+        updates = [m.payload for m in fleet_user.on("sightwire/st1/cmd/update")]
+        assert updates == [b"from-fleet"]
+        assert [m.payload for m in st1.on("sightwire/+/cmd/update")] == [b"from-fleet"]
+        assert not st1.on("sightwire/st2/#")
+        assert b"sentinel" not in [m.payload for m in viewer.on("sightwire/st1/stats")]
+    finally:
+        for c in clients:
+            c.close()
+        broker.stop()
