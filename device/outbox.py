@@ -6,6 +6,12 @@ only noted, and turned into a state on the next heartbeat or poll, so that JSON 
 a few times a minute rather than at every frame. The payloads are ``device.messages``'s,
 the transport is ``device.publisher``'s (None without a broker: the state is still kept,
 for ``sightwire bench`` and the tests).
+
+With ``mqtt.discovery`` on it also keeps Home Assistant's view of the device current
+(``device.discovery``): the label's options are the model's labels plus the
+below-threshold label, which ``cmd/reload``, ``cmd/update`` and ``cmd/set`` can change,
+so before a state goes out the discovery is sent again when they differ from what was
+announced (a tuple comparison; nothing is rebuilt otherwise).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from device import messages
+from device import discovery, messages
 from device.config import MqttConfig
 from device.postprocess import Decision
 from device.publisher import Publisher
@@ -26,19 +32,30 @@ log = logging.getLogger(__name__)
 # What a state says beside its decision: frames classified, the model's seconds on the
 # newest frame, the model id (``messages.state``'s ``frame``, ``inference_s``, ``model``).
 Facts = Callable[[], dict[str, Any]]
+# The states the label can take: the model's labels and ``inference.unknown_label``.
+Catalog = Callable[[], tuple[list[str], str]]
 
 
 class Outbox:
     """The published state and the messages around it, for one publisher."""
 
-    def __init__(self, publisher: Publisher | None, mqtt: MqttConfig, facts: Facts):
+    def __init__(
+        self,
+        publisher: Publisher | None,
+        mqtt: MqttConfig,
+        facts: Facts,
+        catalog: Catalog | None = None,
+    ):
         self.publisher = publisher
         self.mqtt = mqtt
         self.facts = facts
+        self.catalog = catalog
+        self._announced: tuple[tuple[str, ...], str] | None = None  # what discovery says
         self.state: dict[str, Any] | None = None  # the last state built for publishing
         self.events = 0  # label changes (each one published on <base>/event)
         # The newest decision not yet turned into ``state``: (decision, latency seconds).
         self._pending: tuple[Decision, float] | None = None
+        self.discover()
 
     def _state(self, decision: Decision, latency_s: float) -> dict[str, Any]:
         return messages.state(decision, latency_s=latency_s, **self.facts())
@@ -62,6 +79,7 @@ class Outbox:
         pub = self.publisher
         if pub is None:
             return
+        self.discover()
         pub.publish_state(self.state)
         pub.publish_label(str(decision.label))
         if decision.changed:
@@ -79,9 +97,26 @@ class Outbox:
         if self.state is None:
             return False
         if self.publisher is not None:
+            self.discover()
             self.publisher.publish_state(self.state)
             self.publisher.publish_label(str(self.state["label"]))
         return True
+
+    def discover(self) -> None:
+        """Announce the device to Home Assistant, again when its labels changed."""
+        if self.publisher is None or not self.mqtt.discovery or self.catalog is None:
+            return
+        labels, unknown = self.catalog()
+        announced = (tuple(labels), unknown)
+        if announced == self._announced:
+            return
+        self._announced = announced
+        self.publisher.publish_discovery(discovery.discovery(self.mqtt, labels, unknown))
+
+    def paused(self, paused: bool) -> None:
+        """The pause switch's state, retained on ``<base>/paused``."""
+        if self.publisher is not None:
+            self.publisher.publish_paused(paused, discovery.PAUSED_ON, discovery.PAUSED_OFF)
 
     def snapshot(self, image: np.ndarray) -> None:
         if self.publisher is not None:

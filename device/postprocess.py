@@ -3,7 +3,7 @@
 Raw per-frame top-1 flickers: a hand passes, the light changes, two classes are close.
 What a consumer wants is a label that describes the scene now and changes only when
 the scene does. So each frame's probabilities are smoothed over the last frames
-(moving mean or EMA), the smoothed top-1 becomes ``unknown`` below the confidence
+(moving mean or EMA), the smoothed top-1 becomes ``uncertain`` below the confidence
 threshold, and a new label must win ``debounce`` consecutive smoothed frames before it
 replaces the published one. Everything here is pure and allocation-light: the worker
 thread calls ``PostProcessor.update`` once per frame.
@@ -121,7 +121,7 @@ class Debouncer:
 class Decision:
     """One frame's outcome: the published (debounced) label and what it rests on."""
 
-    label: str | None  # debounced label ("unknown" included); None until one has won
+    label: str | None  # debounced label ("uncertain" included); None until one has won
     score: float  # smoothed probability of ``label``; of the best label when unknown
     top: Top  # smoothed top-k
     candidate: str  # this frame's smoothed, thresholded label

@@ -104,8 +104,7 @@ def make_client(cfg: MqttConfig, status_topic: str) -> _Client:
     )
     client.will_set(status_topic, OFFLINE, qos=cfg.qos, retain=True)
     if cfg.username is not None:
-        password = cfg.password.get_secret_value() if cfg.password else None
-        client.username_pw_set(cfg.username, password)
+        client.username_pw_set(cfg.username, cfg.password_value())
     if cfg.tls.active:
         tls = cfg.tls
         try:
@@ -113,9 +112,7 @@ def make_client(cfg: MqttConfig, status_topic: str) -> _Client:
                 ca_certs=str(tls.ca) if tls.ca else None,
                 certfile=str(tls.cert) if tls.cert else None,
                 keyfile=str(tls.key) if tls.key else None,
-                keyfile_password=(
-                    tls.key_password.get_secret_value() if tls.key_password else None
-                ),
+                keyfile_password=tls.key_password_value(),
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise SightwireError(f"mqtt.tls: cannot load certificates ({exc})") from None
@@ -150,6 +147,8 @@ class Publisher:
         self._connected = False
         self._up = threading.Event()  # set while connected, for wait_connected
         self._latest: dict[str, str] = {}  # retained latest-value topics → payload
+        # Home Assistant discovery (``device.discovery``), sent retained on every connect.
+        self.discovery: list[tuple[str, str]] = []
         self._infos: dict[str, mqtt.MQTTMessageInfo] = {}
         self._pending: deque[tuple[str, str]] = deque()  # QoS>0 messages while offline
         self._retained_commands: set[str] = set()  # names that came retained at this connect
@@ -235,9 +234,8 @@ class Publisher:
         self._retained_commands.clear()  # the broker sends those it still holds again
         client.subscribe(self.topic("cmd/+"), qos=1)
         client.publish(self.topic("status"), ONLINE, qos=self.qos, retain=True)
-        if self.cfg.discovery:
-            for topic, payload in messages.discovery(self.cfg):
-                client.publish(topic, payload, qos=self.qos, retain=True)
+        for topic, payload in self.discovery:
+            client.publish(topic, payload, qos=self.qos, retain=True)
         with self._lock:
             self._connected = True
             # A latest-value message sent just before the link died is resent by paho
@@ -381,6 +379,18 @@ class Publisher:
 
     def publish_label(self, label: str) -> None:
         self._latest_value("label", label)
+
+    def publish_paused(self, paused: bool, on: str = "ON", off: str = "OFF") -> None:
+        self._latest_value("paused", on if paused else off)
+
+    def publish_discovery(self, pairs: list[tuple[str, str]]) -> None:
+        """Replace the discovery messages; sent now when connected, else on the connect."""
+        with self._lock:
+            self.discovery = list(pairs)
+            connected = self._connected
+        if connected:
+            for topic, payload in pairs:
+                self._send(topic, payload, self.qos, retain=True)
 
     def publish_event(self, event: dict[str, Any]) -> None:
         self._queue(self.topic("event"), dumps(event))

@@ -47,11 +47,11 @@ def test_the_demo_runs_its_whole_chain_and_shows_the_daemon_s_messages(
     topics = {topic for topic, _ in printed}
     assert {"sightwire/demo/status", "sightwire/demo/label", "sightwire/demo/state"} <= topics
     labels = {payload for topic, payload in printed if topic == "sightwire/demo/label"}
-    assert labels and labels <= {*classes, "unknown"}, labels
+    assert labels and labels <= {*classes, "uncertain"}, labels
     # The state's ranking names the bundle's classes (payloads are cut at 160 characters).
     states = " ".join(payload for topic, payload in printed if topic == "sightwire/demo/state")
     named = set(re.findall(r'"label":"([^"]+)"', states))
-    assert named & set(classes) and named <= {*classes, "unknown"}, named
+    assert named & set(classes) and named <= {*classes, "uncertain"}, named
 
     bench = json.loads((out / "bench.json").read_text())
     assert bench, "bench.json is empty"

@@ -126,7 +126,7 @@ def test_postprocessor_reports_change_previous_and_unknown():
     assert second.score == pytest.approx(0.9)
     post.update(one_hot(2, high=0.4))
     low = post.update(one_hot(2, high=0.4))
-    assert low.changed and low.label == "unknown" and low.previous == "cat"
+    assert low.changed and low.label == "uncertain" and low.previous == "cat"
     assert low.score == pytest.approx(0.4)  # the best label's score, for the record
     assert [lab for lab, _ in low.top][:1] == ["bird"]
 
