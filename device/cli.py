@@ -75,14 +75,59 @@ def _missing_extra(verb: Verb, exc: ModuleNotFoundError) -> SightwireError | Non
     return None
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, unless its text already does or there is
+    nothing to show (an unset option, an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def verb_parser(verb: Verb, module: ModuleType) -> argparse.ArgumentParser:
+    """The verb's own parser: its arguments, ``-v`` in its help and defaults in
+    ``--help``, its sub-commands' parsers included."""
+    parser = argparse.ArgumentParser(
+        prog=f"sightwire {verb.name}",
+        description=getattr(module, "HELP", verb.summary),
+        formatter_class=DefaultsFormatter,
+    )
+    module.add_arguments(parser)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging and library start-up notes"
+    )
+    _defaults_everywhere(parser)
+    return parser
+
+
+def _defaults_everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.formatter_class = DefaultsFormatter
+                _defaults_everywhere(sub)
+
+
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+def without_verbose(rest: list[str]) -> tuple[list[str], bool]:
+    """``rest`` without ``-v`` (before any ``--``) and whether it was there: ``-v`` is
+    taken anywhere after the verb (``sightwire train DATA -v``, ``sightwire fleet status
+    -v``), and known before the verb's module is imported, so logging is set up first."""
+    end = rest.index("--") if "--" in rest else len(rest)
+    kept = [a for a in rest[:end] if a not in VERBOSE_FLAGS] + rest[end:]
+    return kept, len(kept) != len(rest)
+
+
 def _run(verb: Verb, rest: list[str], verbose: bool) -> int:
     try:
         module: ModuleType = importlib.import_module(verb.module)
-        verb_parser = argparse.ArgumentParser(
-            prog=f"sightwire {verb.name}", description=getattr(module, "HELP", verb.summary)
-        )
-        module.add_arguments(verb_parser)
-        args = verb_parser.parse_args(rest)
+        args = verb_parser(verb, module).parse_args(rest)
         args.verbose = verbose
         return int(module.run(args) or 0)
     except ModuleNotFoundError as exc:
@@ -117,8 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # Parse the verb first, then let the verb's own module build its parser.
     top, rest = parser.parse_known_args(argv)
+    rest, after_verb = without_verbose(rest)
+    verbose = top.verbose or after_verb
     logging.basicConfig(
-        level=logging.DEBUG if top.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if top.verb is None:
@@ -126,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     verb = VERBS[top.verb]
     try:
-        return _run(verb, rest, top.verbose)
+        return _run(verb, rest, verbose)
     except SightwireError as exc:
         print(f"sightwire {verb.name}: error: {exc}", file=sys.stderr)
         return 1

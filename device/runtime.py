@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from device.errors import BundleError, RuntimeMissing, one_line
+from device.stderr import filtered_native_stderr
 
 EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
 EDGETPU_LIBRARY = {
@@ -122,10 +123,12 @@ def make_interpreter(
         edgetpu = needs_edgetpu(path)
     delegates = [load_edgetpu_delegate(runtime)] if edgetpu else None
     try:
-        interpreter = runtime.interpreter_class(
-            model_path=str(path), num_threads=num_threads, experimental_delegates=delegates
-        )
-        interpreter.allocate_tensors()
+        # LiteRT prints "Created TensorFlow Lite XNNPACK delegate" here (shown with -v).
+        with filtered_native_stderr():
+            interpreter = runtime.interpreter_class(
+                model_path=str(path), num_threads=num_threads, experimental_delegates=delegates
+            )
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         if "edgetpu-custom-op" in str(exc):
             raise RuntimeMissing(

@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             str(data),
             "--out",
             str(bundle),
+            "--force",  # a second `make demo` replaces the first one's bundle
             *flags,
             "--fine-tune-epochs",
             str(size.fine_tune_epochs),
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(data),
                 "--out",
                 str(bundle),
+                "--force",
                 "--weights",
                 "none",
                 "--input-size",

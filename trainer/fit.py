@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainer.console import epoch_bar
 from trainer.features import Features
 from trainer.model import make_head, set_trainable_top
 
@@ -54,6 +55,38 @@ class History:
         self.stages[stage] = {k: [float(x) for x in v] for k, v in history.history.items()}
 
 
+class EpochBar(keras.callbacks.Callback):
+    """Keras epochs on the rich bar every other phase uses (``fit`` runs with
+    ``verbose=0``): one line that fills up, with the validation loss beside it."""
+
+    def __init__(self, description: str, epochs: int):
+        super().__init__()
+        self.description, self.epochs = description, epochs
+        self._bar: Any = None
+        self._update: Any = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._bar = epoch_bar(self.description, self.epochs)
+        self._update = self._bar.__enter__()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        note = " ".join(
+            f"{k} {float(logs[k]):.4f}" for k in ("loss", "val_loss", "val_accuracy") if k in logs
+        )
+        self._update(epoch + 1, note)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _callbacks(stop: keras.callbacks.Callback, verbose: int | None, what: str, epochs: int):
+    """Early stopping, and the epoch bar unless ``verbose == 0`` (search trials, folds)."""
+    return [stop] if verbose == 0 else [stop, EpochBar(what, epochs)]
+
+
 def class_weights(labels: np.ndarray, n_classes: int, threshold: float = 1.5) -> dict | None:
     """Balanced weights when the largest class is over ``threshold`` x the smallest."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
@@ -85,9 +118,11 @@ def train_head(
     n_classes: int,
     cfg: FitConfig,
     history: History | None = None,
-    verbose: int = 2,
+    verbose: int | None = None,
 ) -> keras.Sequential:
-    """Stage 1: dropout + softmax on pooled features of every training view."""
+    """Stage 1: dropout + softmax on pooled features of every training view.
+
+    ``verbose=0``: silent; otherwise the epochs show as a progress bar."""
     keras.utils.set_random_seed(cfg.seed)
     head = make_head(n_classes, cfg.dropout)
     head.build((None, train.pooled.shape[1]))
@@ -100,8 +135,10 @@ def train_head(
         epochs=cfg.head_epochs,
         validation_data=(val.pooled, y_val),
         class_weight=class_weights(y_train, n_classes),
-        callbacks=[_early_stop(cfg.head_patience)],
-        verbose=verbose,
+        callbacks=_callbacks(
+            _early_stop(cfg.head_patience), verbose, "stage 1: head", cfg.head_epochs
+        ),
+        verbose=0,
     )
     if history is not None:
         history.add("head", h)
@@ -215,12 +252,19 @@ def fine_tune(
         epochs=cfg.fine_tune_epochs,
         validation_data=(val.cut, y_val),
         class_weight=class_weights(y_train, n_classes),
-        callbacks=[_early_stop(cfg.fine_tune_patience, cfg.monitor)],
-        verbose=keras_verbosity() if verbose is None else verbose,
+        callbacks=_callbacks(
+            _early_stop(cfg.fine_tune_patience, cfg.monitor),
+            verbose,
+            "stage 2: fine-tune",
+            cfg.fine_tune_epochs,
+        ),
+        verbose=0,
     )
     set_trainable_top(top, False)
     if history is not None:
         history.add("fine_tune", h)
+        # What the kept/undone verdict compared against (train's summary says it).
+        history.stages["fine_tune"]["stage1_val_loss"] = [stage1_loss]
     best = min(h.history["val_loss"])
     if not train_batch_norm and best >= stage1_loss:
         # Fine-tuning has to earn its place on validation data, or it is undone.
@@ -228,13 +272,6 @@ def fine_tune(
         if history is not None:
             history.stages["fine_tune"]["reverted"] = [stage1_loss, best]
     return train_batch_norm or best < stage1_loss
-
-
-def keras_verbosity() -> int:
-    """Keras' live progress bar on a terminal, one line per epoch in logs and CI."""
-    import sys
-
-    return 1 if sys.stderr.isatty() else 2
 
 
 def _early_stop(patience: int, monitor: str = "val_loss") -> keras.callbacks.EarlyStopping:

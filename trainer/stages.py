@@ -64,7 +64,7 @@ def fit_stages(
     verbose = 0 if quiet else None
     if not quiet:
         console.print(f"[bold]stage 1[/]: head on frozen features ({train.pooled.shape})")
-    head = train_head(train, y_train, val, y_val, prep.n_classes, cfg, history, verbose=0)
+    head = train_head(train, y_train, val, y_val, prep.n_classes, cfg, history, verbose=verbose)
     if not quiet:
         stage1 = history.stages["head"]
         lr = stage1.get("logistic_regression")

@@ -1,7 +1,9 @@
-"""The tables ``train`` prints: the dataset and its split, then the results."""
+"""The tables ``train`` prints: the dataset and its split, then the results and the
+closing summary (what was kept, where the files are)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,3 +58,38 @@ def print_results(report: dict[str, Any]) -> None:
         + ", ".join(f"{k} {v:.0f}s" for k, v in t.items())
         + f" (total {sum(t.values()):.0f}s)"
     )
+
+
+def fine_tune_verdict(
+    history: dict[str, dict[str, list[float]]], kept: bool, epochs: int, scratch: bool
+) -> str:
+    """One sentence: whether stage 2 (fine-tuning) is in the bundle, and why.
+
+    Fine-tuning is kept only when it lowers stage 1's validation loss
+    (``trainer.fit.fine_tune``); a backbone trained from scratch always keeps it."""
+    if epochs <= 0:
+        return "fine-tuning: off (--fine-tune-layers 0): the bundle is stage 1's head"
+    if scratch:
+        return "fine-tuning: kept (--weights none: the whole backbone is trained)"
+    ft = history.get("fine_tune", {})
+    before = (ft.get("stage1_val_loss") or ft.get("reverted") or [None])[0]
+    best = min(ft["val_loss"]) if ft.get("val_loss") else None
+    n = len(ft.get("loss", []))
+    losses = (
+        f" (validation loss {before:.4f} after stage 1, best {best:.4f} in {n} epochs)"
+        if before is not None and best is not None
+        else ""
+    )
+    if kept:
+        return f"fine-tuning: kept, it lowered the validation loss{losses}"
+    return (
+        f"fine-tuning: not kept, it did not lower the validation loss{losses}; "
+        "the bundle uses stage 1's head on the frozen backbone"
+    )
+
+
+def print_summary(out: Path, verdict: str) -> None:
+    """The last lines of ``train``: what was kept and where to look."""
+    console.print(verdict, highlight=False)
+    console.print(f"bundle: {out}", highlight=False, soft_wrap=True)
+    console.print(f"report: {Path(out) / 'report' / 'index.html'}", highlight=False, soft_wrap=True)

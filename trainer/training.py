@@ -36,7 +36,7 @@ from trainer.model import assemble, cut_index, load_backbone
 from trainer.options import Stopwatch, TrainOptions
 from trainer.prepare import Prepared, prepare
 from trainer.stages import Trained, fit_stages, stage1_speedup
-from trainer.tables import print_results
+from trainer.tables import fine_tune_verdict, print_results, print_summary
 
 
 def train(opts: TrainOptions) -> dict[str, Any]:
@@ -69,8 +69,6 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     else:
         result = fit_stages(prep, cfg, cut, views)
         watch.lap("final_training")
-    if cfg.fine_tune_epochs > 0 and not result.kept_fine_tune and not prep.scratch:
-        console.print("[yellow]fine-tuning did not lower the validation loss: kept stage 1[/]")
     calibration = (
         thresholds(result.val_probs, prep.y["val"], prep.ds.classes, opts.target_precision)
         if len(prep.y["val"])
@@ -89,6 +87,17 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     watch.lap("doctor")
     report = finish_report(opts, prep.ds, prep.parts, manifest, result.history, sections, watch)
     print_results(report)
+    verdict = fine_tune_verdict(
+        result.history.stages, result.kept_fine_tune, cfg.fine_tune_epochs, prep.scratch
+    )
+    print_summary(opts.out, verdict)
+    if opts.baseline:  # old and new on the same test images; the verdict is the last line
+        from trainer.compare import compare_with_baseline
+
+        compare_with_baseline(
+            opts.data, opts.out, opts.baseline, prep.ds, prep.parts,
+            opts.max_recall_drop, opts.threads, opts.show_progress,
+        )
     return manifest
 
 

@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "MobileNetV2 no-top .weights.h5 file, or none (pixel checks only: no label errors, "
         "no learning curve)",
     )
-    parser.add_argument("--input-size", type=int, default=224, help="96..224 (default 224)")
-    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (default 1.0)")
+    parser.add_argument("--input-size", type=int, default=224, help="96..224")
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
     parser.add_argument(
         "--border",
         type=float,
@@ -52,31 +52,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-thumbnails", action="store_true", help="leave thumbnails out of doctor.json"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--force", action="store_true", help="--out may be a non-empty folder (emptied first)"
+    )
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every argument that can be checked without TensorFlow, in one line each."""
+    from device.errors import SightwireError
+    from trainer.checks import check_data_dir, check_input_size, check_out_dir, check_weights
+
+    check_data_dir(args.data)
+    if not 0.02 <= args.border <= 0.4:
+        raise SightwireError(f"--border must be between 0.02 and 0.4, got {args.border}")
+    if args.per_class < 1:
+        raise SightwireError(f"--per-class must be at least 1, got {args.per_class}")
+    if args.weights.lower() != "none":
+        check_input_size(args.input_size)
+    check_weights(args.weights)
+    if args.out:
+        check_out_dir(args.out, args.force, keep_safe=(args.data,))
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from device.errors import SightwireError
+    check(args)
+    from trainer.checks import empty_out_dir
+    from trainer.console import import_tensorflow, show_progress
+
+    progress = not args.no_progress
+    show_progress(progress)
+    use_features = args.weights.lower() != "none"
+    if use_features:
+        import_tensorflow()
+    if args.out:
+        empty_out_dir(args.out)
+
     from device.preprocess import InputSpec
     from trainer.dataset import scan
     from trainer.doctor import diagnose
     from trainer.image_set import collect
     from trainer.split import split
 
-    if not 0.02 <= args.border <= 0.4:
-        raise SightwireError(f"--border must be between 0.02 and 0.4, got {args.border}")
-    if args.per_class < 1:
-        raise SightwireError(f"--per-class must be at least 1, got {args.per_class}")
-    progress = not args.no_progress
     started = time.perf_counter()
-    use_features = args.weights.lower() != "none"
     spec = InputSpec(args.input_size, args.input_size) if use_features else None
-    if use_features and not 96 <= args.input_size <= 224:
-        raise SightwireError(f"--input-size must be between 96 and 224, got {args.input_size}")
-    weights_file = use_features and args.weights.lower() != "imagenet"
-    if weights_file and not Path(args.weights).expanduser().is_file():
-        raise SightwireError(f"weights file not found: {args.weights}")
     classifier = None
     if args.bundle:  # a bad bundle fails before minutes of feature extraction
         from device.classifier import Classifier

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainer.checks import check_data_dir
+
+    check_data_dir(args.data)
     from rich.table import Table
 
     from device.bundle import load_bundle

@@ -33,7 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def check(args: argparse.Namespace) -> None:
+    """What can be checked before TensorFlow is imported."""
+    from device.errors import SightwireError
+    from trainer.checks import check_data_dir
+
+    check_data_dir(args.bundle, "bundle folder")
+    keras_file = args.keras or args.bundle / "model.keras"
+    if not keras_file.is_file():
+        raise SightwireError(f"Keras model not found: {keras_file} (train writes it)")
+    if args.data is not None:
+        check_data_dir(args.data)
+
+
 def run(args: argparse.Namespace) -> int:
+    check(args)
+    from trainer.console import import_tensorflow, show_progress
+
+    show_progress(not args.no_progress)
+    import_tensorflow()
     import keras
     import numpy as np
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from device.errors import SightwireError
 from device.preprocess import RESIZE_MODES
+from trainer.checks import (
+    check_data_dir,
+    check_fraction,
+    check_input_size,
+    check_out_dir,
+    check_weights,
+    empty_out_dir,
+)
 
 HELP = (
     "Fine-tune MobileNetV2 on DATA_DIR/<class>/*.jpg (or DATA_DIR/{train,val,test}/<class>/) "
@@ -18,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--name", help="bundle name (default: the dataset folder's name)")
     m = parser.add_argument_group("model")
-    m.add_argument("--input-size", type=int, default=224, help="96..224 (default 224)")
-    m.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width (default 1.0)")
+    m.add_argument("--input-size", type=int, default=224, help="96..224")
+    m.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
     m.add_argument(
         "--weights",
         default="imagenet",
@@ -118,9 +127,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="precision the suggested confidence threshold keeps (default 0.95)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b = parser.add_argument_group("against the bundle on the line")
+    b.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="OLD_BUNDLE",
+        help="keep OLD_BUNDLE's split, then score old and new int8 on the same test images "
+        "(its test split + the new images' test share); exit 3 unless the new one is better",
+    )
+    b.add_argument(
+        "--max-recall-drop",
+        type=float,
+        default=0.05,
+        help="with --baseline: the most any class's recall may fall (default 0.05)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="--out may be a non-empty folder: everything in it is deleted first",
+    )
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every argument that can be checked without TensorFlow, in one line each."""
+    check_data_dir(args.data)
+    check_input_size(args.input_size)
+    check_weights(args.weights)
+    for name, value in (("--val", args.val), ("--test", args.test)):
+        check_fraction(name, value)
+    if args.val + args.test >= 0.9:
+        raise SightwireError(
+            f"--val + --test must leave photos to train on, got {args.val + args.test:g}"
+        )
+    check_out_dir(args.out, args.force, keep_safe=(args.data,))
+    if args.baseline:
+        from trainer.compare import check_baseline
+
+        check_baseline(args.baseline, args.data, args.max_recall_drop)
 
 
 def run(args: argparse.Namespace) -> int:
+    check(args)
+    empty_out_dir(args.out)  # --force: nothing of an earlier bundle survives
+
+    from trainer.console import import_tensorflow, show_progress
+
+    show_progress(not args.no_progress)
+    import_tensorflow()
     from trainer.fit import FitConfig
     from trainer.training import TrainOptions, train
 
@@ -156,9 +209,14 @@ def run(args: argparse.Namespace) -> int:
         search_minutes=args.search_minutes,
         folds=args.folds,
         target_precision=args.target_precision,
+        baseline=args.baseline,
+        max_recall_drop=args.max_recall_drop,
         show_progress=not args.no_progress,
         fit=fit,
     )
     train(opts)
-    print(f"bundle written to {args.out}")
+    if args.baseline:
+        from trainer.compare import exit_status
+
+        return exit_status(args.out)
     return 0

@@ -1,0 +1,76 @@
+"""Argument checks the trainer verbs run before TensorFlow is imported.
+
+Importing TensorFlow takes seconds; a typo in a folder name or ``--input-size 300``
+must be answered at once, in one line. Nothing here imports more than the standard
+library. ``trainer.model`` checks the input size again for callers that skip the CLI.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from device.errors import SightwireError
+
+INPUT_SIZES = range(96, 225)  # MobileNetV2's ImageNet weights; as trainer.model.INPUT_SIZES
+
+
+def check_input_size(size: int) -> None:
+    if size not in INPUT_SIZES:
+        raise SightwireError(
+            f"--input-size must be between {INPUT_SIZES.start} and {INPUT_SIZES.stop - 1}, "
+            f"got {size}"
+        )
+
+
+def check_data_dir(path: Path, what: str = "dataset folder") -> Path:
+    """An existing folder, or one line saying what is wrong."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SightwireError(f"{what} not found: {path}")
+    if not path.is_dir():
+        raise SightwireError(f"{what} is not a folder: {path}")
+    return path
+
+
+def check_fraction(name: str, value: float, low: float = 0.0, high: float = 0.9) -> None:
+    if not low <= value <= high:
+        raise SightwireError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+
+
+def check_weights(weights: str) -> None:
+    """``imagenet``, ``none`` or an existing ``.weights.h5`` file."""
+    if weights.lower() in ("imagenet", "none"):
+        return
+    if not Path(weights).expanduser().is_file():
+        raise SightwireError(f"weights file not found: {weights} (or use imagenet, none)")
+
+
+def check_out_dir(out: Path, force: bool, keep_safe: tuple[Path, ...] = ()) -> None:
+    """``--out`` must be new or empty, or ``--force`` given; it may not hold (or be)
+    one of ``keep_safe`` (the dataset: ``--out .`` must not delete the photos)."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SightwireError(f"--out {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
+        raise SightwireError(f"--out {out} is not empty: pass --force to replace what is there")
+    here = out.resolve()
+    for path in (Path.home(), Path.cwd(), *keep_safe):
+        inside = path.expanduser().resolve()
+        if inside == here or here in inside.parents:
+            raise SightwireError(f"--out {out} holds {path}: --force would delete it")
+
+
+def empty_out_dir(out: Path) -> None:
+    """Remove everything in ``out`` (after ``check_out_dir`` allowed it): no file of an
+    earlier run (a stale report, an Edge TPU model of an older training) survives."""
+    out = Path(out).expanduser()
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
