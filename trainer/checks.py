@@ -12,7 +12,7 @@ from pathlib import Path
 
 from device.errors import SightwireError
 
-INPUT_SIZES = range(96, 225)  # MobileNetV2's ImageNet weights; as trainer.model.INPUT_SIZES
+INPUT_SIZES = range(96, 225)  # MobileNetV2's ImageNet weights (trainer.model uses this one)
 
 
 def check_input_size(size: int) -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 import keras
 
 from device.errors import SightwireError
+from trainer.checks import INPUT_SIZES  # one range for the CLI's early check and the model
 
 BLOCKS = 17  # MobileNetV2: block 0 (expanded_conv) .. block 16
 TAP_BLOCK = 13  # multi-scale taps: the input of block 13 (14x14 at 224) and every block above
-INPUT_SIZES = range(96, 225)
 
 
 def load_backbone(input_size: int, alpha: float, weights: str) -> keras.Model:
