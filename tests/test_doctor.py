@@ -25,7 +25,13 @@ from device.cli import main
 from device.images import load_image
 from trainer.dataset import scan
 from trainer.doctor import diagnose, item_order
-from trainer.doctor.attribution import attribution, outside_share, uniform_share
+from trainer.doctor.attribution import (
+    attribution,
+    margin,
+    measurable,
+    outside_share,
+    uniform_share,
+)
 from trainer.doctor.curve import judge, learning_curve
 from trainer.doctor.stats import score
 from trainer.duplicates import duplicate_groups
@@ -212,6 +218,18 @@ def test_leak_is_found_and_the_grouped_split_keeps_copies_together(leaky):
     assert decodes_as_jpeg(first["a"]["thumb"]) and decodes_as_jpeg(first["b"]["thumb"])
 
 
+def test_features_alone_make_a_copy_only_above_the_stricter_bar():
+    """On the flowers, every pair found by features alone was two different photos (CSLS
+    up to 0.46, cosine up to 0.96): such pairs are "similar" and join no group."""
+    from trainer.duplicates import Pair, components
+
+    similar = Pair(0, 1, 0.05, 0.1, cosine=0.959, csls=0.46, by_features=True)
+    copy = Pair(2, 3, 0.3, 0.5, cosine=0.985, csls=0.62, by_features=True)
+    pixels = Pair(4, 5, 0.97, 0.99, cosine=0.9, csls=0.1, by_pixels=True)
+    assert [p.same_picture for p in (similar, copy, pixels)] == [False, True, True]
+    assert components([similar, copy, pixels], 6) == [[2, 3], [4, 5]]
+
+
 def test_pixels_alone_find_copies_and_a_random_split_keeps_them_together(tmp_path):
     root = tmp_path / "flat"
     copies = plant_copies(root, user_split=False)
@@ -319,6 +337,50 @@ def test_attribution_follows_the_object(reference):
             assert r <= 3 and c <= 3  # the peak is on the cat, top left
     assert shares["centre"] < 0.35 < uniform_share()
     assert shares["corner"] > shares["centre"] + 0.3
+
+
+SATURATED = ["daisy/image_0821.jpg", "daisy/image_0841.jpg", "sunflower/image_0721.jpg"]
+
+
+def test_a_saturated_score_is_not_measurable_and_not_read_as_the_centre(
+    shared, reference, tmp_path
+):
+    """Coral's int8 model gives these photos one class and 0 to all 1000 others: hiding a
+    patch cannot lower a score pinned at the top, so the doctor must say "not measurable"
+    (it once said "looks at the centre" from such all-zero maps)."""
+    from trainer.doctor.options import DoctorOptions
+    from trainer.doctor.sections.attribution import attribution_section
+    from trainer.doctor.thumbnails import Thumbnails
+
+    flowers = shared / "datasets" / "oxford_flowers17"
+    if not flowers.is_dir():
+        pytest.skip(f"{flowers} not found")
+    for rel in SATURATED:
+        (tmp_path / "d" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(flowers / rel, tmp_path / "d" / rel)
+    clf = Classifier.open(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite")
+    probs = clf.classify(load_image(flowers / SATURATED[0]))
+    top = int(np.argmax(probs))
+    assert not measurable(probs, top)
+    ds = scan(tmp_path / "d", min_per_class=1)
+    opts = DoctorOptions(attribution_per_class=2)
+    section, found = attribution_section(ds, clf, opts, Thumbnails(ds, False), False)
+    assert section["unmeasurable"] == 3 and section["measured_on"] == "int8"
+    images = [x for c in section["classes"].values() for x in c["images"]]
+    assert [x["measurable"] for x in images] == [False] * 3
+    assert all(x["outside_share"] != x["outside_share"] for x in images)  # NaN: no figure
+    [finding] = found
+    assert finding.severity == "note" and "not measurable" in finding.message
+    assert "centre" not in finding.message
+
+
+def test_margin_is_the_logit_difference_and_does_not_saturate():
+    logits = np.array([12.0, 1.3, -2.0])
+    probs = np.exp(logits) / np.exp(logits).sum()  # 0.99998: a float model's saturated look
+    assert margin(probs, 0) == pytest.approx(10.7, abs=1e-6)
+    assert measurable(probs, 0)
+    int8 = np.array([255, 0, 0]) / 256  # the same answer through an int8 softmax
+    assert not measurable(int8, 0)
 
 
 def test_outside_share_arithmetic():

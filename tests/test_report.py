@@ -16,6 +16,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -408,3 +409,145 @@ def test_renders_in_a_headless_browser(page, tmp_path):
         body = grey.crop((0, 200, 1200, 2000))
         assert ImageStat.Stat(body).stddev[0] > 20
         assert body.getextrema()[0] < 80  # dark text or plot ink somewhere
+
+
+# --- the data doctor's part, from a real doctor run with backbone features ------------
+
+RAW_KEYS = ("Format version", "Ci95", "Skill", "Pixel detail", "Feature csls", "P value")
+
+
+@pytest.fixture(scope="module")  # ~40 s on 2 cores: its tests are slow
+def doctored(trained, tmp_path_factory, imagenet_weights) -> tuple[Path, dict]:
+    """The bundle with a doctor.json of a real run that has every section to show.
+
+    Two photos are moved to a wrong class and one is copied (re-encoded, same class),
+    so label errors and a near-duplicate pair are there to be drawn; the copy and the
+    moved photos count as test photos, so the pair straddles the split.
+    """
+    from device.classifier import Classifier
+    from trainer.dataset import scan
+    from trainer.doctor import diagnose
+    from trainer.doctor.features import compute_features
+    from trainer.model import load_backbone
+
+    data, bundle = trained
+    root = tmp_path_factory.mktemp("doctored")
+    copy = copy_bundle(bundle, root / "bundle")
+    faulty = root / "data"
+    shutil.copytree(data, faulty)
+    circles = sorted((faulty / "circle").iterdir())
+    for moved in circles[:2]:
+        moved.rename(faulty / "square" / f"moved_{moved.name}")
+    with Image.open(circles[5]) as im:
+        im.convert("RGB").save(faulty / "circle" / "copy.jpg", quality=92)
+    ds = scan(faulty)
+    split = json.loads((copy / "report" / "split.json").read_text())
+    side_of = {rel: side for side in ("train", "val", "test") for rel, _ in split[side]}
+    sides = [side_of.get(ds.relative(it), "test") for it in ds.items]
+    parts = {s: np.flatnonzero(np.array(sides) == s) for s in ("train", "val", "test")}
+    backbone = load_backbone(96, 1.0, str(imagenet_weights))
+    pooled = compute_features(ds, "imagenet", 96, show_progress=False, backbone=backbone)
+    report = diagnose(ds, pooled, parts, classifier=Classifier.open(copy, "int8"))
+    report.write(copy / "report" / "doctor.json")
+    return write_report(copy), json.loads((copy / "report" / "doctor.json").read_text())
+
+
+@pytest.mark.slow
+def test_doctor_part_reads_as_findings(doctored):
+    from trainer.report.doctor_page import SHOWN
+
+    path, doc = doctored
+    parsed = Page(path.read_text())
+    assert not parsed.errors, parsed.errors[:5]
+    words = " ".join(parsed.section_text().split())
+    lowered = words.lower()
+    for key in RAW_KEYS:
+        assert key not in words, key
+    assert "base64" not in words
+    for f in doc["findings"]:  # every verdict, with its why and what to do
+        assert " ".join(f["message"].split())[:60].lower() in lowered
+    assert "What to do:" in words
+    pairs = doc["duplicates"]["pairs"]
+    issues = doc["label_errors"]["issues"]
+    assert pairs and issues, "the planted copy and moved photos are found"
+    for x in issues[:SHOWN]:
+        said = f"in {x['given']}/, looks like {x['predicted']}"
+        assert said.replace(" ", "") in words.replace(" ", "")
+    assert "validation" in words or "test" in words
+    doctor_imgs = [s for section, s in parsed.imgs if section == "doctor"]
+    shown_att = min(SHOWN, sum(len(c["images"]) for c in doc["attribution"]["classes"].values()))
+    charts = 2  # shortcut cues and learning curve
+    assert len(doctor_imgs) == 2 * min(len(pairs), SHOWN) + min(len(issues), SHOWN) + (
+        shown_att + charts
+    )
+    assert all(s.startswith("data:image/") for s in doctor_imgs)
+
+
+def browser_measure(html_file: Path, png: Path) -> dict:
+    """Page height, visible text and cards whose text runs past them, in real Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which(find_browser() or ""))
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(html_file.resolve().as_uri())
+            page.screenshot(path=str(png), full_page=True)
+            return page.evaluate(
+                """() => ({
+                  height: document.documentElement.scrollHeight,
+                  text: document.body.innerText,
+                  overflowing: [...document.querySelectorAll(
+                      'section, .card, figure, td, figcaption')]
+                    .filter(el => el.scrollWidth > el.clientWidth + 1)
+                    .map(el => el.tagName + ' ' + el.textContent.slice(0, 60)),
+                })"""
+            )
+        finally:
+            browser.close()
+
+
+NEEDS_BROWSER = pytest.mark.skipif(
+    find_browser() is None, reason="no chromium: apt-get install chromium to run this test"
+)
+
+
+@NEEDS_BROWSER
+def test_page_fits_and_nothing_runs_off_its_card(page, tmp_path):
+    """The fast twin of the next test, on the bundle's own doctor.json (no features)."""
+    path, _ = page
+    png = tmp_path / "report.png"
+    seen = browser_measure(path, png)
+    assert png.is_file()
+    assert seen["height"] < 6000, seen["height"]
+    assert not seen["overflowing"], seen["overflowing"][:5]
+    for key in (*RAW_KEYS, "base64", "data:image"):
+        assert key not in seen["text"], key
+
+
+@pytest.mark.slow
+@NEEDS_BROWSER
+def test_doctor_page_fits_and_nothing_runs_off_its_card(doctored, tmp_path):
+    path, _ = doctored
+    png = tmp_path / "report.png"
+    seen = browser_measure(path, png)
+    assert png.is_file()
+    assert seen["height"] < 6000, seen["height"]  # 3 classes: headline to options
+    assert not seen["overflowing"], seen["overflowing"][:5]
+    for key in (*RAW_KEYS, "base64", "data:image"):
+        assert key not in seen["text"], key
+    assert seen["text"].index("data doctor") < seen["text"].index("int8 vs float")  # tiles first
+
+
+def test_small_test_split_gives_its_interval_and_says_what_the_baseline_is(page):
+    from trainer.report.intervals import wilson
+
+    low, high = wilson(12, 12)  # 12 of 12 right is not "100%, certainly"
+    assert low == pytest.approx(0.7575, abs=1e-4) and high == 1.0
+    assert wilson(0, 0) == (0.0, 1.0)
+    words = " ".join(Page(page[1]).section_text().split())
+    assert "95%:" in words and "n=" in words
+    assert "Too few test photos to trust these figures for:" in words  # 16 photos a class
+    # --weights none: the baseline is a floor on random features, not Teachable Machine.
+    assert "logistic regression on random features" in words
+    assert "would give on the same split" not in words

@@ -17,17 +17,20 @@
               "relation": "within_class"|"across_classes", "sides": [side_a, side_b]|null,
               "straddles_split": bool, "pixel_detail", "pixel_structure", "feature_cosine",
               "feature_csls" (null unless found by features), "found_by": ["pixels",
-              "features"]}],
+              "features"], "kind": "copy"|"similar" (features only, below the stricter
+              bar: not a copy, in no group)}],
           "groups": [[IMAGE without thumb, ...]], "counts": {...}, "split": {...}},
       "label_errors": {"model", "balanced_accuracy", "method", "count",
           "issues": [{"image": IMAGE, "given", "predicted", "given_probability",
                       "predicted_probability"}]} | null,
       "learning_curve": {"fractions", "folds", "classes": {class: {"train_sizes",
           "recall", "per_doubling", "verdict", "sentence"}}} | null,
-      "attribution": {"variant", "grid", "centre_fraction", "uniform_share",
+      "attribution": {"variant", "measured_on" (the variant whose logit margin the
+          maps measure), "scale", "unmeasurable" (images whose score saturates), "grid",
+          "centre_fraction", "uniform_share",
           "classes": {class: {"outside_share", "n", "images": [{"image": IMAGE,
-              "predicted", "probability", "outside_share", "heat": [[...]],
-              "overlay": data-URI}]}}} | null,
+              "predicted", "probability", "measurable", "outside_share" (null when not
+              measurable), "heat": [[...]], "overlay": data-URI | null}]}}} | null,
       "skipped": {check: reason},
       "timings_s": {check: seconds}
     }

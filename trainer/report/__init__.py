@@ -16,6 +16,9 @@ data is missing: a report of a partial bundle is still a report.
 ``inputs``          the bundle's files read back (``Inputs``), tolerant of gaps
 ``results``         sections on what the model achieved
 ``provenance``      sections on where the results come from
+``doctor_page``     the data doctor's findings, pairs, label errors, where the model looks
+``doctor_plots``    the doctor's charts: shortcut cues against chance, learning curves
+``intervals``       Wilson 95% intervals of test accuracy; too few test photos
 ``pictures``        curves, confusion matrices, thumbnails as ``data:`` URIs
 ``markup``          escaping, tables, any JSON as HTML
 ``__main__``        ``python -m trainer.report BUNDLE``

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from trainer.report.comparison import comparison_section
+from trainer.report.doctor_page import headline
 from trainer.report.inputs import Inputs, as_dict, numbers
+from trainer.report.intervals import interval_text
 from trainer.report.markup import STYLE, e, pct
 from trainer.report.provenance import (
     curves_section,
@@ -52,19 +55,26 @@ def header(inputs: Inputs, nav: list[tuple[str, str]]) -> str:
     res = inputs.results
     on = m.get("evaluated_on", "test")
     for variant in res:
-        cards.append((pct(res[variant].get("accuracy")), f"{variant} {on} accuracy"))
+        spread = interval_text(res[variant])
+        label = f"{variant} {on} accuracy" + (f" ({spread})" if spread else "")
+        cards.append((pct(res[variant].get("accuracy")), label))
     if "int8" in res and "float" in res:
         delta = points(res["int8"].get("accuracy"), res["float"].get("accuracy"))
         cards.append((delta, "int8 − float"))
     base = as_dict(m.get("baseline_linear_head")).get("test_accuracy")
     if base is not None:
-        cards.append((pct(base), "frozen linear head"))
+        random = as_dict(man.get("trainer")).get("weights") == "none"
+        what = "linear head, random features" if random else "frozen linear head"
+        cards.append((pct(base), what))
     int8_size = model_sizes(inputs).get("int8")
     if int8_size:
         cards.append((f"{int8_size / 1e6:.2f} MB", "int8 model"))
     timings = numbers(m.get("timings_s"))
     if timings:
         cards.append((f"{sum(timings.values()):.0f} s", "training time"))
+    doctor_tile = headline(inputs.doctor)
+    if doctor_tile:
+        cards.append(doctor_tile)
     card_html = "".join(f"<div class=card><b>{e(v)}</b><span>{e(t)}</span></div>" for v, t in cards)
     return (
         f"<header><h1>sightwire report: {e(name)}</h1>"
@@ -75,6 +85,7 @@ def header(inputs: Inputs, nav: list[tuple[str, str]]) -> str:
 
 SECTIONS: list[tuple[str, str, Callable[[Inputs], str]]] = [
     # Results first, then where they come from.
+    ("comparison", "Old vs new", comparison_section),  # train --baseline only
     ("models", "Models", models_section),
     ("per-class", "Per class", per_class_section),
     ("confusion", "Confusion", confusion_section),

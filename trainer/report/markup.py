@@ -52,6 +52,15 @@ th{background:#eef2f6;font-weight:600}th:first-child,td:first-child{text-align:l
  align-items:center;justify-content:center;font-size:11px}
 img.plot{max-width:100%}code{font-size:12px}dl{margin:4px 0}dt{font-weight:600}
 dd{margin:0 0 6px 16px}details summary{cursor:pointer;color:#1f3a56}
+section,.card,td,figcaption{overflow-wrap:anywhere}
+table.findings td{text-align:left;padding:5px 10px}.todo{color:#3d4852}
+table.findings td:nth-child(2){white-space:nowrap}
+.badge{display:inline-block;min-width:58px;text-align:center;border-radius:10px;
+ padding:1px 8px;font-size:12px;font-weight:600;color:#fff;background:#5b6670}
+.badge.warning{background:#b3261e}.badge.note{background:#c77700}.badge.ok{background:#1e7b34}
+.badge.skip{background:#8a949e}
+.gallery figure.pair{width:210px}.pair div{display:flex;gap:4px}
+.thumb.small{max-width:100px;max-height:100px}ul.compact{margin:4px 0;padding-left:20px}
 """
 
 

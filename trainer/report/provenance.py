@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from trainer.report.doctor_page import doctor_body, is_structured
 from trainer.report.inputs import Inputs, as_dict, numbers, pairs, rare_classes
 from trainer.report.markup import (
     GENERIC_MAX_DEPTH,
@@ -203,10 +204,12 @@ def timings_section(inputs: Inputs) -> str:
 
 
 def doctor_section(inputs: Inputs) -> str:
-    """``report/doctor.json`` rendered generically: its structure may still change."""
+    """``report/doctor.json`` as findings (format version 1), any other shape generically."""
     doc = inputs.doctor
     if not doc:
         return ""
+    if is_structured(doc):
+        return section("doctor", "Data doctor", doctor_body(doc))
     if isinstance(doc, dict) and isinstance(doc.get("sections"), list):
         rest = {k: v for k, v in doc.items() if k != "sections"}
         parts = [render_any(rest)] if rest else []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.report.inputs import RARE_SHARE, Inputs, as_dict, rare_classes
+from trainer.report.intervals import FEW_TEST_PHOTOS, interval_text
 from trainer.report.markup import e, fixed, img, num, pct, render_any, section, table
 from trainer.report.pictures import confusion_src, thumbnail
 
@@ -55,7 +56,7 @@ def models_section(inputs: Inputs) -> str:
                 e(v),
                 e(f"{size / 1e6:.2f} MB") if size else "—",
                 e(models.get(v, {}).get("input_dtype", "")),
-                pct(r.get("accuracy"), 2),
+                pct(r.get("accuracy"), 2) + _spread(r),
                 pct(r.get("balanced_accuracy"), 2),
                 pct(r.get("agreement_with_float"), 2) if "agreement_with_float" in r else "",
                 f"<code>{e(str(models.get(v, {}).get('sha256', ''))[:12])}</code>",
@@ -74,9 +75,19 @@ def models_section(inputs: Inputs) -> str:
         body.append(
             f"<p>int8 vs float: accuracy {e(acc)}, balanced accuracy {e(bal)}{e(ratio)}.</p>"
         )
+    body.append(
+        "<p class=note>Under each accuracy: the range the true figure lies in with 95% "
+        "confidence (Wilson interval) given this many test photos; a small test split "
+        "cannot tell two models apart by a few points.</p>"
+    )
     body.append(baseline_html(inputs))
     body.append(cross_validation_html(inputs.metrics.get("cross_validation")))
     return section("models", "Models", "\n".join(b for b in body if b))
+
+
+def _spread(result: dict[str, Any]) -> str:
+    text = interval_text(result)
+    return f"<br><span class=note>{e(text)}</span>" if text else ""
 
 
 def cross_validation_html(cv: Any) -> str:
@@ -125,8 +136,24 @@ def baseline_html(inputs: Inputs) -> str:
     return (
         "<h3>Fine-tuned model vs the frozen linear-head baseline</h3>"
         + table([*head, "vs baseline"], rows)
-        + "<p class=note>The baseline is what a frozen-feature tool (e.g. Teachable Machine) "
-        "would give on the same split; fine-tuning must beat it to have earned its time.</p>"
+        + f"<p class=note>{e(baseline_meaning(inputs))}</p>"
+    )
+
+
+def baseline_meaning(inputs: Inputs) -> str:
+    """What the linear baseline stands for: it depends on the backbone's weights."""
+    weights = as_dict(inputs.manifest.get("trainer")).get("weights")
+    if weights == "none":
+        return (
+            "Trained with --weights none: the backbone started from random weights, so this "
+            "baseline is a logistic regression on random features, a floor that shows what "
+            "training the whole network gained. It is not what a frozen-feature tool such as "
+            "Teachable Machine would give: those start from ImageNet weights and would "
+            "usually do much better on photos."
+        )
+    return (
+        "The baseline is what a frozen-feature tool (e.g. Teachable Machine) would give on "
+        "the same split; fine-tuning must beat it to have earned its time."
     )
 
 
@@ -154,9 +181,11 @@ def per_class_section(inputs: Inputs) -> str:
         head += [f"{e(v)} precision", f"{e(v)} recall", f"{e(v)} F1"]
     rows, marks = [], []
     flagged = []
+    supports: dict[str, Any] = {}
     for name in inputs.labels:
         stats = [as_dict(as_dict(r.get("per_class")).get(name)) for r in res.values()]
         support = next((s.get("support") for s in stats if "support" in s), "—")
+        supports[name] = support
         label = e(name) + (" <span class=note>(rare)</span>" if name in rare else "")
         row = [label, e(support)]
         low = False
@@ -178,6 +207,19 @@ def per_class_section(inputs: Inputs) -> str:
     )
     if flagged:
         body += f"<p class=low>Rare and missed: {e(', '.join(flagged))}</p>"
+    few = [
+        (name, support)
+        for name, support in supports.items()
+        if isinstance(support, int) and support < FEW_TEST_PHOTOS
+    ]
+    if few:
+        listed = ", ".join(f"{name} ({n})" for name, n in few)
+        body += (
+            f"<p class=low>Too few test photos to trust these figures for: {e(listed)}. "
+            f"With under {FEW_TEST_PHOTOS} test photos one photo moves recall by "
+            f"{1 / max(1, min(n for _, n in few)):.0%} or more; add photos or judge the "
+            "class on more data (cross-validation, --folds).</p>"
+        )
     return section("per-class", "Per-class precision, recall, F1", body)
 
 
@@ -253,7 +295,8 @@ def calibration_section(inputs: Inputs) -> str:
     if threshold is not None:
         body.append(
             f"<p>Threshold written to the manifest: <b>{num(threshold)}</b>. The device "
-            "publishes <code>unknown</code> for a frame whose best score is below it.</p>"
+            "publishes <code>uncertain</code> (its <code>unknown_label</code>) for a frame "
+            "whose best score is below it.</p>"
         )
     if isinstance(cal, dict) and cal:
         body.append(_calibration_html(cal))

@@ -1,4 +1,11 @@
-"""``attribution``: where the exported int8 model looks, per class, as occlusion maps."""
+"""``attribution``: where the exported model looks, per class, as occlusion maps.
+
+The maps are measured on the bundle's float model when it has one (its output keeps
+the runner-up's probability, so the logit margin does not saturate; see
+``trainer.doctor.attribution``) and the int8 model's prediction is reported beside them.
+An image whose margin cannot be measured is said to be so, never read as "looks at
+the centre".
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,12 @@ import numpy as np
 from device.classifier import Classifier
 from device.images import load_image
 from trainer.dataset import Dataset
-from trainer.doctor.attribution import attribution, outside_share, uniform_share
+from trainer.doctor.attribution import (
+    attribution,
+    measurable,
+    outside_share,
+    uniform_share,
+)
 from trainer.doctor.options import DoctorOptions
 from trainer.doctor.report import Finding, short_list
 from trainer.doctor.thumbnails import Thumbnails, heat_overlay_uri
@@ -31,23 +43,30 @@ def attribution_section(
     rng = np.random.default_rng(opts.seed)
     labels = ds.labels
     uniform = uniform_share(centre_fraction)
+    scorer = measuring_model(classifier)
     classes: dict[str, Any] = {}
+    unmeasurable = 0
     for c, name in enumerate(ds.classes):
         members = np.flatnonzero(labels == c)
         chosen = np.sort(rng.choice(members, min(per_class, len(members)), replace=False))
         entries = []
         for i in chosen.tolist():
             rgb = load_image(ds.items[i].path)
-            heat = attribution(classifier, rgb, grid)
             predicted, probability = classifier.top_k(classifier.classify(rgb), 1)[0]
+            target = scorer.labels.index(predicted)
+            ok = measurable(scorer.classify(rgb), target)
+            heat = attribution(scorer, rgb, grid, target) if ok else np.zeros((grid, grid))
+            share = outside_share(heat, centre_fraction) if ok else float("nan")
+            unmeasurable += not ok
             entries.append(
                 {
                     "image": thumbs.ref(i),
                     "predicted": predicted,
                     "probability": round(probability, 4),
-                    "outside_share": round(outside_share(heat, centre_fraction), 4),
+                    "measurable": ok,
+                    "outside_share": round(share, 4),
                     "heat": np.round(heat.astype(np.float64), 4).tolist(),
-                    "overlay": heat_overlay_uri(rgb, heat) if thumbs.enabled else None,
+                    "overlay": heat_overlay_uri(rgb, heat) if thumbs.enabled and ok else None,
                 }
             )
         shares = [e["outside_share"] for e in entries if np.isfinite(e["outside_share"])]
@@ -58,6 +77,9 @@ def attribution_section(
         }
     section = {
         "variant": classifier.variant,
+        "measured_on": scorer.variant,
+        "scale": "logit margin: log p(class) - log p(runner-up)",
+        "unmeasurable": unmeasurable,
         "grid": grid,
         "centre_fraction": centre_fraction,
         "uniform_share": round(uniform, 4),
@@ -80,7 +102,23 @@ def attribution_section(
         )
     else:
         shares = [v["outside_share"] for v in classes.values() if v["outside_share"] is not None]
-        mean = f"{np.mean(shares):.2f}" if shares else "n/a"
+        if not shares:
+            total = sum(v["n"] for v in classes.values())
+            why = (
+                f"the {scorer.variant} model's score saturates on {unmeasurable} of {total} "
+                "photos (no runner-up class left to lose ground to)"
+                if unmeasurable
+                else "hiding any one patch did not lower the score"
+            )
+            return section, [
+                Finding(
+                    "attribution",
+                    "note",
+                    f"where the model looks is not measurable: {why}",
+                    "nothing to fix in the data; a bundle with its float model measures it",
+                )
+            ]
+        mean = f"{np.mean(shares):.2f}"
         finding = Finding(
             "attribution",
             "ok",
@@ -88,3 +126,10 @@ def attribution_section(
             f"{mean}, uniform {uniform:.2f})",
         )
     return section, [finding]
+
+
+def measuring_model(classifier: Classifier) -> Classifier:
+    """The bundle's float model when it has one (its scores do not saturate), else itself."""
+    if classifier.variant == "float" or "float" not in classifier.bundle.models:
+        return classifier
+    return Classifier.open(classifier.bundle, "float")

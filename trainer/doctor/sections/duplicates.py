@@ -18,6 +18,8 @@ from trainer.duplicates import (
     DETAIL_THRESHOLD,
     FEATURE_COSINE_FLOOR,
     FEATURE_CSLS,
+    FEATURE_SAME_COSINE,
+    FEATURE_SAME_CSLS,
     NEIGHBOURS,
     STRUCTURE_THRESHOLD,
     Pair,
@@ -53,7 +55,15 @@ def duplicates_section(
         straddles = bool(pair_sides and pair_sides[0] != pair_sides[1])
         relation = "within_class" if labels[p.i] == labels[p.j] else "across_classes"
         rows.append((p, relation, pair_sides, straddles))
-    rows.sort(key=lambda r: (not r[3], r[1] != "across_classes", -r[0].detail, r[0].i))
+    rows.sort(
+        key=lambda r: (
+            not r[0].same_picture,
+            not r[3],
+            r[1] != "across_classes",
+            -r[0].detail,
+            r[0].i,
+        )
+    )
     listed = []
     for n, (p, relation, pair_sides, straddles) in enumerate(rows):
         listed.append(
@@ -68,8 +78,11 @@ def duplicates_section(
                 "feature_cosine": None if p.cosine is None else round(p.cosine, 4),
                 "feature_csls": None if p.csls is None else round(p.csls, 4),
                 "found_by": p.found_by,
+                "kind": "copy" if p.same_picture else "similar",
             }
         )
+    similar = [r for r in rows if not r[0].same_picture]
+    rows = [r for r in rows if r[0].same_picture]
     within = sum(r[1] == "within_class" for r in rows)
     across = [r for r in rows if r[1] == "across_classes"]
     straddling = [r for r in rows if r[3]]
@@ -81,10 +94,13 @@ def duplicates_section(
             "pixel_detail_floor": DETAIL_FLOOR,
             "feature_csls": FEATURE_CSLS,
             "feature_cosine_floor": FEATURE_COSINE_FLOOR,
+            "feature_same_csls": FEATURE_SAME_CSLS,
+            "feature_same_cosine": FEATURE_SAME_COSINE,
             "neighbours": NEIGHBOURS,
         },
         "counts": {
             "pairs": len(rows),
+            "similar": len(similar),
             "within_class": within,
             "across_classes": len(across),
             "straddling_split": len(straddling) if parts is not None else None,
@@ -92,7 +108,7 @@ def duplicates_section(
             "images_in_groups": in_groups,
             "largest_group": max((len(g) for g in groups), default=0),
             "by_pixels": sum(p.by_pixels for p in pairs),
-            "by_features": sum(p.by_features for p in pairs),
+            "by_features": sum(p.by_features for p in pairs if p.same_picture),
         },
         "split": None if parts is None else {"kind": split_kind},
         "pairs": listed,
@@ -123,8 +139,9 @@ def duplicates_section(
                 f"{len(straddling)} near-duplicate pair(s) straddle {what} "
                 f"({short_list(sorted(pairs_of_sides))}): "
                 "copies on both sides inflate the test score",
-                "split with duplicate_groups(ds, extra=report.near_duplicate_groups()) "
-                "(train does), or remove the copies",
+                "look at each pair: if it is the same picture, delete one copy (with your own "
+                "train/val/test folders, or move both into the same one); `sightwire train` "
+                "already keeps copies found by their pixels on one side",
             )
         )
     if within:
@@ -151,6 +168,20 @@ def duplicates_section(
                 "in training, so consider keeping one of each",
             )
         )
+    if similar:
+        shown = [
+            f"{ds.relative(ds.items[r[0].i])} ~ {ds.relative(ds.items[r[0].j])}" for r in similar
+        ]
+        findings.append(
+            Finding(
+                "duplicates",
+                "ok",
+                f"{len(similar)} pair(s) of similar photos, not copies (alike to the backbone, "
+                f"different in their pixels): {short_list(shown, 2)}; they are shown, and "
+                "neither grouped nor counted as leaks",
+            )
+        )
     if not rows:
-        findings.append(Finding("duplicates", "ok", "no near-duplicates found"))
+        found = "no copies found" if similar else "no near-duplicates found"
+        findings.append(Finding("duplicates", "ok", found))
     return section, findings
