@@ -27,7 +27,7 @@ import numpy as np
 
 from device.config import SourceConfig
 from device.errors import one_line
-from device.sources import Pacer, ReopeningSource, Source, make_source
+from device.sources import ModelInput, ModelSized, Pacer, ReopeningSource, Source, make_source
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class Frame:
     prepared_by: object | None = None
     fit_s: float = 0.0  # seconds spent fitting it
     convert_s: float = 0.0  # seconds spent converting it
+    # The same moment at the model's size from the camera itself (picamera2's lores
+    # stream): ``prepare`` takes it instead of fitting ``image`` when it suits the model.
+    model_sized: ModelSized | None = None
 
 
 class FrameSlot:
@@ -95,13 +98,14 @@ class Capture:
         prepare: Callable[[Frame], None],
         stop: threading.Event,
         source: Source | None = None,
+        model: ModelInput | None = None,
     ):
         self.config = config
         self.slot = slot
         self.prepare = prepare
         self._stop = stop
         self._make_source: Callable[[], Source] = (
-            (lambda: source) if source is not None else (lambda: make_source(config))
+            (lambda: source) if source is not None else (lambda: make_source(config, model))
         )
         self.source = ReopeningSource(
             self._make_source(),
@@ -179,7 +183,7 @@ class Capture:
                 break
             t1 = time.perf_counter()
             self._seq += 1
-            frame = Frame(image, self._seq, t1, t1 - t0)
+            frame = Frame(image, self._seq, t1, t1 - t0, model_sized=source.fitted)
             self.prepare(frame)
             self.slot.put(frame)
 

@@ -7,6 +7,7 @@ class, so a figure measured anywhere is a figure of the code that runs on the de
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from device.config import ModelConfig
 from device.errors import BundleError
 from device.preprocess import InputSpec, Preprocessor, fit_frame
 from device.runtime import make_interpreter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Classifier:
     preprocess: Preprocessor
     model_sha256: str
     timings: Timings = field(default_factory=Timings)
+    autotune: dict[str, Any] | None = None  # device.autotune.Choice when ``auto`` measured
 
     def __post_init__(self) -> None:
         # Tensor details are looked up once: get_*_details() builds dicts on every call.
@@ -156,6 +160,26 @@ def model_location(path: Path) -> Path:
     return path.resolve() if path.is_symlink() and path.is_dir() else path
 
 
-def open_model(config: ModelConfig) -> Classifier:
-    """The daemon's model as configured (``[model]``): what start, reload and update load."""
-    return Classifier.open(model_location(config.path), config.variant, config.threads)
+def open_model(config: ModelConfig, frame: tuple[int, int] | None = None) -> Classifier:
+    """The daemon's model as configured (``[model]``): what start, reload and update load.
+
+    ``variant``/``threads`` ``auto`` are decided by ``device.autotune`` (measured once per
+    bundle and machine, then cached); ``frame``: the camera frame size the capture thread
+    fits (the model's own size for picamera2's lores stream)."""
+    path = model_location(config.path)
+    if config.variant != "auto" and config.threads != "auto":
+        return Classifier.open(path, config.variant, config.threads)
+    from device.autotune import FRAME_SIZE, choose  # only where auto asks for it
+
+    bundle = load_bundle(path)
+    choice = choose(bundle, config.variant, config.threads, frame=frame or FRAME_SIZE)
+    log.info(
+        "model: %s, %s thread(s): %s%s",
+        choice.variant,
+        choice.threads or "default",
+        choice.reason or "as configured",
+        " (figures from the cache)" if choice.cached else "",
+    )
+    clf = Classifier.open(bundle, choice.variant, choice.threads)
+    clf.autotune = choice.to_json()
+    return clf

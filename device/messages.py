@@ -105,6 +105,7 @@ def stats(
     bundle: str | None = None,
     drift: dict[str, Any] | None = None,
     keep: dict[str, Any] | None = None,
+    autotune: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The loop's figures: ``fps``, ``latency_ms``, ``inference_ms`` and
     ``dropped_interval`` since the previous stats, the counters since start;
@@ -136,6 +137,8 @@ def stats(
         payload["bundle"] = bundle
     if mqtt_dropped is not None:
         payload["mqtt_dropped"] = mqtt_dropped
+    if autotune is not None:  # device.autotune: what variant/threads "auto" chose and why
+        payload["autotune"] = autotune
     if drift is not None:  # device.drift
         payload["drift"] = drift
     if keep is not None:  # device.keep, only with keep.enabled

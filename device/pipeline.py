@@ -35,7 +35,7 @@ from device.keep import Keeper
 from device.outbox import Outbox
 from device.preprocess import prepare
 from device.publisher import Publisher
-from device.sources import ReopeningSource, Source
+from device.sources import ModelInput, ReopeningSource, Source
 from device.timing import StageTimes
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class Pipeline:
         self.finished = threading.Event()  # set when max_frames/duration is reached
         self.failure: str | None = None  # why the pipeline gave up (finished is set too)
         slot = slot or FrameSlot()
-        self.capture = Capture(config.source, slot, self._prepare, self._stop, source)
+        spec = clf.spec  # picamera2 delivers frames at this size beside the main stream
+        model = ModelInput(spec.width, spec.height, spec.crop)
+        self.capture = Capture(config.source, slot, self._prepare, self._stop, source, model)
         self.commands = Commands(self, self._reply, slot.wake, self._errors)
         self.router, self.updater = self.commands.router, self.commands.updater
         self.trigger = self.commands.trigger
@@ -308,4 +310,5 @@ class Pipeline:
             bundle=messages.bundle_version(bundle.name, bundle.manifest),
             drift=self.keeper.drift_summary(self.inference),
             keep=self.keeper.stats(),
+            autotune=self.classifier.autotune,
         )

@@ -232,7 +232,11 @@ def prepare(frame: Frame, pre: Preprocessor) -> None:
     if frame.tensor is not None and frame.prepared_by is pre:
         return
     t0 = time.perf_counter()
-    fitted = fit_frame(frame.image, pre.spec)
+    spec, sized = pre.spec, frame.model_sized
+    if sized is not None and sized.fits(spec.width, spec.height, spec.crop):
+        fitted = sized.pixels  # the camera made it at the model's size: nothing to fit
+    else:
+        fitted = fit_frame(frame.image, spec)
     t1 = time.perf_counter()
     tensor = pre.from_fitted(fitted)
     frame.fitted, frame.tensor, frame.prepared_by = fitted, tensor, pre

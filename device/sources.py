@@ -1,8 +1,9 @@
 """Camera sources: open, read RGB frames, close; and a wrapper that never gives up.
 
-Three kinds, chosen by ``source.kind``: ``picamera2`` (the Pi camera), ``opencv`` (USB/V4L2
-index, RTSP/HTTP stream, video file) and ``folder`` (images replayed in name order, for
-tests and demos). Each is imported lazily, so a Pi without OpenCV and a workstation
+Three kinds, chosen by ``source.kind``: ``picamera2`` (the Pi camera, ``device.picamera``;
+it also delivers each frame at the model's size, ``ReopeningSource.fitted``), ``opencv``
+(USB/V4L2 index, RTSP/HTTP stream, video file) and ``folder`` (images replayed in name
+order, for tests and demos). Each is imported lazily, so a Pi without OpenCV and a workstation
 without picamera2 both run the kinds they have.
 
 A daemon that runs for months meets unplugged cameras, dropped streams and half-written
@@ -29,6 +30,7 @@ import numpy as np
 from device.config import Roi, SourceConfig
 from device.errors import ImageError, SightwireError, log_this_time, one_line
 from device.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageTooLarge, load_image, to_rgb
+from device.picamera import ModelInput, ModelSized, Picamera2Source
 
 log = logging.getLogger(__name__)
 
@@ -218,50 +220,11 @@ class OpenCVSource:
             self._cap = None
 
 
-class Picamera2Source:
-    """The Raspberry Pi camera through picamera2 (libcamera)."""
+def make_source(cfg: SourceConfig, model: ModelInput | None = None) -> Source:
+    """Build the configured source; a missing library or path is an error now, not later.
 
-    paced = False
-
-    def __init__(self, width: int | None = None, height: int | None = None, fps: float = 10.0):
-        self.module = _import("picamera2", PICAMERA2_HINT)
-        self.size = (width, height) if width and height else None
-        self.fps = fps
-        self.name = "picamera2"
-        self._cam: Any = None
-
-    def open(self) -> None:
-        try:
-            cam = self.module.Picamera2()
-            # libcamera names formats by register order: "BGR888" is R,G,B bytes in memory.
-            main: dict[str, Any] = {"format": "BGR888"}
-            if self.size:
-                main["size"] = self.size
-            config = cam.create_video_configuration(
-                main=main, controls={"FrameRate": self.fps}, buffer_count=2
-            )
-            cam.configure(config)
-            cam.start()
-        except Exception as exc:  # libcamera raises many types; all mean "no camera now"
-            raise SourceError(f"{self.name}: cannot open the camera ({one_line(exc)})") from exc
-        self._cam = cam
-
-    def read(self) -> np.ndarray:
-        if self._cam is None:
-            raise SourceError(f"{self.name}: not open")
-        return self._cam.capture_array("main")  # 4 channels (X8888): normalize_frame drops X
-
-    def close(self) -> None:
-        if self._cam is not None:
-            try:
-                self._cam.stop()
-                self._cam.close()
-            finally:
-                self._cam = None
-
-
-def make_source(cfg: SourceConfig) -> Source:
-    """Build the configured source; a missing library or path is an error now, not later."""
+    ``model``: the model's input, for a camera that can deliver frames at that size
+    (picamera2's lores stream); other sources ignore it."""
     if cfg.kind == "folder":
         assert cfg.path is not None  # the schema guarantees it
         if not cfg.path.is_dir():
@@ -278,7 +241,9 @@ def make_source(cfg: SourceConfig) -> Source:
         else:
             target = str(cfg.url)
         return OpenCVSource(target, cfg.loop, cfg.width, cfg.height, cfg.fps)
-    return Picamera2Source(cfg.width, cfg.height, cfg.fps)
+    module = _import("picamera2", PICAMERA2_HINT)
+    # A region of interest is cut from the main frame: a model-size frame would not match.
+    return Picamera2Source(module, cfg.width, cfg.height, cfg.fps, None if cfg.roi else model)
 
 
 def crop_roi(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
@@ -332,6 +297,8 @@ class ReopeningSource:
         self.failures = 0
         self.bad_frames = 0
         self.busy_since: float | None = None  # monotonic start of the open()/read() under way
+        # The last frame at the model's size, from a source that makes one (picamera2).
+        self.fitted: ModelSized | None = None
         self._is_open = False
         self._opened_before = False
         self._delay = min_s
@@ -396,6 +363,7 @@ class ReopeningSource:
             self._delay = self.min_s
             self._streak = 0
             self._bad_streak = 0
+            self.fitted = getattr(self.source, "fitted", None)
             return None if self.stop.is_set() else frame
         return None
 

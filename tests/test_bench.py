@@ -28,7 +28,8 @@ from device.bench import (
     make_frames,
     run_bench,
 )
-from device.bench.report import Tab, render_plain
+from device.bench.loop import best_vs_best
+from device.bench.report import Tab, headline, render_plain, result_tabs
 from device.bundle import load_bundle, tflite_variant
 from device.classifier import Classifier
 from device.cli import main
@@ -444,14 +445,16 @@ def test_bad_files_are_one_line(bundle, labelled, reference, tmp_path, capsys):
 
 
 def _bench_process(*args: str) -> subprocess.CompletedProcess:
+    """``sightwire -v bench ...``: with -v LiteRT's own start-up lines (XNNPACK's creation)
+    reach stderr, which the XNNPACK tests read; without it they are filtered out."""
     return subprocess.run(
-        [sys.executable, "-m", "device.cli", "bench", *args], capture_output=True, text=True
+        [sys.executable, "-m", "device.cli", "-v", "bench", *args], capture_output=True, text=True
     )
 
 
 def test_bare_tflite_without_labels_is_timed_with_xnnpack(reference, tmp_path):
     """A bare .tflite without labels is timed as a model (the loop needs labels); LiteRT
-    logs XNNPACK's creation on stderr, which the next test relies on."""
+    logs XNNPACK's creation on stderr (with -v), which the next test relies on."""
     model = tmp_path / INT8
     shutil.copy(reference / INT8, model)  # no labels beside it
     out = tmp_path / "on.json"
@@ -537,3 +540,34 @@ def test_a_bare_tflite_is_named_by_what_it_holds(bundle, reference, tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x10\x00\x00\x00" + b"\xff" * 60)
     assert tflite_variant(junk) == "int8"
+
+
+def test_loop_best_against_best_in_json_and_text(bench_run):
+    result = bench_run["result"]
+    best = result["loop_best"]
+    assert [b["frame_format"] for b in best] == ["jpg", "bmp", "raw"]
+    for b in best:
+        loop = next(r for r in result["loop"] if r["frame_format"] == b["frame_format"])
+        assert (b["size"], b["variant"]) == ("640x480", "int8")
+        assert (b["loop_fps"], b["loop_threads"]) == (loop["fps"], 1)  # one thread count run
+        assert (b["bare_fps"], b["bare_threads"]) == (loop["bare_fps"], 1)
+        assert b["best_loop_over_best_bare"] == pytest.approx(loop["fps"] / loop["bare_fps"], 1e-3)
+    text = "\n".join(render_plain(t) for t in result_tabs(result))
+    assert "best against best, 640x480 raw int8: loop" in text
+    assert "loop 640x480 raw int8: best/best" in headline(result)
+    assert "loop_best" in result["definitions"]
+
+
+def test_best_vs_best_takes_each_side_at_its_own_best_thread_count():
+    def row(threads: int, fps: float, bare: float) -> dict:
+        return {"size": "640x480", "frame_format": "raw", "variant": "int8", "threads": threads} | {
+            "fps": fps,
+            "bare_fps": bare,
+        }
+
+    # Figures of the kind seen on 2 cores: the loop is best at 1 thread, the model at 2.
+    (best,) = best_vs_best([row(1, 143.0, 145.0), row(2, 141.0, 193.0)])
+    assert (best["loop_threads"], best["bare_threads"]) == (1, 2)
+    assert best["best_loop_over_best_bare"] == pytest.approx(143 / 193, abs=1e-4)
+    assert len(best_vs_best([row(1, 1, 1), {**row(1, 1, 1), "size": "320x240"}])) == 2
+    assert best_vs_best([]) == []

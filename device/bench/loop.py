@@ -240,3 +240,32 @@ def measure_loops(
                         )
                     )
     return results
+
+
+def best_vs_best(loops: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per frame size and format: the best loop fps over thread counts against the best
+    bare fps over thread counts. The per-thread ``loop_over_bare`` compares like with like;
+    this is the figure a user feels: how fast the daemon can go at its best thread count
+    against how fast the model alone can go at its own best one (on 2 cores these differ
+    when inference threads on every core starve the capture thread)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in loops:
+        key = (r["size"], r.get("frame_format", "jpg"), r["variant"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (size, fmt, variant), rows in groups.items():
+        loop = max(rows, key=lambda r: r["fps"])
+        bare = max(rows, key=lambda r: r["bare_fps"])
+        out.append(
+            {
+                "size": size,
+                "frame_format": fmt,
+                "variant": variant,
+                "loop_fps": loop["fps"],
+                "loop_threads": loop["threads"],
+                "bare_fps": bare["bare_fps"],
+                "bare_threads": bare["threads"],
+                "best_loop_over_best_bare": round(loop["fps"] / bare["bare_fps"], 4),
+            }
+        )
+    return out

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from device.bench.frames import pick_photos
-from device.bench.loop import measure_loops
+from device.bench.loop import best_vs_best, measure_loops
 from device.bench.machine import load_avg, machine_info
 from device.bench.models import bundle_targets, compute_ratios, extra_targets, measure_models
 from device.bench.options import SCHEMA, BenchOptions, Progress, check_options, quiet
@@ -76,6 +76,10 @@ DEFINITIONS: dict[str, str] = {
     "just after (bare_fps_before, bare_fps_after: their difference is the machine's drift "
     "during the loop)",
     "loop.loop_over_bare": "fps / bare_fps: the share of bare inference speed the whole loop keeps",
+    "loop_best": "per loop size, frame format and variant: the best loop fps over the thread "
+    "counts measured (loop_threads) against the best bare fps over them (bare_threads); "
+    "best_loop_over_best_bare is the share of the model's best speed the daemon keeps at its "
+    "own best thread count, the figure a user feels",
     "loop.stages_ms": "Pipeline.timings.summary(): per-stage mean/p50/p95 in ms; capture = "
     "source.read() = reading the frame file (a JPEG decode for jpg frames; in the capture "
     "thread, in parallel with the worker); wait = frame ready → worker takes it; fit = "
@@ -200,6 +204,7 @@ def run_bench(
             result["loop_skipped"] = "the loop needs labels: put labels.txt beside the model"
         else:
             result["loop"] = measure_loops(bundle, subject, opts, photos, progress)
+    result["loop_best"] = best_vs_best(result["loop"])
     result["machine"]["load_avg_end"] = load_avg()
     result["seconds"] = round((datetime.now(timezone.utc) - started).total_seconds(), 2)
     result["definitions"] = DEFINITIONS

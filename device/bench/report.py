@@ -259,6 +259,7 @@ def loop_tabs(result: dict[str, Any]) -> list[Tab]:
                 _num(r["worker_idle_ms"]),
             ]
         )
+    fps.notes += [best_line(b) for b in result.get("loop_best") or []]
     fps.notes += [f"{fmt}: {text}" for fmt, text in formats.items()]
     fps.notes.append(
         "CPU ms of the whole process per frame (all threads); bare CPU = per bare invoke(); "
@@ -271,6 +272,16 @@ def loop_tabs(result: dict[str, Any]) -> list[Tab]:
         "idle = 1000/fps - busy, the worker waiting for a frame"
     )
     return [fps, stages]
+
+
+def best_line(best: dict[str, Any]) -> str:
+    """The best-vs-best figure of one loop size and format, as one line."""
+    return (
+        f"best against best, {best['size']} {best['frame_format']} {best['variant']}: "
+        f"loop {_num(best['loop_fps'], 1)} fps ({best['loop_threads']} thr) / bare "
+        f"{_num(best['bare_fps'], 1)} fps ({best['bare_threads']} thr) = "
+        f"{best['best_loop_over_best_bare']:.0%}"
+    )
 
 
 def result_tabs(result: dict[str, Any]) -> list[Tab]:
@@ -341,6 +352,10 @@ def headline(result: dict[str, Any]) -> dict[str, str]:
         key = f"loop {frames} {r['variant']}, {r['threads']} thr"
         out[f"{key}: fps"] = _num(r["fps"], 1)
         out[f"{key}: loop/bare"] = f"{r['loop_over_bare']:.0%}"
+    for b in result.get("loop_best") or []:
+        fmt = b["frame_format"]
+        frames = b["size"] if fmt == "jpg" else f"{b['size']} {fmt}"
+        out[f"loop {frames} {b['variant']}: best/best"] = f"{b['best_loop_over_best_bare']:.0%}"
     return out
 
 
