@@ -39,6 +39,8 @@ class TrainOptions:
     search_minutes: float | None = None
     folds: int = 0
     target_precision: float = 0.95
+    baseline: Path | None = None  # train --baseline: the bundle to beat (trainer.compare)
+    max_recall_drop: float = 0.05
     show_progress: bool = True
     fit: FitConfig = field(default_factory=FitConfig)
 

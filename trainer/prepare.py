@@ -62,7 +62,14 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
     # photo never land on both sides of it.
     images = collect(ds, show_progress=False)
     groups = copy_groups(ds, images.small)
-    parts = split(ds, opts.val_fraction, opts.test_fraction, opts.fit.seed, groups=groups)
+    if opts.baseline:  # the old bundle's sides are kept, so both are tested fairly
+        from trainer.resplit import split_after
+
+        parts = split_after(
+            ds, opts.baseline, opts.val_fraction, opts.test_fraction, opts.fit.seed, groups
+        )
+    else:
+        parts = split(ds, opts.val_fraction, opts.test_fraction, opts.fit.seed, groups=groups)
     print_dataset(ds, parts)
     x = {side: load_arrays(ds, idx, spec) for side, idx in parts.items()}
     y = {side: ds.labels[idx] for side, idx in parts.items()}

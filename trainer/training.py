@@ -94,10 +94,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if opts.baseline:  # old and new on the same test images; the verdict is the last line
         from trainer.compare import compare_with_baseline
 
-        compare_with_baseline(
-            opts.data, opts.out, opts.baseline, prep.ds, prep.parts,
-            opts.max_recall_drop, opts.threads, opts.show_progress,
-        )
+        compare_with_baseline(opts, prep.ds, prep.parts)
     return manifest
 
 
