@@ -1,4 +1,4 @@
-"""``make demo``: the whole chain on this machine, offline, in about two minutes.
+"""``make demo``: the whole chain on this machine, offline, in a few minutes.
 
 dataset → ``sightwire train`` → bundle → ``sightwire run`` (folder source replaying
 held-out photos) → a broker it starts itself → the MQTT messages printed → a short
@@ -8,9 +8,13 @@ Data: a small slice of the shared NEU steel-defect photos when ``../shared`` is 
 (with the shared ImageNet weights), else drawn shapes and ``--weights imagenet``
 (downloaded once) or, failing that, ``--weights none``.
 
-``--tiny`` runs the same chain on a quarter of the photos at 96x96 with one short
-training stage, so that tests/test_demo.py can run it whole in about a minute; ``--out``
-puts the bundle elsewhere than ``demo-out/``.
+Then, with the shared photos, the loop back from the line in short (``trainer.learn_loop``):
+field photos under darker light replayed through the daemon with ``[keep]`` on, the kept
+frames labelled by script, a retrain with ``--baseline``, field accuracy before and after.
+
+``--tiny`` runs the same chain (without the loop back) on a quarter of the photos at
+96x96 with one short training stage, so that tests/test_demo.py can run it whole in about
+a minute; ``--out`` puts the bundle elsewhere than ``demo-out/``.
 """
 
 from __future__ import annotations
@@ -93,6 +97,23 @@ def pick_data(work: Path, size: Size = FULL) -> tuple[Path, list[str]]:
     data = make_dataset(work / "shapes", classes=3, per_class=size.per_class, size=96, seed=1)
     print("dataset: drawn shapes (no shared data found); ImageNet weights are downloaded once")
     return data, ["--weights", "imagenet", "--input-size", "96"]
+
+
+def learn_from_the_line(out: Path) -> None:
+    """The loop back, short: field photos under darker light, what the daemon kept,
+    labelled by script, retrained with ``--baseline`` (``trainer.learn_loop``)."""
+    shared = shared_dir()
+    weights = shared / "models" / "mobilenet_v2_1.0_224_no_top.weights.h5" if shared else None
+    neu = shared / "datasets" / "neu_surface_defects" if shared else None
+    if not (weights and weights.is_file() and neu and neu.is_dir()):
+        return  # the loop needs real photos; drawn shapes have no "line" to drift from
+    from trainer import learn_loop
+
+    step("and back: the device keeps what it was unsure of, the workstation retrains")
+    work = out / "learn-loop"
+    shutil.rmtree(work, ignore_errors=True)  # a second demo starts from the photos as taken
+    figures = learn_loop.run(neu, work, str(weights), per_class=20)
+    print(learn_loop.table(figures))
 
 
 def start_broker(work: Path) -> tuple[subprocess.Popen | None, int]:
@@ -250,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if bench.returncode == 2:
             print("(bench not available in this build)")
+        if not args.tiny:
+            learn_from_the_line(out)
         print(f"\nbundle: {bundle}\nreport: {bundle / 'report'}")
         return 0
     finally:
