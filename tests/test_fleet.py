@@ -92,6 +92,7 @@ def test_the_table_reads_retained_status_state_and_live_stats():
     state = {"label": "ok", "score": 0.9, "ts": "2026-11-22T10:00:00.000Z", "model": "abc"}
     f.apply("line/a/state", json.dumps(state).encode(), True)
     stats = {"fps": 2.0, "dropped": 3, "latency_ms": {"p50": 7.5, "p95": 9}, "variant": "int8"}
+    stats |= {"bundle": "caps 2026-11-22T10:00:00Z", "drift": {"below_threshold": 0.125}}
     f.apply("line/a/stats", json.dumps(stats).encode(), False)
     f.apply("line/b/status", b"offline", True)
     f.apply("other/c/status", b"online", True)  # another prefix
@@ -108,8 +109,10 @@ def test_the_table_reads_retained_status_state_and_live_stats():
         7.5,
         "int8",
     )
+    assert (a.version, a.unsure) == ("caps 2026-11-22T10:00:00Z", 0.125)
     text = table(rows)
     assert text.splitlines()[0].startswith("DEVICE") and text.endswith("2 devices, 1 online")
+    assert "UNSURE" in text.splitlines()[0] and " 12% " in text
     assert table([]).endswith("0 devices, 0 online")
     f.apply("line/b/status", b"", True)  # a cleared retained status removes the station
     assert [r.device for r in f.snapshot()] == ["a"]

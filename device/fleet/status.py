@@ -32,7 +32,9 @@ class Device:
     status: str = "unknown"
     model: str | None = None
     variant: str | None = None
-    version: str | None = None  # from the last cmd/update reply, when one was seen
+    version: str | None = None  # the models-dir version of the last cmd/update reply, else
+    # the running bundle's name and training time (``stats.bundle``)
+    unsure: float | None = None  # drift: share of recent frames under the threshold
     label: str | None = None
     score: float | None = None
     fps: float | None = None
@@ -138,6 +140,10 @@ class Fleet:
         for key in ("model", "variant", "update", "label"):
             if isinstance(data.get(key), str):
                 setattr(row, key, data[key])
+        if isinstance(data.get("bundle"), str) and row.version is None:
+            row.version = data["bundle"]
+        drift = data.get("drift")
+        row.unsure = _num(drift.get("below_threshold")) if isinstance(drift, dict) else None
 
     @staticmethod
     def _result(row: Device, data: dict[str, Any]) -> None:
@@ -174,6 +180,7 @@ COLUMNS = (
     ("FPS", "fps"),
     ("P50 MS", "latency_ms"),
     ("DROPPED", "dropped"),
+    ("UNSURE", "unsure"),
     ("UPDATE", "update"),
     ("LAST SEEN", "last_seen"),
 )
@@ -188,6 +195,8 @@ def _cell(key: str, value: Any, now: float) -> str:
         return f"{value:.1f}"
     if key == "latency_ms":
         return f"{value:.1f}"
+    if key == "unsure":
+        return f"{value:.0%}"
     text = str(value)
     return text if len(text) <= 40 else text[:39] + "…"
 
