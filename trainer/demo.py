@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if bench.returncode == 2:
             print("(bench not available in this build)")
-        if not args.tiny:
+        if size is FULL:
             learn_from_the_line(out)
         print(f"\nbundle: {bundle}\nreport: {bundle / 'report'}")
         return 0
