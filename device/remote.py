@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +23,31 @@ from device.errors import SightwireError
 from device.models_dir import CURRENT, PARTIAL
 
 log = logging.getLogger(__name__)
+
+# [user@]host or an ~/.ssh/config alias; never an option (a leading "-").
+_HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Remote paths stay within characters no shell or rsync/scp parser treats specially.
+_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
+_SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
+
+
+def is_host(text: str) -> bool:
+    """``[user@]host`` or an ssh alias that ssh cannot read as an option."""
+    return bool(_HOST.match(text))
+
+
+def remote_dir(text: str) -> str | None:
+    """An absolute folder on the Pi without a trailing ``/`` (not ``/`` itself, no ``..``),
+    or None where ``text`` is not one."""
+    path = text.rstrip("/")
+    if not path or not _REMOTE_PATH.match(path) or ".." in path.split("/"):
+        return None
+    return path
+
+
+def is_ssh_option(text: str) -> bool:
+    """``KEY=VALUE`` as ``ssh -o`` takes it."""
+    return bool(_SSH_OPTION.match(text))
 
 
 class DeployError(SightwireError):

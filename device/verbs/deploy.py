@@ -56,7 +56,10 @@ from device.remote import (
     _remote_reload,
     _remote_switch,
     call,
+    is_host,
+    is_ssh_option,
     pick_transfer,
+    remote_dir,
 )
 
 HELP = (
@@ -67,12 +70,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_DIR = "/var/lib/sightwire/models"
 DEFAULT_SERVICE = "sightwire.service"
-# [user@]host or an ~/.ssh/config alias; never an option (a leading "-").
-_HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9._-]*$")
-# Remote paths stay within characters no shell or rsync/scp parser treats specially.
-_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
 _SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._:-]*$")
-_SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,13 +170,13 @@ def _manifest_shas(bundle: Bundle) -> dict[str, str]:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if not _HOST.match(args.host):
+    if not is_host(args.host):
         raise DeployError(
             f"--host {args.host!r}: expected [user@]host (IPv6 or odd names: "
             "give an alias from ~/.ssh/config)"
         )
-    remote = args.remote_dir.rstrip("/") or "/"
-    if not _REMOTE_PATH.match(remote) or remote == "/" or ".." in remote.split("/"):
+    remote = remote_dir(args.remote_dir)
+    if remote is None:
         raise DeployError(
             f"--remote-dir {args.remote_dir!r}: expected an absolute path of letters, "
             "digits and ._+-/"
@@ -189,7 +187,7 @@ def validate(args: argparse.Namespace) -> None:
     if not _SERVICE.match(args.service):
         raise DeployError(f"--service {args.service!r}: not a systemd unit name")
     for opt in args.ssh_opt:
-        if not _SSH_OPTION.match(opt):
+        if not is_ssh_option(opt):
             raise DeployError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
     if args.mqtt is not None and (
         not args.mqtt.strip("/")

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device.errors import SightwireError, one_line
-from device.remote import Remote, call
+from device.remote import Remote, call, is_host, is_ssh_option, remote_dir
 from device.review.frames import SidecarError, frame_of, jpeg_problem
 
 HELP = (
@@ -47,10 +47,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_DIR = "/var/lib/sightwire/kept"
 INCOMING = ".incoming"
-# [user@]host or an ~/.ssh/config alias; never an option (a leading "-").
-_HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9._-]*$")
-_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
-_SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
 # What a kept frame's file may be called: no shell, rsync or xargs needs quoting here.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*(?:\.[A-Za-z0-9_+-]+)*\.(?:jpg|json)$")
 _LIST = (
@@ -251,13 +247,13 @@ def source_of(args: argparse.Namespace) -> FolderSource | SshSource:
     folder = Path(args.source).expanduser()
     if folder.is_dir():
         return FolderSource(folder)
-    if "/" in args.source or not _HOST.match(args.source):
+    if "/" in args.source or not is_host(args.source):
         raise PullError(f"{args.source!r}: neither a folder here nor [user@]host")
-    remote = args.remote_dir.rstrip("/")
-    if not _REMOTE_PATH.match(remote) or not remote or ".." in remote.split("/"):
+    remote = remote_dir(args.remote_dir)
+    if remote is None:
         raise PullError(f"--remote-dir {args.remote_dir!r}: expected an absolute path")
     for opt in args.ssh_opt:
-        if not _SSH_OPTION.match(opt):
+        if not is_ssh_option(opt):
             raise PullError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
     if not shutil.which("ssh") or not shutil.which("rsync"):
         raise PullError("pull needs ssh and rsync here (apt install openssh-client rsync)")
