@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -290,13 +290,16 @@ def choose(
     variant: str,
     threads: int | str | None,
     edgetpu_present: bool | None = None,
-    frame: tuple[int, int] = FRAME_SIZE,
+    frame: tuple[int, int] | Literal["model"] = FRAME_SIZE,
     cache: Cache | None = None,
 ) -> Choice:
     """The variant and thread count to run: measured (or cached) where ``auto`` asks.
 
     ``variant = "auto"`` keeps the Edge TPU model when a TPU is attached (no measuring:
-    the TPU is faster than any CPU variant); ``threads = "auto"`` tries 1..cores."""
+    the TPU is faster than any CPU variant); ``threads = "auto"`` tries 1..cores.
+    ``frame = "model"``: frames arrive at the model's size (nothing to resize)."""
+    if frame == "model":
+        frame = (bundle.spec.width, bundle.spec.height) if bundle.spec else FRAME_SIZE
     cores = os.cpu_count() or 1
     fixed = None if threads == "auto" else threads
     assert fixed is None or isinstance(fixed, int)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -160,12 +160,15 @@ def model_location(path: Path) -> Path:
     return path.resolve() if path.is_symlink() and path.is_dir() else path
 
 
-def open_model(config: ModelConfig, frame: tuple[int, int] | None = None) -> Classifier:
+def open_model(
+    config: ModelConfig, frame: tuple[int, int] | Literal["model"] | None = None
+) -> Classifier:
     """The daemon's model as configured (``[model]``): what start, reload and update load.
 
     ``variant``/``threads`` ``auto`` are decided by ``device.autotune`` (measured once per
     bundle and machine, then cached); ``frame``: the camera frame size the capture thread
-    fits (the model's own size for picamera2's lores stream)."""
+    fits (``"model"``: frames arrive at the model's size, picamera2's lores stream;
+    None: 640x480 assumed)."""
     path = model_location(config.path)
     if config.variant != "auto" and config.threads != "auto":
         return Classifier.open(path, config.variant, config.threads)

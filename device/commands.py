@@ -187,9 +187,14 @@ class Commands:
         self.daemon.paused = False
         self.daemon.capture.resume()
 
+    def _open_model(self) -> Classifier:
+        """The configured model, as at start (``device.classifier.open_model``)."""
+        config = self.daemon.config
+        return open_model(config.model, config.source.fitted_frame())
+
     def _reload(self, cmd: Command) -> None:
         try:
-            new = open_model(self.daemon.config.model)
+            new = self._open_model()
         except Exception as exc:
             raise CommandError(
                 f"reload failed, the old model keeps running: {one_line(exc)}"
@@ -267,7 +272,7 @@ class Commands:
                 )
                 return
             try:
-                new = open_model(self.daemon.config.model)
+                new = self._open_model()
             except Exception as exc:
                 error = f"the installed bundle did not load ({one_line(exc)})"
                 if done.previous is not None:

@@ -124,6 +124,16 @@ class SourceConfig(_Strict):
             raise ValueError("reopen_max_s must be >= reopen_min_s")
         return self
 
+    def fitted_frame(self) -> tuple[int, int] | Literal["model"] | None:
+        """The frame the capture thread fits to the model, whose cost ``threads = "auto"``
+        counts: picamera2's lores stream is already at the model's size ("model"); a
+        configured width x height; else None (unknown: autotune assumes 640x480)."""
+        if self.kind == "picamera2":
+            return "model"
+        if self.width is not None and self.height is not None:
+            return (self.width, self.height)
+        return None
+
 
 class InferenceConfig(_Strict):
     """Post-processing and mode; these are also the keys ``cmd/set`` may change at runtime."""

@@ -68,7 +68,7 @@ class Pipeline:
         self.max_frames = max_frames
         self.duration = duration
         self._errors = ErrorLog(log)
-        clf = classifier or open_model(config.model)
+        clf = classifier or open_model(config.model, config.source.fitted_frame())
         self.inference = Inference(clf, config.inference, self._errors)
         self.keeper = Keeper(config.keep, config.mqtt.device_id)  # kept frames, drift
         self._stop = threading.Event()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,38 @@ def test_daemon_publishes_what_auto_chose(close, tmp_path, monkeypatch, caplog):
     assert stats["autotune"] == clf.autotune
     assert json.loads(json.dumps(stats))["autotune"]["reason"]
     assert open_model(config.model).autotune["cached"] is True
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # picamera2's lores stream hands frames over at the model's size (128x128 here)
+        (SourceConfig(kind="picamera2"), (128, 128)),
+        (SourceConfig(kind="opencv", device=0, width=1280, height=720), (1280, 720)),
+        (SourceConfig(kind="folder", path=Path(".")), (640, 480)),  # unknown: 640x480
+    ],
+)
+def test_the_daemon_counts_the_frames_its_source_delivers(
+    close, tmp_path, monkeypatch, source, expected
+):
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # no Pi here: the fake picamera2 of tests/test_picamera2.py stands in for the camera
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_picamera2"))
+    for name in ("picamera2", "libcamera"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    config = Config(
+        model=ModelConfig(path=close, variant="auto", threads="auto"),
+        source=source,
+        mqtt=MqttConfig(enabled=False),
+    )
+    try:
+        clf = Pipeline(config).inference.classifier  # the daemon opens its model as at start
+    finally:
+        for name in ("picamera2", "libcamera"):
+            sys.modules.pop(name, None)
+    assert tuple(Measured.from_json(clf.autotune["measured"]).frame) == expected
+    # a frame already at the model's size costs only the conversion: no resize at all
+    if expected == (128, 128):
+        cached = json.loads((tmp_path / "xdg" / "sightwire" / "autotune.json").read_text())
+        assert [key.endswith("frame 128x128") for key in cached["entries"]] == [True]
