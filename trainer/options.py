@@ -42,6 +42,7 @@ class TrainOptions:
     baseline: Path | None = None  # train --baseline: the bundle to beat (trainer.compare)
     max_recall_drop: float = 0.05
     show_progress: bool = True
+    doctor: bool = True  # --no-doctor: repeated trainings (trainer.study) skip it
     fit: FitConfig = field(default_factory=FitConfig)
 
 

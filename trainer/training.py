@@ -82,9 +82,13 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         "cross_validation": folds,
         "calibration": calibration,
     }
-    found = run_doctor(opts, prep)
-    sections["doctor"] = {"worst": found.worst, "findings": [f.to_dict() for f in found.findings]}
-    watch.lap("doctor")
+    if opts.doctor:
+        found = run_doctor(opts, prep)
+        sections["doctor"] = {
+            "worst": found.worst,
+            "findings": [f.to_dict() for f in found.findings],
+        }
+        watch.lap("doctor")
     report = finish_report(opts, prep.ds, prep.parts, manifest, result.history, sections, watch)
     print_results(report)
     verdict = fine_tune_verdict(

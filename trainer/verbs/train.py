@@ -127,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="precision the suggested confidence threshold keeps (default 0.95)",
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.add_argument(
+        "--no-doctor",
+        dest="doctor",
+        action="store_false",
+        help="skip the data doctor (for repeated trainings on data it has already checked; "
+        "`sightwire doctor DATA_DIR` runs it on its own)",
+    )
     b = parser.add_argument_group("against the bundle on the line")
     b.add_argument(
         "--baseline",
@@ -198,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         augment_copies=max(0, args.augment_copies),
         augment_strength=args.augment_strength,
         vertical_flip=args.vertical_flip,
+        doctor=args.doctor,
         crop=args.crop,
         resize=args.resize,
         val_fraction=args.val,
