@@ -12,12 +12,15 @@ loop and the model share the cores), so the frame path avoids the needless ones:
 for EXIF rotation when there is none, no round trip through numpy for a frame that is
 already a PIL image, no lookup at all when the table is the identity.
 
-How a frame is resized is part of the bundle's contract (``input.resize``). Bundles
-trained with ``--resize area-bilinear`` ask for OpenCV's 2x2 box averaging while the
-frame is at least twice the model's size, then bilinear: on a 640x480 frame 0.25 ms of
-CPU where Pillow's antialiased bilinear (``bilinear``, the default, also ``bicubic`` and
-``nearest``) costs 2.3 ms (AMD EPYC, docs/benchmarks.md), and the capture thread shares the
-cores with inference.
+How a frame is resized is part of the bundle's contract (``input.resize``), and what
+it costs matters: the capture thread shares the cores with inference. ``area`` (OpenCV)
+halves with 2x2 box averages while the frame is at least twice the model's size, then
+area-averages the rest of the way: every pixel counts with its exact share, as in
+Pillow's antialiased ``bilinear`` (the pixels differ by under one grey level on average,
+and no accuracy is lost), at a third of its CPU. ``area-bilinear`` ends with a plain
+bilinear step instead: cheaper still, but between 1x and 2x it skips detail (aliasing),
+which costs accuracy on small defects (docs/training-figures.md). Also ``bicubic`` and
+``nearest`` (Pillow). Bundles without ``input.resize`` are ``bilinear``.
 
 The daemon prepares each frame once, in ``prepare``: the capture thread calls it ahead
 of inference, and the worker calls it again, which does nothing unless the model
@@ -41,13 +44,17 @@ from device.images import decoded, load_image, opencv, to_rgb
 if TYPE_CHECKING:  # the type only: classify and the trainer need not load the capture side
     from device.capture import Frame
 
+AREA = "area"
 AREA_BILINEAR = "area-bilinear"
-RESIZE_MODES = (AREA_BILINEAR, "bilinear", "bicubic", "nearest")
+OPENCV_RESIZES = (AREA, AREA_BILINEAR)  # the modes OpenCV decodes and resizes
+RESIZE_MODES = (AREA, AREA_BILINEAR, "bilinear", "bicubic", "nearest")
 CROP_MODES = ("none", "center")
-OPENCV_RESIZE_HINT = (
-    "this model's input.resize is 'area-bilinear', which needs OpenCV: "
-    "pip install opencv-python-headless"
-)
+
+
+def opencv_resize_hint(mode: str) -> str:
+    return f"this model's input.resize is '{mode}', which needs OpenCV: " + (
+        "pip install opencv-python-headless"
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def load_fitted(path: str | Path, spec: InputSpec) -> np.ndarray:
     and pipeline give the model (tests/test_preprocess_parity.py), without the round
     trip of the whole decoded image through numpy. The trainer's arrays come from here.
     """
-    if spec.resize == AREA_BILINEAR:
+    if spec.resize in OPENCV_RESIZES:
         return fit_frame(load_image(path), spec)  # OpenCV decodes and resizes
     with decoded(path) as img:
         return fit_frame(img, spec)  # an RGB image is resized as it is
@@ -120,14 +127,14 @@ def fit_frame(frame: np.ndarray | Image.Image, spec: InputSpec) -> np.ndarray:
 
     An RGB PIL image is resized as it is: the same pixels as through an array, without
     the two copies of the round trip."""
-    if isinstance(frame, Image.Image) and frame.mode == "RGB" and spec.resize != AREA_BILINEAR:
+    if isinstance(frame, Image.Image) and frame.mode == "RGB" and spec.resize not in OPENCV_RESIZES:
         img = frame
     else:
         rgb = to_rgb(frame)
         if rgb.size == 0:
             raise ImageError("empty frame")
-        if spec.resize == AREA_BILINEAR:
-            return area_bilinear(crop_to_spec(rgb, spec), spec.width, spec.height)
+        if spec.resize in OPENCV_RESIZES:
+            return area_resize(crop_to_spec(rgb, spec), spec.width, spec.height, spec.resize)
         if rgb.shape[:2] == (spec.height, spec.width):
             return rgb
         img = Image.fromarray(rgb)
@@ -151,21 +158,25 @@ def crop_to_spec(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     return rgb[top:bottom, left:right]
 
 
-def area_bilinear(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+def area_resize(rgb: np.ndarray, width: int, height: int, mode: str = AREA) -> np.ndarray:
     """Halve with 2x2 box averages while the frame is at least twice the target size in
-    both directions, then bilinear to the target: antialiased like Pillow's resize (no
-    pixel of a camera frame is skipped) at a tenth of its cost, because OpenCV's 2x2
-    ``INTER_AREA`` and ``INTER_LINEAR`` are vectorized. An odd last row or column is
-    dropped before halving; a frame already at the target size is returned as it is."""
+    both directions (OpenCV's vectorized 2x2 ``INTER_AREA``: the cheap part), then the
+    rest of the way: ``area`` area-averages (``INTER_AREA``: exact box weights, every
+    pixel counted, antialiased like Pillow), ``area-bilinear`` interpolates (cheaper, but
+    it skips detail when that last step shrinks by 1x-2x); enlarging is bilinear in both.
+    An odd last row or column is dropped before halving; a frame already at the target
+    size is returned as it is."""
     cv2 = opencv()
     if cv2 is None:
-        raise SightwireError(OPENCV_RESIZE_HINT)
+        raise SightwireError(opencv_resize_hint(mode))
     while rgb.shape[1] >= 2 * width and rgb.shape[0] >= 2 * height:
         h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
         rgb = cv2.resize(rgb[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
     if rgb.shape[:2] == (height, width):
         return rgb
-    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    shrink = rgb.shape[1] > width or rgb.shape[0] > height
+    interpolation = cv2.INTER_AREA if mode == AREA and shrink else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (width, height), interpolation=interpolation)
 
 
 def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, int]) -> np.ndarray:
@@ -195,8 +206,8 @@ class Preprocessor:
     """Turns frames into the input tensor of one interpreter."""
 
     def __init__(self, spec: InputSpec, input_detail: dict[str, Any]):
-        if spec.resize == AREA_BILINEAR and opencv() is None:
-            raise SightwireError(OPENCV_RESIZE_HINT)  # at model load, not at the first frame
+        if spec.resize in OPENCV_RESIZES and opencv() is None:
+            raise SightwireError(opencv_resize_hint(spec.resize))  # at load, not 1st frame
         self.spec = spec
         self.dtype = np.dtype(input_detail["dtype"])
         self.table = lookup_table(spec, self.dtype, tuple(input_detail["quantization"]))

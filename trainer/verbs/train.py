@@ -27,7 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--name", help="bundle name (default: the dataset folder's name)")
     m = parser.add_argument_group("model")
-    m.add_argument("--input-size", type=int, default=224, help="96..224")
+    m.add_argument(
+        "--input-size",
+        type=int,
+        default=224,
+        help="96..512; above 224 the 224 ImageNet weights see small details at more "
+        "pixels, for (size/224)^2 of the device's time per frame",
+    )
     m.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
     m.add_argument(
         "--weights",
@@ -62,9 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=RESIZE_MODES,
         default="bilinear",
         help="how images and camera frames are resized to the model, written into the "
-        "bundle: Pillow's bilinear (default), bicubic or nearest, or area-bilinear "
-        "(OpenCV 2x2 box halving, then bilinear: a tenth of the CPU per camera frame on "
-        "the device; docs/training-figures.md gives its accuracy on the shared datasets)",
+        "bundle: Pillow's antialiased bilinear (default), bicubic or nearest; area "
+        "(OpenCV: 2x2 box halvings, then area weights; antialiased like Pillow's at a "
+        "third of the device's CPU per camera frame); area-bilinear (halvings, then "
+        "bilinear: cheaper, but it aliases fine detail). docs/training-figures.md gives "
+        "their accuracy on the shared datasets",
     )
     t = parser.add_argument_group("training")
     t.add_argument("--seed", type=int, default=0)
