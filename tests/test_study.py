@@ -115,7 +115,7 @@ def run_result(setting: str, seed: int, files: list[str], right: dict[str, list[
             "correct": correct,
             "agreement_with_float": 1.0,
         }
-    return {"dataset": "d", "setting": setting, "seed": seed, "test": test}
+    return {"dataset": "d", "setting": setting, "seed": seed, "test": test, "linear_head": 0.5}
 
 
 def test_paired_differences_count_only_the_photos_both_runs_held_out():
@@ -126,7 +126,7 @@ def test_paired_differences_count_only_the_photos_both_runs_held_out():
     assert paired_gap(b["test"], a["test"], "int8", common) == pytest.approx(2 / 3)
     table = summarize([a, b], ["a", "b"])
     assert "| d | b - a | 0 | 3 | +66.67 | +66.67 |" in table
-    assert "| d | a | 1 | 50.00 | 25.00 | -25.00 / -25.00 |" in table
+    assert "| d | a | 1 | 50.00 | 25.00 | 50.00 | -25.00 / -25.00 |" in table
 
 
 @pytest.mark.slow

@@ -105,13 +105,13 @@ def test_tensorflow_start_up_notes_only_with_v():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "{data}", "--out", "{out}", "--input-size", "300"], "--input-size must be"),
+        (["train", "{data}", "--out", "{out}", "--input-size", "600"], "--input-size must be"),
         (["train", "{tmp}/nope", "--out", "{out}"], "dataset folder not found"),
         (["train", "{data}", "--out", "{out}", "--weights", "/no/w.h5"], "weights file not found"),
         (["train", "{data}", "--out", "{full}"], "is not empty: pass --force"),
         (["train", "{data}", "--out", "{tmp}", "--force"], "--force would delete it"),
         (["train", "{data}", "--out", "{out}", "--val", "0.5", "--test", "0.5"], "--val + --test"),
-        (["doctor", "{data}", "--input-size", "300"], "--input-size must be"),
+        (["doctor", "{data}", "--input-size", "600"], "--input-size must be"),
         (["doctor", "{data}", "--out", "{full}"], "is not empty: pass --force"),
         (["export", "{full}"], "Keras model not found"),
         (["evaluate", "{full}", "{tmp}/nope"], "dataset folder not found"),
@@ -199,7 +199,7 @@ def test_train_help_shows_defaults(tmp_path):
     proc = sightwire("train", "--help")
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    assert "96..224 (default: 224)" in text and "(default: 0.15)" in text
+    assert "96..512; above 224" in text and "(default: 224)" in text and "(default: 0.15)" in text
 
 
 # --- classify decides as the daemon does -------------------------------------------

@@ -30,7 +30,8 @@ TAP_BLOCK = 13  # multi-scale taps: the input of block 13 (14x14 at 224) and eve
 def load_backbone(input_size: int, alpha: float, weights: str) -> keras.Model:
     """MobileNetV2 without top, ``weights`` = ``imagenet``, ``none`` or a file path."""
     if input_size not in INPUT_SIZES:
-        raise SightwireError(f"--input-size must be between 96 and 224, got {input_size}")
+        first, last = INPUT_SIZES.start, INPUT_SIZES.stop - 1
+        raise SightwireError(f"--input-size must be between {first} and {last}, got {input_size}")
     shape = (input_size, input_size, 3)
     kind = weights.lower()
     if kind == "none":

@@ -197,9 +197,10 @@ def train_once(
 def summarize(results: list[dict[str, Any]], settings: list[str]) -> str:
     """Markdown tables: per dataset and setting, mean and worst over seeds; paired gaps."""
     lines = [
-        "| dataset | setting | seeds | float | int8 | int8 - float: mean / worst | agreement "
+        "| dataset | setting | seeds | float | int8 | linear head "
+        "| int8 - float: mean / worst | agreement "
         "| int8 balanced | int8 min recall | ISP-like int8 (px diff) | + YUV420 (px diff) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---" * 12 + "|",
     ]
     for data in dict.fromkeys(r["dataset"] for r in results):
         for setting in settings:
@@ -220,6 +221,7 @@ def summarize(results: list[dict[str, Any]], settings: list[str]) -> str:
             lines.append(
                 f"| {data} | {setting} | {len(rs)} "
                 f"| {100 * m('float'):.2f} | {100 * m('int8'):.2f} "
+                f"| {100 * np.mean([r.get('linear_head', np.nan) for r in rs]):.2f} "
                 f"| {100 * np.mean(gap):+.2f} / {100 * min(gap):+.2f} "
                 f"| {100 * m('int8', 'agreement_with_float'):.1f} % "
                 f"| {100 * m('int8', 'balanced_accuracy'):.2f} "
@@ -303,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                         "args": list(extra),
                         "seed": seed,
                         "test": test,
+                        # the frozen backbone's logistic-regression head on the same split
+                        "linear_head": metrics["baseline_linear_head"]["test_accuracy"],
                         "train_seconds": float(secs.read_text()) if secs.is_file() else None,
                     }
                 )

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "MobileNetV2 no-top .weights.h5 file, or none (pixel checks only: no label errors, "
         "no learning curve)",
     )
-    parser.add_argument("--input-size", type=int, default=224, help="96..224")
+    parser.add_argument("--input-size", type=int, default=224, help="96..512")
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width")
     parser.add_argument(
         "--border",
