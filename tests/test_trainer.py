@@ -69,6 +69,10 @@ def test_bundle_has_every_promised_file_and_hash(trained):
         assert sha256_file(out / entry["file"]) == entry["sha256"]
     assert manifest["input"]["width"] == 96
     assert manifest["input"]["resize"] == "area-bilinear"
+    # the int8 head's bias correction was measured and decided on validation
+    correction = manifest["trainer"]["int8_bias_correction"]
+    assert isinstance(correction["applied"], bool) and correction["images"] > 0
+    assert set(correction["validation_agreement"]) == {"plain", "corrected"}
     for name in ("metrics.json", "split.json", "confusion_float.png", "confusion_int8.png"):
         assert (out / "report" / name).stat().st_size > 0
     metrics = json.loads((out / "report" / "metrics.json").read_text())

@@ -12,6 +12,7 @@ from a representative set of training images, drawn across classes.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -63,19 +64,52 @@ def quiet_fds() -> Iterator[None]:
             os.close(saved[1])
 
 
-def to_float_tflite(model: keras.Model) -> bytes:
-    with quiet_fds():
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+@contextmanager
+def saved_model(model: keras.Model) -> Iterator[str]:
+    """The model's inference call (``training=False``) as a SavedModel in a temporary
+    folder: what ``TFLiteConverter.from_keras_model`` writes and reads back for every
+    conversion, written once here for both (a few seconds of each ``train``)."""
+    with tempfile.TemporaryDirectory(prefix="sightwire-export-") as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+        with quiet_fds():
+            archive.write_out(folder, verbose=False)
+        yield folder
 
 
-def to_int8_tflite(model: keras.Model, representative: np.ndarray, spec: InputSpec) -> bytes:
-    """Full-integer conversion; ``representative`` holds uint8 images at the model size."""
+def to_tflite(
+    model: keras.Model,
+    representative: np.ndarray,
+    spec: InputSpec,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Float and full-integer int8 TFLite models of ``model``, from one SavedModel, the
+    int8 head's bias corrected where the ``validation`` images (uint8, labels) say it
+    helps (``trainer.int8_bias``); returns the models and what the correction found."""
+    from trainer import int8_bias
+
+    with saved_model(model) as folder:
+        with quiet_fds():
+            float_model = tf.lite.TFLiteConverter.from_saved_model(folder).convert()
+        int8_model = to_int8_tflite(folder, representative, spec)
+    images, labels = validation if validation is not None else (representative[:0], np.zeros(0))
+    int8_model, record = int8_bias.choose(
+        float_model, int8_model, representative, images, labels, spec
+    )
+    return {"float": float_model, "int8": int8_model}, record
+
+
+def to_int8_tflite(saved: str, representative: np.ndarray, spec: InputSpec) -> bytes:
+    """Full-integer conversion of the SavedModel in folder ``saved``; ``representative``
+    holds uint8 images at the model size."""
 
     def samples() -> Iterator[list[np.ndarray]]:
         for image in representative:
             yield [normalize(image[None], spec.mean, spec.std)]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = samples
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

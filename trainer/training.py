@@ -26,8 +26,7 @@ from trainer.export import (
     KERAS_FILE,
     clear_bundle,
     representative_indices,
-    to_float_tflite,
-    to_int8_tflite,
+    to_tflite,
     write_bundle,
 )
 from trainer.fit import FitConfig
@@ -119,7 +118,7 @@ def export_bundle(
     model.save(opts.out / KERAS_FILE)
     rep = prep.x["train"][representative_indices(prep.y["train"], opts.representative_count, 0)]
     console.print(f"exporting float and int8 TFLite ({len(rep)} representative images)")
-    models = {"float": to_float_tflite(model), "int8": to_int8_tflite(model, rep, prep.spec)}
+    models, correction = to_tflite(model, rep, prep.spec, (prep.x["val"], prep.y["val"]))
     watch.lap("export")
     extra: dict[str, Any] = {
         "trainer": {
@@ -132,6 +131,7 @@ def export_bundle(
             "multiscale": prep.multiscale,
             "fit": cfg.to_dict(),
             "augment_views": views,
+            "int8_bias_correction": correction,
         },
         "split": "report/split.json",
     }

@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.export import (
         KERAS_FILE,
         representative_indices,
-        to_float_tflite,
-        to_int8_tflite,
+        to_tflite,
         write_bundle,
     )
 
@@ -87,13 +86,24 @@ def run(args: argparse.Namespace) -> int:
     rep = np.stack([fit_frame(load_image(root / split["train"][i][0]), spec) for i in picks])
     model = keras.models.load_model(keras_file, compile=False)
     console.print(f"exporting float and int8 TFLite ({len(rep)} representative images)")
-    models = {"float": to_float_tflite(model), "int8": to_int8_tflite(model, rep, spec)}
+    val = split.get("val") or []
+    val_images = [fit_frame(load_image(root / p), spec) for p, _ in val]
+    validation = (
+        np.array(val_images, dtype=np.uint8).reshape(-1, *rep.shape[1:]),
+        np.array([bundle.labels.index(c) for _, c in val]),
+    )
+    models, correction = to_tflite(model, rep, spec, validation)
+    console.print(
+        f"int8 bias correction: {'applied' if correction['applied'] else 'not applied'} "
+        f"({correction['why']})"
+    )
     old = load_manifest(args.bundle)
     keep = {
         k: v
         for k, v in old.items()
         if k not in ("format_version", "name", "created", "labels", "input", "models")
     }
+    keep.setdefault("trainer", {})["int8_bias_correction"] = correction
     manifest = write_bundle(args.bundle, old["name"], bundle.labels, spec, models, keep)
     test = split.get("test") or split.get("val") or []
     if test:
