@@ -157,3 +157,49 @@ def test_a_study_scores_two_settings_on_the_same_photos(shared, imagenet_weights
     assert not (area / "report" / "doctor.json").exists()  # --no-doctor
     assert (area / "report" / "index.html").is_file()
     assert f"| three | area - pillow | 0 | {first['n']} |" in proc.stdout
+
+
+def test_the_split_does_not_move_with_the_resize(reference, imagenet_weights, tmp_path):
+    """``train`` finds near-duplicate groups on Pillow-bilinear pixels whatever the
+    resize, so a seed's split is the same for ``area`` as for ``bilinear``: the small
+    copies the groups come from are identical, where the area pixels' own differ."""
+    from trainer.dataset import scan
+    from trainer.image_set import collect
+    from trainer.options import Stopwatch, TrainOptions
+    from trainer.prepare import prepare
+
+    photo = Image.open(reference / "parrot.jpg").convert("RGB")
+    for cls, box in (("a", (0, 0, 400, 500)), ("b", (100, 300, 512, 929))):
+        (tmp_path / cls).mkdir()
+        crop = photo.crop(box)
+        for i in range(8):
+            size = (150 + 37 * i, 170 + 23 * i)  # copies at many sizes: shrink by 1x-3x
+            crop.rotate(i * 9).resize(size).save(tmp_path / cls / f"{i}.jpg", quality=90)
+    bilinear = InputSpec(96, 96)
+    area = InputSpec(96, 96, resize="area")
+    ds_b, ds_a = scan(tmp_path, 5, bilinear, False), scan(tmp_path, 5, area, False)
+    own = collect(ds_a, show_progress=False).small
+    small_b = collect(ds_b, show_progress=False).small
+    small_a = collect(ds_a, show_progress=False, canonical=bilinear).small
+    np.testing.assert_array_equal(small_a, small_b)
+    assert not np.array_equal(own, small_b)  # what the split was found on before
+    # and train's own preparation uses them: the same split for both resizes
+    parts, smalls = [], []
+    for resize in ("bilinear", "area"):
+        opts = TrainOptions(
+            tmp_path,
+            tmp_path / "out",
+            input_size=96,
+            resize=resize,
+            weights=str(imagenet_weights),
+            augment_copies=0,
+            val_fraction=0.25,
+            test_fraction=0.25,
+            show_progress=False,
+        )
+        prep = prepare(opts, Stopwatch())
+        parts.append(prep.parts)
+        smalls.append(prep.images.small)
+    np.testing.assert_array_equal(smalls[1], small_b)  # the groups' pixels: bilinear's
+    for side in ("train", "val", "test"):
+        np.testing.assert_array_equal(parts[0][side], parts[1][side])

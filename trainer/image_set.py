@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from device.images import to_rgb
+from device.preprocess import InputSpec, load_fitted
 from trainer.console import bar
 from trainer.dataset import Dataset
 
@@ -99,8 +100,19 @@ def small_copy(source: Path | np.ndarray, side: int = SMALL) -> np.ndarray:
     return np.asarray(img.resize((side, side), Image.BILINEAR, reducing_gap=2.0))
 
 
-def collect(ds: Dataset, show_progress: bool = True, workers: int = 4) -> ImageSet:
-    """Small copy and file facts of every item (threads: Pillow releases the GIL)."""
+def collect(
+    ds: Dataset,
+    show_progress: bool = True,
+    workers: int = 4,
+    canonical: InputSpec | None = None,
+) -> ImageSet:
+    """Small copy and file facts of every item (threads: Pillow releases the GIL).
+
+    ``canonical``: make the small copies from the file fitted by this spec, not from the
+    scan's pixels. ``train`` passes the Pillow-bilinear spec when it fits with another
+    resize, so that the near-duplicate groups, and with them the split of a seed, do not
+    move with the resize: two settings compared on one seed are tested on the same photos.
+    """
     small = np.empty((len(ds.items), SMALL, SMALL, 3), dtype=np.uint8)
     info: list[FileInfo | None] = [None] * len(ds.items)
 
@@ -108,7 +120,10 @@ def collect(ds: Dataset, show_progress: bool = True, workers: int = 4) -> ImageS
 
         def work(i: int) -> None:
             item = ds.items[i]
-            small[i] = small_copy(item.pixels if item.pixels is not None else item.path)
+            if canonical is not None:
+                small[i] = small_copy(load_fitted(item.path, canonical))
+            else:
+                small[i] = small_copy(item.pixels if item.pixels is not None else item.path)
             info[i] = file_info(item.path)
             advance()
 

@@ -6,7 +6,7 @@ search trial and every cross-validation fold cost seconds, not a backbone pass e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
@@ -60,7 +60,10 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
     ds = scan(opts.data, opts.min_per_class, spec, opts.show_progress)
     # Near-duplicates by pixels (no network needed) before the split, so that copies of a
     # photo never land on both sides of it.
-    images = collect(ds, show_progress=False)
+    # The groups are found on Pillow-bilinear pixels whatever the resize: the split of a
+    # seed is then the same for every resize (trainer.study compares them on it).
+    canonical = None if spec.resize == "bilinear" else replace(spec, resize="bilinear")
+    images = collect(ds, show_progress=False, canonical=canonical)
     groups = copy_groups(ds, images.small)
     if opts.baseline:  # the old bundle's sides are kept, so both are tested fairly
         from trainer.resplit import split_after
