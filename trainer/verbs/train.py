@@ -66,13 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--resize",
         choices=RESIZE_MODES,
-        default="bilinear",
+        default="area",
         help="how images and camera frames are resized to the model, written into the "
-        "bundle: Pillow's antialiased bilinear (default), bicubic or nearest; area "
-        "(OpenCV: 2x2 box halvings, then area weights; antialiased like Pillow's at a "
-        "third of the device's CPU per camera frame); area-bilinear (halvings, then "
-        "bilinear: cheaper, but it aliases fine detail). docs/training-figures.md gives "
-        "their accuracy on the shared datasets",
+        "bundle: area (OpenCV: 2x2 box halvings, then area weights; antialiased, close "
+        "to what a Pi camera's ISP gives, a third of Pillow's CPU per camera frame); "
+        "Pillow's bilinear (antialiased), bicubic or nearest; area-bilinear (halvings, "
+        "then bilinear: cheaper still, but it aliases fine detail). "
+        "docs/training-figures.md gives their accuracy on the shared datasets",
     )
     t = parser.add_argument_group("training")
     t.add_argument("--seed", type=int, default=0)
