@@ -318,3 +318,35 @@ def test_train_output_and_force_on_a_previous_bundle(tmp_path, imagenet_weights)
     assert "fine-tuning: kept" in err or "fine-tuning: not kept" in err
     text = " ".join(err.split())
     assert f"bundle: {out}" in text and f"report: {out / 'report' / 'index.html'}" in text
+
+
+def test_train_results_show_how_often_int8_gives_floats_label():
+    from trainer.console import console
+    from trainer.tables import print_results
+
+    per_class = {"a": {"recall": 1.0}, "b": {"recall": 0.75}}
+    report = {
+        "evaluated_on": "test",
+        "test": {
+            "float": {"accuracy": 0.9, "balanced_accuracy": 0.875, "per_class": per_class},
+            "int8": {
+                "accuracy": 0.85,
+                "balanced_accuracy": 0.8,
+                "per_class": per_class,
+                "agreement_with_float": 0.9512,
+            },
+        },
+        "baseline_linear_head": {"test_accuracy": 0.8, "test_balanced_accuracy": 0.78},
+        "timings_s": {"export": 3.0},
+    }
+    width = console.width
+    console.width = 160  # one line per row, whatever the terminal
+    try:
+        with console.capture() as captured:
+            print_results(report)
+    finally:
+        console.width = width
+    text = captured.get()
+    assert "same label as float" in " ".join(text.split())
+    int8_row = next(line for line in text.splitlines() if line.strip("│ ").startswith("int8"))
+    assert "95.1%" in int8_row and "b 0.75" in int8_row

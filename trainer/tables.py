@@ -39,18 +39,21 @@ def print_results(report: dict[str, Any]) -> None:
     table.add_column("accuracy", justify="right")
     table.add_column("balanced acc.", justify="right")
     table.add_column("worst class recall", justify="right")
+    table.add_column("same label as float", justify="right")  # int8's price, in one number
     for variant, res in report["test"].items():
         worst = min(res["per_class"].items(), key=lambda kv: kv[1]["recall"])
+        agree = res.get("agreement_with_float")
         table.add_row(
             variant,
             f"{res['accuracy']:.2%}",
             f"{res['balanced_accuracy']:.2%}",
             f"{worst[0]} {worst[1]['recall']:.2f}",
+            f"{agree:.1%}" if agree is not None else "",
         )
     base = report["baseline_linear_head"]["test_accuracy"]
     if base is not None:
         bal = report["baseline_linear_head"].get("test_balanced_accuracy")
-        table.add_row("frozen linear head", f"{base:.2%}", f"{bal:.2%}" if bal else "", "")
+        table.add_row("frozen linear head", f"{base:.2%}", f"{bal:.2%}" if bal else "", "", "")
     console.print(table)
     t = report["timings_s"]
     console.print(
