@@ -69,22 +69,30 @@ def _interpreter(model_bytes: bytes) -> Any:
     return interpreter
 
 
-def head_inputs(model_bytes: bytes, images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """The head's input (dequantized) for each uint8 image, as the model computes it."""
-    head = find_head(model_bytes)
-    assert head is not None
+def tensor_per_image(
+    model_bytes: bytes, images: np.ndarray, spec: InputSpec, index: int | None = None
+) -> np.ndarray:
+    """Tensor ``index`` (default: the output), dequantized, for each uint8 image."""
     interpreter = _interpreter(model_bytes)
     detail = interpreter.get_input_details()[0]
     prepare = Preprocessor(spec, detail)
-    tensor = next(t for t in interpreter.get_tensor_details() if t["index"] == head.features)
+    index = interpreter.get_output_details()[0]["index"] if index is None else index
+    tensor = next(t for t in interpreter.get_tensor_details() if t["index"] == index)
     scale, zero_point = tensor["quantization"]
     rows = []
     for image in images:
         interpreter.set_tensor(detail["index"], prepare.from_fitted(image))
         interpreter.invoke()
-        raw = interpreter.get_tensor(head.features).reshape(-1).astype(np.float64)
+        raw = interpreter.get_tensor(index).reshape(-1).astype(np.float64)
         rows.append((raw - zero_point) * scale if scale else raw)
     return np.array(rows)
+
+
+def head_inputs(model_bytes: bytes, images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The head's input (dequantized) for each uint8 image, as the model computes it."""
+    head = find_head(model_bytes)
+    assert head is not None
+    return tensor_per_image(model_bytes, images, spec, head.features)
 
 
 def corrected(
@@ -131,7 +139,11 @@ def _tensor_values(model_bytes: bytes, index: int) -> np.ndarray:
 
 
 def agreement_and_accuracy(
-    model_bytes: bytes, reference: np.ndarray, images: np.ndarray, labels: np.ndarray, spec
+    model_bytes: bytes,
+    reference: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec: InputSpec,
 ) -> tuple[float, float]:
     """Share of ``images`` where the model's top label is ``reference``'s, and accuracy."""
     top = top_labels(model_bytes, images, spec)
@@ -140,16 +152,7 @@ def agreement_and_accuracy(
 
 def top_labels(model_bytes: bytes, images: np.ndarray, spec: InputSpec) -> np.ndarray:
     """The model's top label for each image."""
-    interpreter = _interpreter(model_bytes)
-    detail = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]["index"]
-    prepare = Preprocessor(spec, detail)
-    top = []
-    for image in images:
-        interpreter.set_tensor(detail["index"], prepare.from_fitted(image))
-        interpreter.invoke()
-        top.append(int(np.argmax(interpreter.get_tensor(out))))
-    return np.array(top)
+    return tensor_per_image(model_bytes, images, spec).argmax(axis=1)
 
 
 def choose(
