@@ -10,6 +10,7 @@ are checked for presence and consistency, never for speed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 import subprocess
@@ -571,3 +572,45 @@ def test_best_vs_best_takes_each_side_at_its_own_best_thread_count():
     assert best["best_loop_over_best_bare"] == pytest.approx(143 / 193, abs=1e-4)
     assert len(best_vs_best([row(1, 1, 1), {**row(1, 1, 1), "size": "320x240"}])) == 2
     assert best_vs_best([]) == []
+
+
+class _Clocked:
+    """A real interpreter whose ``invoke()`` calls are noted in one shared log, so the
+    order in which several models were timed can be read back."""
+
+    def __init__(self, interpreter, name: str, log: list[str]):
+        self._interpreter, self._name, self._log = interpreter, name, log
+
+    def __getattr__(self, attr):
+        return getattr(self._interpreter, attr)
+
+    def invoke(self) -> None:
+        self._interpreter.invoke()
+        self._log.append(self._name)
+
+
+def test_models_are_timed_in_turns_not_one_after_the_other(bundle, reference):
+    # A machine's speed drifts over seconds: timed one after the other, a ratio between
+    # two models carries that drift; in rounds, every model shares the fast and the slow
+    # seconds. Three real interpreters, 45 runs each: rounds of ROUND_RUNS, rotating.
+    from device.bench.models import make_bench_interpreter, time_interleaved
+    from device.bench.options import ROUND_RUNS
+
+    log: list[str] = []
+    paths = {"int8": bundle / "model_int8.tflite", "float": bundle / "model_float.tflite"}
+    paths["reference"] = reference / REFERENCE
+    clocked = [_Clocked(make_bench_interpreter(p, 1), n, log) for n, p in paths.items()]
+    samples = time_interleaved(clocked, runs=45, warmup=1)
+    assert [s.size for s in samples] == [45, 45, 45] and all((s > 0).all() for s in samples)
+    timed = log[3:]  # after one warm-up each
+    # Each model's invokes are spread over the whole timing: every model runs again
+    # after every other one has started (timed in sequence, the first would be done).
+    last = {n: max(i for i, x in enumerate(timed) if x == n) for n in paths}
+    first = {n: timed.index(n) for n in paths}
+    assert all(last[a] > first[b] for a in paths for b in paths)
+    # Rounds start one model later each time: the first model of each round rotates.
+    runs = [n for i, n in enumerate(timed) if i == 0 or timed[i - 1] != n]
+    assert runs[:3] == ["int8", "float", "reference"]
+    assert runs[3] == "float"  # round 2 starts with the second model
+    # Within a visit: REWARM untimed invokes, then at most ROUND_RUNS timed ones.
+    assert max(len(list(g)) for _, g in itertools.groupby(timed)) <= ROUND_RUNS + 2

@@ -38,14 +38,17 @@ DEFINITIONS: dict[str, str] = {
     "loading, after the previous model was freed and malloc_trim'ed",
     "rss_kib.loaded_delta": "VmRSS after loading minus before: the memory this model adds "
     "(mapped model file pages, packed weights, tensor arena)",
-    "rss_kib.run_delta": "VmRSS after the warm-up and timed invokes minus before: includes "
+    "rss_kib.run_delta": "VmRSS after the warm-up invokes minus before: includes "
     "scratch buffers and thread pools created on the first invoke",
     "rss_kib.hwm": "VmHWM: peak resident memory of the whole process so far (cumulative over "
     "everything bench did before, not this model alone)",
     "rss_kib.ru_maxrss": "getrusage(RUSAGE_SELF).ru_maxrss, the same process peak as seen by "
     "the C library (KiB on Linux)",
     "latency_ms": "wall time of single interpreter.invoke() calls on one fixed random input, "
-    "after warm-up (set_tensor and output reading not included)",
+    "after warm-up (set_tensor and output reading not included); CPU models are timed in "
+    "rounds of 20 invokes that visit every model and thread count in turn (timing: "
+    "interleaved), so the machine's drift falls on all of them alike; Edge TPU models one "
+    "at a time (the TPU holds one model's weights)",
     "throughput_fps": "1000 / mean latency: invokes per second back to back, one at a time",
     "ratios.int8_over_float": "p50 latency of int8 / p50 latency of float at the same "
     "thread count (below 1: int8 is faster)",

@@ -1,13 +1,18 @@
 """How fast and how big each model is: load time, memory, ``invoke()`` latency.
 
 Each model (a bundle's float, int8 and Edge TPU variants, and extra ``.tflite`` files such
-as a reference MobileNet) is loaded afresh for every thread count and timed with
-back-to-back ``invoke()`` calls on a fixed random input after warm-up; the ratios between
-models at the same thread count are the figures that travel between machines.
+as a reference MobileNet) is loaded afresh for every thread count, for its load time and
+memory. Its latency is then timed with back-to-back ``invoke()`` calls on a fixed random
+input, in rounds that visit every CPU model and thread count in turn: the ratios between
+models at the same thread count are the figures that travel between machines, and timed
+one model after the other they also carried the drift of a shared or throttled machine
+(a 1 ms invoke's speed moves by 10-20% over seconds on a cloud vCPU), which interleaving
+puts on every model alike.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from device.bench.machine import memory_kib, release_memory
-from device.bench.options import BenchOptions, Progress, quiet
+from device.bench.options import ROUND_RUNS, BenchOptions, Progress, quiet
 from device.bundle import Bundle, sha256_file
 from device.classifier import Classifier
 from device.errors import BundleError, RuntimeMissing, one_line
@@ -103,6 +108,39 @@ def time_invokes(interpreter: Any, runs: int, warmup: int) -> np.ndarray:
     return samples
 
 
+REWARM = 2  # untimed invokes each time a round comes back to a model
+
+
+def time_interleaved(interpreters: Sequence[Any], runs: int, warmup: int) -> list[np.ndarray]:
+    """``runs`` ``invoke()`` times of each interpreter, taken in rounds of ``ROUND_RUNS``
+    that visit every interpreter in turn, each round starting one interpreter later, so
+    that no model is timed only in the machine's fast or slow seconds."""
+    for interpreter in interpreters:
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], random_input(detail))
+        for _ in range(warmup):
+            interpreter.invoke()
+    samples: list[list[float]] = [[] for _ in interpreters]
+    clock = time.perf_counter
+    n = len(interpreters)
+    for start in itertools.count():
+        if all(len(s) >= runs for s in samples):
+            break
+        for k in range(n):
+            i = (start + k) % n
+            todo = min(ROUND_RUNS, runs - len(samples[i]))
+            if todo <= 0:
+                continue
+            interpreter = interpreters[i]
+            for _ in range(REWARM):
+                interpreter.invoke()
+            for _ in range(todo):
+                t0 = clock()
+                interpreter.invoke()
+                samples[i].append(clock() - t0)
+    return [np.array(s) for s in samples]
+
+
 def latency_stats(samples_s: np.ndarray) -> dict[str, float]:
     ms = samples_s * 1000
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
@@ -175,14 +213,18 @@ def tensor_facts(interpreter: Any) -> dict[str, Any]:
 
 
 def measure_model(target: Target, threads: int, opts: BenchOptions) -> dict[str, Any]:
-    """One (model, thread count) row: load time, memory, latency distribution."""
+    """One (model, thread count) row: load time and memory (the warm-up invokes make the
+    scratch buffers and thread pools that the "after runs" memory counts). Edge TPU
+    models are timed here too, one after the other: the TPU holds one model's weights
+    at a time, so interleaving would time the weights' upload. CPU latencies come from
+    ``time_interleaved`` (``add_latency``)."""
     release_memory()
     before = memory_kib()
     t0 = time.perf_counter()
     interpreter = make_bench_interpreter(target.path, threads, opts.xnnpack, target.edgetpu)
     load_s = time.perf_counter() - t0
     loaded = memory_kib()
-    samples = time_invokes(interpreter, opts.runs, opts.warmup)
+    samples = time_invokes(interpreter, opts.runs if target.edgetpu else 0, max(opts.warmup, 1))
     after = memory_kib()
     del interpreter
 
@@ -190,8 +232,7 @@ def measure_model(target: Target, threads: int, opts: BenchOptions) -> dict[str,
         a, b = now["rss"], before["rss"]
         return None if a is None or b is None else a - b
 
-    stats = latency_stats(samples)
-    return {
+    row: dict[str, Any] = {
         "threads": threads,
         "load_ms": round(load_s * 1000, 3),
         "rss_kib": {
@@ -201,11 +242,20 @@ def measure_model(target: Target, threads: int, opts: BenchOptions) -> dict[str,
             "hwm": after["hwm"],
             "ru_maxrss": after["ru_maxrss"],
         },
-        "runs": int(samples.size),
-        "latency_ms": stats,
-        "throughput_fps": round(1000 / stats["mean"], 3) if stats["mean"] else None,
-        "samples_ms": [round(float(x) * 1000, 4) for x in samples],
+        "timing": "one model at a time" if target.edgetpu else "interleaved",
     }
+    if target.edgetpu:
+        add_latency(row, samples)
+    return row
+
+
+def add_latency(row: dict[str, Any], samples: np.ndarray) -> None:
+    """The row's latency figures from its ``invoke()`` times (seconds)."""
+    stats = latency_stats(samples)
+    row["runs"] = int(samples.size)
+    row["latency_ms"] = stats
+    row["throughput_fps"] = round(1000 / stats["mean"], 3) if stats["mean"] else None
+    row["samples_ms"] = [round(float(x) * 1000, 4) for x in samples]
 
 
 def measure_models(
@@ -215,6 +265,7 @@ def measure_models(
     when no TPU answers."""
     tpu: tuple[bool, str | None] | None = None
     results: list[dict[str, Any]] = []
+    cpu: list[tuple[Target, dict[str, Any]]] = []  # rows whose latency is timed interleaved
     for target in targets:
         entry: dict[str, Any] = {
             "name": target.name,
@@ -239,10 +290,26 @@ def measure_models(
         del primer
         rows = []
         for threads in opts.threads:
-            progress(f"timing {target.name} with {threads} thread(s), {opts.runs} runs")
-            rows.append(measure_model(target, threads, opts))
+            progress(f"loading {target.name} with {threads} thread(s)")
+            row = measure_model(target, threads, opts)
+            rows.append(row)
+            if not target.edgetpu:
+                cpu.append((target, row))
         entry.update(status="ok", results=rows)
     release_memory()
+    if cpu:
+        progress(
+            f"timing {len(cpu)} model/thread rows, {opts.runs} runs each, "
+            f"interleaved in rounds of {ROUND_RUNS}"
+        )
+        interpreters = [
+            make_bench_interpreter(t.path, row["threads"], opts.xnnpack) for t, row in cpu
+        ]
+        timed = time_interleaved(interpreters, opts.runs, opts.warmup)
+        for (_, row), samples in zip(cpu, timed, strict=True):
+            add_latency(row, samples)
+        del interpreters
+        release_memory()
     return results
 
 

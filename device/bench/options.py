@@ -15,6 +15,9 @@ from pathlib import Path
 from device.errors import SightwireError
 
 SCHEMA = "sightwire-bench/1"
+# CPU models are timed in rounds of this many invokes each, every model in turn: long
+# enough to re-warm caches after another model ran, short against the machine's drift.
+ROUND_RUNS = 20
 DEFAULT_LOOP_SIZES = ((640, 480), (1280, 720))
 # How the loop's frames are stored, and what that stands for.
 FRAME_FORMATS = {

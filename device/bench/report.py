@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from device.bench.options import SCHEMA
+from device.bench.options import ROUND_RUNS, SCHEMA
 from device.errors import SightwireError
+
+INTERLEAVED = f"CPU models interleaved in rounds of {ROUND_RUNS} invokes"
 
 MATPLOTLIB_HINT = "--plot needs matplotlib: pip install 'sightwire[train]' (or matplotlib)"
 MISSING = "—"
@@ -124,7 +126,7 @@ def settings_tab(result: dict[str, Any]) -> Tab:
         ["bundle", f"{result['bundle']['name']} ({result['bundle']['path']})"],
         ["threads", ", ".join(str(t) for t in s["threads"])],
         ["XNNPACK", "on (runtime default)" if s["xnnpack"] else "off (builtin kernels)"],
-        ["runs", f"{s['runs']} timed after {s['warmup']} warm-up"],
+        ["runs", f"{s['runs']} timed after {s['warmup']} warm-up, {INTERLEAVED}"],
         ["Edge TPU", "attached" if result.get("edgetpu_attached") else "not used"],
     ]
     return Tab("sightwire bench", ["setting", "value"], rows)
@@ -157,7 +159,7 @@ def latency_tab(result: dict[str, Any]) -> Tab:
 
 
 def memory_tab(result: dict[str, Any]) -> Tab:
-    cols = ["model", "thr", "file MiB", "load ms", "RSS +MiB", "after runs", "VmHWM MiB"]
+    cols = ["model", "thr", "file MiB", "load ms", "RSS +MiB", "after warm-up", "VmHWM MiB"]
     tab = Tab("size, load time, memory (RSS added by loading; VmHWM = process peak)", cols)
     for m, r in _ok_rows(result):
         rss = r["rss_kib"]
