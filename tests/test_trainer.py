@@ -232,6 +232,17 @@ def _truth(bundle: Path, split: dict) -> np.ndarray:
     return np.array([labels.index(name) for _, name in split["test"]])
 
 
+def test_int8_model_runs_as_one_xnnpack_part(trained):
+    """Every op of the exported int8 model inside one XNNPACK part: an op the delegate
+    does not take (a concatenation of the six multi-scale taps did) splits the graph in
+    two, with that op run by the builtin kernels between them, on every frame."""
+    _, out = trained
+    clf = Classifier.open(out, "int8")
+    ops = [op["op_name"] for op in clf.interpreter._get_ops_details()]
+    assert "CONCATENATION" in ops  # the multi-scale head is there
+    assert ops.count("DELEGATE") == 1, ops[-12:]
+
+
 def test_trainer_int8_export_passes_edgetpu_preflight(trained):
     from trainer.edgetpu import preflight
 

@@ -93,7 +93,11 @@ def pooled_features(backbone: keras.Model, multiscale: bool) -> keras.KerasTenso
     pooled = [
         keras.layers.GlobalAveragePooling2D(name=f"tap_{i}_pool")(t) for i, t in enumerate(taps)
     ]
-    return keras.layers.Concatenate(name="multiscale")([*pooled, backbone.output])
+    # Two concatenations, not one of six inputs: XNNPACK takes a concatenation of at most
+    # five, and a sixth split the int8 model into two delegated parts with the
+    # concatenation run outside them, between. The same values, in the same order.
+    joined = keras.layers.Concatenate(name="taps")(pooled)
+    return keras.layers.Concatenate(name="multiscale")([joined, backbone.output])
 
 
 def cache_cut(backbone: keras.Model, cut: int, multiscale: bool) -> int:

@@ -109,6 +109,9 @@ def time_invokes(interpreter: Any, runs: int, warmup: int) -> np.ndarray:
 
 
 REWARM = 2  # untimed invokes each time a round comes back to a model
+# A pause before each visit: the previous model's thread pool spins a while after its
+# last invoke before it sleeps, and would take a core from the next model's first runs.
+REST_S = 0.02
 
 
 def time_interleaved(interpreters: Sequence[Any], runs: int, warmup: int) -> list[np.ndarray]:
@@ -132,6 +135,7 @@ def time_interleaved(interpreters: Sequence[Any], runs: int, warmup: int) -> lis
             if todo <= 0:
                 continue
             interpreter = interpreters[i]
+            time.sleep(REST_S)
             for _ in range(REWARM):
                 interpreter.invoke()
             for _ in range(todo):
