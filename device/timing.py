@@ -33,7 +33,8 @@ class StageTimes:
 
     def __init__(self, size: int = 1024):
         self.size = size
-        self.count = 0
+        self.count = 0  # rows written to the ring
+        self.frames = 0  # frames in ``sums``: ``count`` plus those added without their rows
         self.sums = np.zeros(len(STAGES))
         self.row = np.zeros(len(STAGES))  # filled by the caller, then ``commit()``
         self._ring = np.zeros((size, len(STAGES)))
@@ -43,6 +44,18 @@ class StageTimes:
         self._ring[self.count % self.size] = self.row
         self.sums += self.row
         self.count += 1
+        self.frames += 1
+
+    def extend(self, other: StageTimes) -> None:
+        """Add ``other``'s frames: all of them to the means, its kept rows to this ring."""
+        kept = min(other.count, other.size)
+        end = other.count % other.size
+        rows = other._ring[np.arange(end - kept, end) % other.size]
+        for row in rows:
+            self.row = row.copy()
+            self.commit()
+        self.sums += other.sums - rows.sum(axis=0)  # frames whose rows other no longer has
+        self.frames += other.frames - kept
 
     def recent(self, stage: str, n: int | None = None) -> np.ndarray:
         """The stage's last ``n`` values (all kept ones by default), oldest first."""
@@ -65,7 +78,7 @@ class StageTimes:
         """Mean over all frames and p50/p95 over the kept ones, in ms, per stage."""
         out: dict[str, dict[str, float | None]] = {}
         for i, stage in enumerate(STAGES):
-            mean = self.sums[i] / self.count * 1000 if self.count else None
+            mean = self.sums[i] / self.frames * 1000 if self.frames else None
             out[stage] = {
                 "mean": None if mean is None else round(float(mean), 3),
                 **self.percentiles_ms(stage),

@@ -294,9 +294,12 @@ def test_loop_against_bare_inference(bench_run, fmt):
     assert loop["capture"] == "demand"
     assert loop["frames"] == 10 and loop["errors"] == 0
     assert loop["dropped"] == 0  # demand capture: every decoded frame is classified
+    # The loop ran in parts between runs of bare inference (10 frames = 4 + 3 + 3), each
+    # part with its own 5 warm-up frames.
+    assert loop["segments"] == 3 and loop["captured"] >= 10 + 3 * 5
     assert loop["fps"] > 0 and loop["bare_fps"] > 0
     assert loop["loop_over_bare"] == pytest.approx(loop["fps"] / loop["bare_fps"], rel=1e-3)
-    # Bare inference timed on both sides of the loop (5 + 5 calls): its fps lies between.
+    # Bare inference timed on both sides of each part: its fps lies between.
     before, after = loop["bare_fps_before"], loop["bare_fps_after"]
     assert min(before, after) <= loop["bare_fps"] * (1 + 1e-3)
     assert loop["bare_fps"] <= max(before, after) * (1 + 1e-3)
@@ -614,3 +617,27 @@ def test_models_are_timed_in_turns_not_one_after_the_other(bundle, reference):
     assert runs[3] == "float"  # round 2 starts with the second model
     # Within a visit: REWARM untimed invokes, then at most ROUND_RUNS timed ones.
     assert max(len(list(g)) for _, g in itertools.groupby(timed)) <= ROUND_RUNS + 2
+
+
+def test_stage_times_of_several_runs_add_up():
+    from device.bench.loop import split_evenly
+    from device.timing import INDEX, StageTimes
+
+    assert split_evenly(10, 3) == [4, 3, 3] and split_evenly(2, 3) == [1, 1]
+    runs = []
+    for n, size in ((5, 8), (12, 8)):  # the second overflows its ring: 8 rows kept of 12
+        t = StageTimes(size)
+        for i in range(n):
+            t.row[:] = 0
+            t.row[INDEX["invoke"]] = (len(runs) * 100 + i + 1) / 1000
+            t.commit()
+        runs.append(t)
+    both = StageTimes(64)
+    for t in runs:
+        both.extend(t)
+    assert both.frames == 17 and both.count == 13
+    expected = [(i + 1) for i in range(5)] + [100 + i + 1 for i in range(12)]
+    assert both.summary()["invoke"]["mean"] == pytest.approx(np.mean(expected), abs=1e-3)
+    # the kept rows: all 5 of the first run, the last 8 of the second, in order
+    kept = [1, 2, 3, 4, 5] + [100 + i + 1 for i in range(4, 12)]
+    np.testing.assert_allclose(both.recent("invoke") * 1000, kept)

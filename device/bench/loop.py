@@ -2,8 +2,10 @@
 
 The daemon's own ``Pipeline`` replays camera-sized frames (see ``device.bench.frames``)
 with the worker timed from the first frame after warm-up; the same interpreter's bare
-``invoke()`` throughput is measured half just before and half just after, so drift of a
-shared or throttled machine shows instead of hiding in the ratio.
+``invoke()`` throughput is measured around it. The loop runs in ``SEGMENTS`` parts, each
+between two runs of bare inference, so that a drift of a shared or throttled machine
+falls on both sides of the ratio instead of into it (bare_fps_before/after show how much
+there was).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from device.config import Config, InferenceConfig, ModelConfig, MqttConfig, Sour
 from device.errors import SightwireError
 from device.images import IMAGE_SUFFIXES, load_image
 from device.pipeline import Pipeline
+from device.timing import StageTimes
 
 
 def loop_config(
@@ -118,33 +122,38 @@ class DemandSlot(TimedSlot):
 
 # Reading, fitting and converting a frame happen in the capture thread, beside the worker.
 _WORKER_STAGES = ("set_tensor", "invoke", "output", "postprocess", "publish")
+# The loop runs in this many parts, each between two runs of bare invoke(): on a shared
+# or throttled machine the speed drifts over seconds (10-20% for a 1 ms invoke on a
+# cloud vCPU), and bare inference timed only before and after the whole loop put that
+# drift into loop/bare.
+SEGMENTS = 3
 
 
-def measure_loop(
-    bundle: Bundle,
-    model_path: str | Path,
-    variant: str,
-    size: tuple[int, int],
-    threads: int,
+@dataclass
+class Segment:
+    """One run of the daemon's Pipeline: its timed frames (after its warm-up)."""
+
+    frames: int
+    seconds: float
+    cpu_s: float
+    captured: int
+    dropped: int
+    timings: StageTimes
+    connected: bool | None
+
+
+def run_pipeline(
+    config: Config,
+    clf: Any,
     frames_dir: Path,
+    frame_format: str,
     opts: BenchOptions,
-    frame_format: str = "jpg",
-) -> dict[str, Any]:
-    """The daemon's Pipeline on the frame files in ``frames_dir`` (of ``size``, in
-    ``frame_format``) against bare ``invoke()``."""
-    clf = open_classifier(bundle, variant, threads, opts.xnnpack)
-    first = load_image(min(p for p in frames_dir.iterdir() if p.suffix in IMAGE_SUFFIXES))
-    tensor = clf.preprocess(first)
-    for _ in range(max(opts.warmup, 1)):
-        clf.infer(tensor)
-    # Bare inference is timed half before and half after the loop: on a shared or
-    # thermally throttled machine the speed drifts over seconds, and one side only would
-    # put that drift into loop/bare (bare_fps_before/after show how much there was).
-    before = time_invokes(clf.interpreter, max(opts.loop_frames // 2, 1), 0)
-    bare_cpu = cpu_per_invoke(clf.interpreter, opts.loop_frames)
-
-    config = loop_config(model_path, variant, threads, frames_dir, opts)
-    total = opts.loop_warmup + opts.loop_frames
+    frames: int,
+    budget: float,
+) -> Segment:
+    """The daemon's Pipeline for ``opts.loop_warmup`` + ``frames`` frames, timed from the
+    worker taking the first frame after the warm-up to the end of the last."""
+    total = opts.loop_warmup + frames
     source = None
     if frame_format == "raw":
         source = MemorySource([load_image(p) for p in sorted(frames_dir.iterdir())])
@@ -152,8 +161,6 @@ def measure_loop(
     pipe = Pipeline(config, classifier=clf, source=source, slot=slot, max_frames=total)
     if pipe.publisher is not None:
         slot.gate.clear()  # no frame before the broker answers: publish is part of the loop
-    # Generous: ten times the bare time per frame plus decoding, never a test of speed.
-    budget = 30.0 + 10 * total * float(before.mean())
     pipe.start()
     try:
         if pipe.publisher is not None:
@@ -171,15 +178,62 @@ def measure_loop(
         pipe.stop()
     if pipe.errors or len(slot.taken) < total:
         raise SightwireError(f"the loop failed on {pipe.errors} of {total} frames (see the log)")
-    after = time_invokes(clf.interpreter, max(opts.loop_frames - before.size, 1), 0)
-    bare = np.concatenate([before, after])
+    t0, cpu0 = slot.taken[opts.loop_warmup], slot.cpu[opts.loop_warmup]
+    return Segment(frames, t1 - t0, cpu1 - cpu0, captured, dropped, pipe.timings, connected)
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` whole numbers that differ by at most one (none zero)."""
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def measure_loop(
+    bundle: Bundle,
+    model_path: str | Path,
+    variant: str,
+    size: tuple[int, int],
+    threads: int,
+    frames_dir: Path,
+    opts: BenchOptions,
+    frame_format: str = "jpg",
+) -> dict[str, Any]:
+    """The daemon's Pipeline on the frame files in ``frames_dir`` (of ``size``, in
+    ``frame_format``) against bare ``invoke()``, in ``SEGMENTS`` parts that alternate."""
+    clf = open_classifier(bundle, variant, threads, opts.xnnpack)
+    first = load_image(min(p for p in frames_dir.iterdir() if p.suffix in IMAGE_SUFFIXES))
+    tensor = clf.preprocess(first)
+    for _ in range(max(opts.warmup, 1)):
+        clf.infer(tensor)
+    bare_cpu = cpu_per_invoke(clf.interpreter, opts.loop_frames)
+    config = loop_config(model_path, variant, threads, frames_dir, opts)
+    parts = split_evenly(opts.loop_frames, SEGMENTS)
+    before: list[np.ndarray] = []
+    after: list[np.ndarray] = []
+    segments: list[Segment] = []
+    for frames in parts:
+        # As many bare invokes as loop frames, half just before and half just after.
+        before.append(time_invokes(clf.interpreter, max(frames // 2, 1), 0))
+        # Generous: ten times the bare time per frame plus decoding, never a speed test.
+        budget = 30.0 + 10 * (opts.loop_warmup + frames) * float(before[-1].mean())
+        segments.append(run_pipeline(config, clf, frames_dir, frame_format, opts, frames, budget))
+        after.append(time_invokes(clf.interpreter, max(frames - before[-1].size, 1), 0))
+    bare = np.concatenate(before + after)
     bare_fps = bare.size / float(bare.sum())
-    # From the worker taking the first frame after warm-up to the last frame's end.
-    t0 = slot.taken[opts.loop_warmup]
-    fps = opts.loop_frames / (t1 - t0)
-    cpu = (cpu1 - slot.cpu[opts.loop_warmup]) / opts.loop_frames
-    stages = pipe.timings.summary()
+    seconds = sum(s.seconds for s in segments)
+    fps = opts.loop_frames / seconds
+    cpu = sum(s.cpu_s for s in segments) / opts.loop_frames
+    timings = StageTimes(max(1024, sum(s.timings.count for s in segments)))
+    for seg in segments:
+        timings.extend(seg.timings)
+    stages = timings.summary()
     busy = sum(stages[s]["mean"] or 0.0 for s in _WORKER_STAGES)
+    connected = segments[-1].connected
+
+    def fps_of(chunks: list[np.ndarray]) -> float:
+        runs = np.concatenate(chunks)
+        return round(runs.size / float(runs.sum()), 3)
+
     return {
         "size": f"{size[0]}x{size[1]}",
         "frame_format": frame_format,
@@ -188,19 +242,20 @@ def measure_loop(
         "variant": variant,
         "threads": threads,
         "frames": opts.loop_frames,
-        "seconds": round(t1 - t0, 4),
+        "segments": len(segments),
+        "seconds": round(seconds, 4),
         "fps": round(fps, 3),
         "bare_fps": round(bare_fps, 3),
-        "bare_fps_before": round(before.size / float(before.sum()), 3),
-        "bare_fps_after": round(after.size / float(after.sum()), 3),
+        "bare_fps_before": fps_of(before),
+        "bare_fps_after": fps_of(after),
         "bare_latency_ms": latency_stats(bare),
         "loop_over_bare": round(fps / bare_fps, 4),
         "cpu_ms_per_frame": round(cpu * 1000, 3),
         "bare_cpu_ms_per_invoke": round(bare_cpu * 1000, 3),
         "overhead_cpu_ms_per_frame": round((cpu - bare_cpu) * 1000, 3),
-        "captured": captured,  # whole run, warm-up included
-        "dropped": dropped,
-        "errors": pipe.errors,
+        "captured": sum(s.captured for s in segments),  # warm-ups included
+        "dropped": sum(s.dropped for s in segments),
+        "errors": 0,  # a failed frame stops the bench with the error
         "stages_ms": stages,
         "worker_busy_ms": round(busy, 3),
         "worker_idle_ms": round(1000 / fps - busy, 3),
