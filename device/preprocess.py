@@ -179,15 +179,6 @@ def area_resize(rgb: np.ndarray, width: int, height: int, mode: str = AREA) -> n
     return cv2.resize(rgb, (width, height), interpolation=interpolation)
 
 
-# Half-way values round up (this fraction of a step covers a float32 scale's error). With
-# the usual normalization (mean 127.5, std 127.5) and an exported model's input scale of
-# 2/255, every pixel lies half-way between two steps: rounded to nearest, the scale's
-# float32 error sent the lower half down and the upper half up, so 127 and 128 met on one
-# step. Rounded up, every pixel keeps a step of its own, all shifted alike by half a step,
-# and the table is the identity: the frame goes to the model with no lookup at all.
-_TIE = 1e-3
-
-
 def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, int]) -> np.ndarray:
     """Map each uint8 pixel value to the model's input value (normalized, quantized)."""
     values = (np.arange(256, dtype=np.float64) - spec.mean) / spec.std
@@ -198,7 +189,7 @@ def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, in
     if scale == 0:  # an integer input without quantization: raw pixels
         return np.arange(256).astype(dtype)
     info = np.iinfo(dtype)
-    q = np.floor(values / scale + zero_point + 0.5 + _TIE)
+    q = np.round(values / scale + zero_point)
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
