@@ -218,7 +218,7 @@ def tensor_facts(interpreter: Any) -> dict[str, Any]:
 
 def measure_model(target: Target, threads: int, opts: BenchOptions) -> dict[str, Any]:
     """One (model, thread count) row: load time and memory (the warm-up invokes make the
-    scratch buffers and thread pools that the "after runs" memory counts). Edge TPU
+    scratch buffers and thread pools that the "after warm-up" memory counts). Edge TPU
     models are timed here too, one after the other: the TPU holds one model's weights
     at a time, so interleaving would time the weights' upload. CPU latencies come from
     ``time_interleaved`` (``add_latency``)."""
