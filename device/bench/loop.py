@@ -131,9 +131,8 @@ SEGMENTS = 3
 
 @dataclass
 class Segment:
-    """One run of the daemon's Pipeline: its timed frames (after its warm-up)."""
+    """One run of the daemon's Pipeline, timed after its warm-up."""
 
-    frames: int
     seconds: float
     cpu_s: float
     captured: int
@@ -179,7 +178,7 @@ def run_pipeline(
     if pipe.errors or len(slot.taken) < total:
         raise SightwireError(f"the loop failed on {pipe.errors} of {total} frames (see the log)")
     t0, cpu0 = slot.taken[opts.loop_warmup], slot.cpu[opts.loop_warmup]
-    return Segment(frames, t1 - t0, cpu1 - cpu0, captured, dropped, pipe.timings, connected)
+    return Segment(t1 - t0, cpu1 - cpu0, captured, dropped, pipe.timings, connected)
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
