@@ -78,6 +78,12 @@ class FrameSlot:
             frame, self._frame, self._woken = self._frame, None, False
             return frame
 
+    @property
+    def pending(self) -> bool:
+        """A frame waits to be taken."""
+        with self._cond:
+            return self._frame is not None
+
     def wake(self) -> None:
         with self._cond:
             self._woken = True
@@ -147,6 +153,12 @@ class Capture:
     @property
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def ended(self) -> bool:
+        """The source was finite and reached its end (``source.loop = false``); its last
+        frame was put in the slot before this turned true."""
+        return self.source.ended
 
     def release(self) -> None:
         """Cut every wait of the capture threads short (the stop event is set already)."""

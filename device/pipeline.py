@@ -52,7 +52,7 @@ class Pipeline:
     ``classifier`` and ``source``: already made ones (bench, tests) instead of the
     configured ones. ``slot``: the ``FrameSlot`` between the two threads (bench passes
     one that notes when frames are taken). ``max_frames``/``duration``: ``finished`` is
-    set when either is reached."""
+    set when either is reached, or when a finite source ends (``source.loop = false``)."""
 
     def __init__(
         self,
@@ -232,6 +232,17 @@ class Pipeline:
             ):
                 self.finished.set()
                 break
+            if self.capture.ended and not self.slot.pending:
+                self._source_ended()
+                break
+
+    def _source_ended(self) -> None:
+        """A folder or video replayed once (``source.loop = false``): its last frame is
+        classified; the last stats go out and ``sightwire run`` exits 0."""
+        log.info("%s ended: %d frames classified; stopping", self.capture.name, self.frames)
+        with contextlib.suppress(Exception):
+            self.outbox.stats(self.stats())
+        self.finished.set()
 
     def _prepare(self, frame: Frame) -> None:
         """Capture thread: fit and convert the frame for the current model there, so both

@@ -272,12 +272,15 @@ class Pacer:
 
 
 class ReopeningSource:
-    """Frames from ``source``, reopening it with exponential backoff whenever it fails or ends.
+    """Frames from ``source``, reopening it with exponential backoff whenever it fails.
 
-    Failures are logged one line each; a streak of the same failure is logged at attempts
-    1, 2, 4, 8, … so a camera unplugged for a month does not fill the journal. ``stop``
-    ends ``read`` (it returns None); ``successor`` makes the wrapper that replaces this
-    one when the watchdog gives up on a hung call, carrying the counters over.
+    A finite source that ends (a folder or video file with ``loop = false``: the only
+    case a source raises ``SourceEnded``) is not reopened: ``ended`` is set and ``read``
+    returns None, so the daemon classifies what it has and stops. Failures are logged
+    one line each; a streak of the same failure is logged at attempts 1, 2, 4, 8, … so a
+    camera unplugged for a month does not fill the journal. ``stop`` ends ``read`` (it
+    returns None); ``successor`` makes the wrapper that replaces this one when the
+    watchdog gives up on a hung call, carrying the counters over.
     """
 
     def __init__(
@@ -296,6 +299,7 @@ class ReopeningSource:
         self.reopens = 0  # opens after the first one
         self.failures = 0
         self.bad_frames = 0
+        self.ended = False  # a finite source without loop reached its end: no more frames
         self.busy_since: float | None = None  # monotonic start of the open()/read() under way
         # The last frame at the model's size, from a source that makes one (picamera2).
         self.fitted: ModelSized | None = None
@@ -325,8 +329,9 @@ class ReopeningSource:
             self.busy_since = None
 
     def read(self) -> np.ndarray | None:
-        """The next frame (checked, ROI applied), or None once ``stop`` is set."""
-        while not self.stop.is_set():
+        """The next frame (checked, ROI applied), or None once ``stop`` is set or a
+        finite source has ended (``ended``)."""
+        while not self.stop.is_set() and not self.ended:
             if not self._is_open:
                 try:
                     self._call(self.source.open)
@@ -341,10 +346,10 @@ class ReopeningSource:
             try:
                 raw = self._call(self.source.read)
             except SourceEnded as exc:
-                log.info("%s; reopening in %.1fs", exc, self.min_s)
+                log.info("%s; source.loop is false, so no more frames", exc)
                 self._close()
-                self.stop.wait(self.min_s)
-                continue
+                self.ended = True
+                return None
             except Exception as exc:
                 self._close()
                 self._failed("failed", exc)

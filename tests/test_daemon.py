@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -389,6 +390,34 @@ def test_run_cli_one_shot_publishes_its_result_and_exits(broker, recorder, model
     assert state["label"] == LABELS["cat"] and state["frame"] == 1
     assert recorder.wait_for(f"{BASE}/status", lambda m: m.text == "offline")
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+
+
+@pytest.mark.mqtt
+def test_a_folder_played_once_is_classified_to_its_end_and_run_exits_0(
+    broker, recorder, model, images, tmp_path
+):
+    """``source.loop = false``: every image once, the last one published, then exit 0
+    (not a replay after ``reopen_min_s``, which the pause below would show)."""
+    config = tmp_path / "sightwire.toml"
+    config.write_text(
+        f'[model]\npath = "{model}"\n[source]\nkind = "folder"\npath = "{images}"\n'
+        "fps = 20.0\nloop = false\nreopen_min_s = 0.05\n"
+        f'[mqtt]\ndevice_id = "{DEVICE}"\n'
+    )
+    flags = ["--broker", f"{broker.host}:{broker.port}", "--set", "inference.threshold=0"]
+    flags += ["--set", "inference.smoothing=none", "--set", "inference.debounce=1"]
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(main(["run", "-c", str(config), *flags])))
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "run did not stop at the end of the folder"
+    assert codes == [0]
+    stats = [payload(m) for m in recorder.on(f"{BASE}/stats")]
+    assert stats and stats[-1]["frames"] == 9  # nine images, the corrupt one skipped
+    assert stats[-1]["source_reopens"] == 0
+    assert recorder.wait_for(f"{BASE}/status", lambda m: m.text == "offline")
+    states = [payload(m)["label"] for m in recorder.on(f"{BASE}/state")]
+    assert states[-1] == LABELS["grace"]
 
 
 @pytest.mark.mqtt

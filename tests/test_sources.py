@@ -92,12 +92,16 @@ def test_empty_or_missing_folder(tmp_path):
         make_source(SourceConfig(kind="folder", path=tmp_path / "missing"))
 
 
-def test_reopening_source_reopens_an_ended_source(tmp_path):
+def test_an_ended_source_is_not_reopened(tmp_path):
+    """``loop = false`` means once: no replay after ``reopen_min_s``."""
     source = FolderSource(colour_folder(tmp_path / "imgs"), loop=False)
     reopening = ReopeningSource(source, min_s=0.01, max_s=0.02)
-    frames = [reopening.read() for _ in range(5)]
-    assert [dominant(f) for f in frames] == [0, 1, 2, 0, 1]
-    assert reopening.reopens == 1
+    frames = [reopening.read() for _ in range(3)]
+    assert [dominant(f) for f in frames] == [0, 1, 2]
+    assert not reopening.ended
+    assert reopening.read() is None and reopening.ended
+    assert reopening.read() is None  # and stays so, without waiting
+    assert reopening.reopens == 0 and reopening.failures == 0
 
 
 def test_reopening_source_waits_for_a_source_that_fails_to_open(tmp_path, caplog):
