@@ -433,6 +433,18 @@ def test_cli_with_features_and_a_bundle(tmp_path, capsys, imagenet_weights, refe
     assert "features" in report["timings_s"] and "total" in report["timings_s"]
 
 
+def test_the_doctor_sees_the_pixels_training_sees():
+    """Its features come from images resized as ``sightwire train`` resizes by default:
+    a shortcut found in other pixels (Pillow's bilinear) may not be the model's."""
+    from trainer.doctor.features import feature_spec
+    from trainer.options import TrainOptions
+
+    default = TrainOptions(Path("photos"), Path("bundle"))
+    spec = feature_spec(160)
+    assert (spec.width, spec.height) == (160, 160)
+    assert (spec.resize, spec.crop) == (default.resize, default.crop) == ("area", "none")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

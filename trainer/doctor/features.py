@@ -15,6 +15,13 @@ from trainer.console import bar
 from trainer.dataset import Dataset
 from trainer.features import normalize
 from trainer.model import load_backbone
+from trainer.options import TrainOptions
+
+
+def feature_spec(input_size: int) -> InputSpec:
+    """The pixels the doctor's backbone sees: resized as ``sightwire train`` resizes by
+    default, so a shortcut the doctor finds is one a trained model could find."""
+    return InputSpec(width=input_size, height=input_size, resize=TrainOptions.resize)
 
 
 def compute_features(
@@ -32,7 +39,7 @@ def compute_features(
     """
     if backbone is None:
         backbone = load_backbone(input_size, alpha, weights)
-    spec = InputSpec(width=input_size, height=input_size)
+    spec = feature_spec(input_size)
     out = np.empty((len(ds.items), int(backbone.output.shape[-1])), dtype=np.float32)
     steps = (len(ds.items) + batch_size - 1) // batch_size
     with bar("doctor: backbone features", steps, show_progress) as advance:

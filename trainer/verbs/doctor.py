@@ -89,14 +89,17 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         empty_out_dir(args.out)
 
-    from device.preprocess import InputSpec
     from trainer.dataset import scan
     from trainer.doctor import diagnose
     from trainer.image_set import collect
     from trainer.split import split
 
     started = time.perf_counter()
-    spec = InputSpec(args.input_size, args.input_size) if use_features else None
+    spec = None
+    if use_features:  # the pixels as the trainer's default resize makes them
+        from trainer.doctor.features import feature_spec
+
+        spec = feature_spec(args.input_size)
     classifier = None
     if args.bundle:  # a bad bundle fails before minutes of feature extraction
         from device.classifier import Classifier
