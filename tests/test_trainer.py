@@ -191,6 +191,8 @@ def test_export_redoes_tflite_from_the_keras_model(transferred, tmp_path):
     stale = json.loads(json.dumps(before))
     stale["created"] = "2000-01-01T00:00:00Z"
     stale.pop("metrics", None)
+    # As if compile-edgetpu had run: its model was made from the old int8 model.
+    stale["models"]["edgetpu"] = {**stale["models"]["int8"], "file": "model_int8_edgetpu.tflite"}
     for variant, entry in stale["models"].items():
         (out / entry["file"]).write_bytes(b"stale " + variant.encode())
         entry["sha256"] = sha256_file(out / entry["file"])
@@ -199,6 +201,8 @@ def test_export_redoes_tflite_from_the_keras_model(transferred, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = json.loads((out / "manifest.json").read_text())
     assert after["labels"] == before["labels"]
+    assert "edgetpu" not in after["models"] and not (out / "model_int8_edgetpu.tflite").exists()
+    assert f"sightwire compile-edgetpu {out}" in " ".join((proc.stdout + proc.stderr).split())
     assert sha256_file(out / "model_int8.tflite") == after["models"]["int8"]["sha256"]
     load_bundle(out)  # hashes verified
     for variant, entry in after["models"].items():

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     }
     keep.setdefault("trainer", {})["int8_bias_correction"] = correction
     manifest = write_bundle(args.bundle, old["name"], bundle.labels, spec, models, keep)
+    _remove_stale_compiled(args.bundle, old.get("models", {}), manifest["models"])
     test = split.get("test") or split.get("val") or []
     if test:
         results = evaluate_bundle(
@@ -122,3 +123,20 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"{v}: test accuracy {r['accuracy']:.2%}")
     print(f"bundle re-exported: {args.bundle}")
     return 0
+
+
+def _remove_stale_compiled(bundle: Path, old: dict, new: dict) -> None:
+    """A model the old manifest listed and the new one does not (the Edge TPU model) was
+    compiled from the old int8 model: it would answer differently, so it goes, with the
+    command that makes it again."""
+    from trainer.console import console
+
+    for variant, entry in old.items():
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if variant in new or not isinstance(name, str) or Path(name).name != name:
+            continue
+        (bundle / name).unlink(missing_ok=True)
+        console.print(
+            f"removed the {variant} model {name}: it was made from the old int8 model; "
+            f"run `sightwire compile-edgetpu {bundle}` to make it again"
+        )
