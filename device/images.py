@@ -186,13 +186,21 @@ def decoded(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Im
         raise _over_pillows_limit(path, max_pixels) from None
     except _PILLOW_ERRORS as exc:
         raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+    except ImageError as exc:  # raised while the image was used: name the file
+        if str(path) in str(exc):
+            raise
+        raise ImageError(f"{path}: {exc}") from exc
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     """Any PIL image or ``uint8`` array (grey, grey+alpha, RGB, RGBA) → HxWx3 ``uint8`` RGB.
 
-    An RGB array is returned as it is (no copy): the common case of a camera frame."""
+    An RGB array is returned as it is (no copy): the common case of a camera frame. A
+    16-bit grey image (a machine-vision camera's PNG) is scaled to 8 bits: Pillow's own
+    conversion would clip every value over 255 to white."""
     if isinstance(image, Image.Image):
+        if image.mode in WIDE_GREY:
+            image = _grey_to_8_bits(image)
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.asarray(image)
@@ -208,6 +216,18 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 4:  # RGBA / RGBX
         return arr[:, :, :3]
     raise ImageError(f"frame shape {arr.shape} is not an image")
+
+
+WIDE_GREY = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # Pillow's 16/32-bit grey modes
+
+
+def _grey_to_8_bits(image: Image.Image) -> Image.Image:
+    """16-bit grey (Pillow's ``I;16*`` and ``I``, 0..65535) to 8 bits by 65535 → 255.
+    A 32-bit float image has no agreed range: it is refused."""
+    if image.mode == "F":
+        raise ImageError("a 32-bit floating-point image: save it as 8 or 16-bit")
+    wide = np.asarray(image, dtype=np.float32)
+    return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def _over_pillows_limit(path: str | Path, max_pixels: int) -> ImageTooLarge:

@@ -114,7 +114,8 @@ def _fitted_by_hand(path: Path, spec: InputSpec) -> np.ndarray:
         box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
     if spec.resize not in (AREA, AREA_BILINEAR):
         with Image.open(path) as img:
-            upright = ImageOps.exif_transpose(img).convert("RGB")
+            upright = Image.fromarray(rgb) if img.mode == "I;16" else img
+            upright = ImageOps.exif_transpose(upright).convert("RGB")
             if upright.size == (spec.width, spec.height):
                 return np.asarray(upright)
             resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[spec.resize]
@@ -239,7 +240,11 @@ def test_scaled_jpeg_decoding_would_change_the_pixels(images):
 @pytest.mark.parametrize("mode", ["RGB", "L", "LA", "RGBA", "P", "I;16", "CMYK"])
 def test_load_fitted_equals_fit_frame_of_load_image(tmp_path, reference, mode, resize):
     photo = Image.open(reference / "parrot.jpg").convert("RGB").resize((300, 200))
-    img = photo.convert(mode) if mode != "I;16" else photo.convert("L").convert("I;16")
+    img = photo.convert(mode)
+    if mode == "I;16":  # a 16-bit grey PNG using its whole range: the grey photo x 257
+        wide = np.asarray(photo.convert("L"), dtype=np.uint16) * 257
+        img = Image.fromarray(wide)
+        assert img.mode == "I;16"
     path = tmp_path / ("image.jpg" if mode == "CMYK" else "image.png")
     img.save(path)
     specs = (
@@ -401,7 +406,23 @@ def test_a_bundle_that_needs_opencv_names_it_when_it_is_missing(images, referenc
 def _pillow_rgb(path: Path) -> np.ndarray:
     """The file as Pillow alone decodes it, EXIF rotation applied."""
     with Image.open(path) as img:
-        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        img = ImageOps.exif_transpose(img)
+        if img.mode == "I;16":  # 16 bits to 8: 65535 is white (Pillow's convert clips)
+            grey = (np.asarray(img, np.uint32) * 255 + 32767) // 65535
+            return np.repeat(grey[..., None], 3, 2).astype(np.uint8)
+        return np.asarray(img.convert("RGB"))
+
+
+def test_a_16_bit_grey_image_is_scaled_not_clipped(tmp_path, reference):
+    """A machine-vision camera's 16-bit PNG: 65535 is white. Pillow's own conversion to
+    RGB clips everything over 255 to white, which gave the model a blank image."""
+    grey = np.asarray(Image.open(reference / "parrot.jpg").convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "wide.png")
+    rgb = load_image(tmp_path / "wide.png")
+    np.testing.assert_array_equal(rgb, np.repeat(grey[..., None], 3, 2))
+    Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ImageError, match=r"float\.tiff: a 32-bit floating-point image"):
+        load_image(tmp_path / "float.tiff")
 
 
 def test_opencv_decodes_jpeg_and_bmp_files_to_pillows_pixels(images):
