@@ -18,8 +18,10 @@ watchdog can tell a hung driver from a slow one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from device.config import Roi, SourceConfig
 from device.errors import ImageError, SightwireError, log_this_time, one_line
 from device.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageTooLarge, load_image, to_rgb
 from device.picamera import ModelInput, ModelSized, Picamera2Source
+from device.stderr import verbose
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,31 @@ def _import(module: str, hint: str) -> Any:
         raise SourceError(f"{hint} ({one_line(exc)})") from None
 
 
+def quiet_opencv(cv2: Any) -> None:
+    """OpenCV's warnings (``[ WARN:0] ... can't open camera by index``) and FFmpeg's
+    messages (``moov atom not found``) go to fd 2 on every attempt to open; the daemon
+    says the same in one line of its own, logged at 1, 2, 4, 8, ... attempts."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read at each open
+    with contextlib.suppress(AttributeError):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def masked(target: str) -> str:
+    """A stream URL with its ``user:password@`` shown as ``***@``: IP cameras take their
+    credentials in the URL, and the source's name goes to logs and MQTT replies."""
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        return target
+    host_part = rest.split("/", 1)[0]
+    if "@" in host_part:
+        userinfo_end = len(host_part.rsplit("@", 1)[0])
+    elif "@" in rest and ":" in rest.split("@", 1)[0]:  # a password with a "/" in it
+        userinfo_end = len(rest.split("@", 1)[0])
+    else:
+        return target
+    return f"{scheme}://***{rest[userinfo_end:]}"
+
+
 class OpenCVSource:
     """A V4L2/USB camera index, a network stream or a video file, through OpenCV."""
 
@@ -175,13 +203,15 @@ class OpenCVSource:
         fps: float | None = None,
     ):
         self.cv2 = _import("cv2", OPENCV_HINT)
+        if not verbose():  # OpenCV's and FFmpeg's own lines, on every reopen: -v shows them
+            quiet_opencv(self.cv2)
         self.target = target
         self.is_file = isinstance(target, str) and not target.lower().startswith(STREAM_SCHEMES)
         self.paced = self.is_file
         self.loop = loop
         self.size = (width, height) if width and height else None
         self.fps = fps
-        self.name = f"camera {target}" if isinstance(target, int) else f"opencv {target}"
+        self.name = f"camera {target}" if isinstance(target, int) else f"opencv {masked(target)}"
         self._cap: Any = None
 
     def open(self) -> None:
@@ -189,7 +219,7 @@ class OpenCVSource:
         cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"{self.name}: cannot open")
+            raise SourceError(f"{self.name}: cannot open" + ("" if verbose() else " (-v: why)"))
         if not self.is_file:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
             if self.size:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from device.sources import (
     SourceError,
     crop_roi,
     make_source,
+    masked,
     normalize_frame,
 )
 
@@ -250,3 +252,58 @@ def test_normalize_frame_converts_what_cameras_give_and_refuses_the_rest():
     for bad in (np.zeros((0, 4, 3), np.uint8), rgb.astype(np.float32), None, rgb[0, 0]):
         with pytest.raises(BadFrame):
             normalize_frame(bad)
+
+
+def test_a_stream_password_never_reaches_logs_or_errors(caplog):
+    """IP cameras take ``user:password@`` in the URL; the source's name goes to the log
+    and to MQTT replies (``cmd/classify``'s "no frames from ...")."""
+    url = "rtsp://admin:S3cretPW@127.0.0.1:1/stream"  # nothing listens on port 1
+    source = OpenCVSource(url)
+    assert source.name == "opencv rtsp://***@127.0.0.1:1/stream"
+    reopening = ReopeningSource(source, min_s=0.01, max_s=0.02)
+    reader = threading.Thread(target=reopening.read)
+    with caplog.at_level(logging.DEBUG, logger="device.sources"):
+        reader.start()
+        deadline = time.monotonic() + 20
+        while reopening.failures < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reopening.stop.set()
+        reader.join(20)
+    assert reopening.failures >= 2
+    assert "***@127.0.0.1:1/stream: cannot open" in caplog.text
+    assert "S3cretPW" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("rtsp://u:p@10.0.0.9:554/live?ch=1", "rtsp://***@10.0.0.9:554/live?ch=1"),
+        ("rtsp://u:pa/ss@cam/live", "rtsp://***@cam/live"),  # a "/" in the password
+        ("http://cam.local/snap@2x", "http://cam.local/snap@2x"),  # an "@" in the path
+        ("/videos/line@2.mp4", "/videos/line@2.mp4"),
+    ],
+)
+def test_only_a_urls_credentials_are_masked(url, shown):
+    assert masked(url) == shown
+
+
+def test_opencv_and_ffmpeg_stay_quiet_on_each_reopen(tmp_path):
+    """A broken video or a missing camera: the daemon's own line says it (throttled);
+    OpenCV's ``[ WARN:0] ...`` and FFmpeg's ``moov atom not found`` on every attempt
+    do not reach the journal. A process of its own: FFmpeg reads its log level once."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    script = (
+        "from device.sources import OpenCVSource, SourceError\n"
+        f"for target in ({str(broken)!r}, 63):\n"
+        "    source = OpenCVSource(target)\n"
+        "    for _ in range(2):\n"
+        "        try:\n"
+        "            source.open()\n"
+        "        except SourceError as exc:\n"
+        "            print(exc)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("cannot open") == 4
+    assert "moov atom" not in run.stderr and "WARN" not in run.stderr, run.stderr
