@@ -183,6 +183,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `sightwire ... | head`
         sys.stderr.close()
         return 1
+    except OSError as exc:  # a file that cannot be written or read: one line (-v: traceback)
+        if verbose:
+            raise
+        print(f"sightwire {verb.name}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: OSError) -> str:
+    """``[Errno 21] Is a directory: 'out'`` as ``out: is a directory``."""
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    return str(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from device.errors import SightwireError
+from device.outputs import MAX_THREADS, check_output_file
 
 HELP = (
     "Benchmark a bundle on this machine: load time, memory and invoke() latency of each "
@@ -31,8 +32,8 @@ def _threads(text: str) -> list[int]:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected counts like 1,2,4") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive counts like 1,2,4")
+    if not values or any(not 1 <= v <= MAX_THREADS for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected counts 1..{MAX_THREADS} like 1,2,4")
     return list(dict.fromkeys(values))
 
 
@@ -132,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.models:
         raise SightwireError("name a BUNDLE to benchmark (or --compare A.json B.json)")
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plot:
+        check_output_file(args.plot, "--plot")
     if args.plot and args.plot.suffix.lower() != ".png":
         raise SightwireError(f"--plot {args.plot}: expected a .png file name")
     if args.plot and importlib.util.find_spec("matplotlib") is None:

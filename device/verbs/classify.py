@@ -16,6 +16,7 @@ from device.classifier import Classifier
 from device.config import InferenceConfig
 from device.errors import SightwireError
 from device.images import MAX_PIXELS, load_image
+from device.outputs import thread_count
 from device.postprocess import Decision, PostProcessor
 
 HELP = "Classify image files with a bundle, a .tflite (labels.txt beside it) or a TM export."
@@ -31,7 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "int8", "float", "edgetpu"],
         help="model variant (default: auto = Edge TPU if attached, else int8)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="interpreter threads, 1..64 (default: the runtime's own)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
         "--max-pixels",

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from device.outputs import check_output_dir, check_output_file, thread_count
+
 HELP = (
     "Evaluate a bundle's float and int8 models (with the device runtime) on a labelled "
     "folder DATA_DIR/<class>/*: accuracy, per-class precision/recall/F1, confusion matrix."
@@ -21,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["float", "int8", "edgetpu"],
         help="model(s) to evaluate (repeatable; default: float and int8)",
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="interpreter threads, 1..64 (default: the runtime's own)",
+    )
     parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
     parser.add_argument("--out", type=Path, help="folder for confusion-matrix PNGs")
     parser.add_argument("--no-progress", action="store_true")
@@ -31,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from trainer.checks import check_data_dir
 
     check_data_dir(args.data)
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.out:
+        check_output_dir(args.out, "--out")
     from rich.table import Table
 
     from device.bundle import load_bundle

@@ -1,0 +1,58 @@
+"""Command-line values checked before the work: output paths (a benchmark, an evaluation
+or a diagnosis that runs for minutes must not end in "is a directory") and thread counts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from device.errors import SightwireError
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """``path`` can be written as a file: not a folder, under a folder one can write to
+    (made on write if missing)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise SightwireError(f"{flag} {path} is a folder: name a file")
+    _writable_parent(path, flag)
+
+
+def check_output_dir(path: Path, flag: str) -> None:
+    """``path`` is, or can be made, a folder one can write into."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SightwireError(f"{flag} {path} is a file, not a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise SightwireError(f"{flag} {path}: no permission to write there")
+        return
+    _writable_parent(path, flag)
+
+
+def _writable_parent(path: Path, flag: str) -> None:
+    """The nearest existing folder above ``path`` is a folder and writable."""
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SightwireError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SightwireError(f"{flag} {path}: no permission to write in {parent}")
+
+
+MAX_THREADS = 64  # model.threads' bound: more only thrashes a board's cores
+
+
+def thread_count(text: str) -> int:
+    """``--threads N`` (argparse type): 1..64, refused as a usage error otherwise
+    rather than by the interpreter as "not a usable TFLite model"."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a thread count") from None
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text}: expected 1..{MAX_THREADS}")
+    return value
