@@ -124,3 +124,18 @@ def test_cli_bad_dataset_is_one_line_not_a_traceback(tmp_path: Path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("sightwire train: error: ")
     assert "need at least 2" in proc.stderr
+
+
+def test_the_split_records_where_the_photos_are_from_anywhere(shapes: Path, monkeypatch):
+    """``train photos/`` typed as a relative path: ``export`` and ``--baseline`` read the
+    record later, from another folder, and must find the photos."""
+    import json
+
+    from trainer.split import write_split
+
+    monkeypatch.chdir(shapes.parent)
+    ds = scan(Path(shapes.name), show_progress=False)
+    record = shapes.parent / "split.json"
+    write_split(ds, split(ds, seed=0), record, seed=0)
+    recorded = Path(json.loads(record.read_text())["dataset"])
+    assert recorded.is_absolute() and recorded == shapes.absolute()

@@ -54,7 +54,7 @@ def finish_report(
         )
     report = {
         "dataset": {
-            "root": str(ds.root),
+            "root": str(Path(ds.root).absolute()),
             "counts": ds.counts(),
             "unreadable": [[str(p), why] for p, why in ds.unreadable],
             "ignored": [str(p) for p in ds.ignored],

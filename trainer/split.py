@@ -68,7 +68,7 @@ def _user_split(ds: Dataset, groups: np.ndarray) -> dict[str, np.ndarray]:
 def write_split(ds: Dataset, parts: dict[str, np.ndarray], path: Path, seed: int) -> None:
     """Record the split (relative paths per side) so an evaluation can be reproduced."""
     record = {
-        "dataset": str(ds.root),
+        "dataset": str(Path(ds.root).absolute()),  # export may run from another folder
         "seed": seed,
         "classes": ds.classes,
         **{
