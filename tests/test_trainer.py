@@ -278,3 +278,17 @@ def test_multiscale_taps_from_the_cache_equal_a_full_pass_and_end_with_the_backb
     np.testing.assert_allclose(keras.ops.convert_to_numpy(top(cut)), pooled, rtol=1e-4, atol=1e-5)
     _, plain = feature_extractor(backbone, cache).predict_on_batch(images)
     np.testing.assert_allclose(plain, own, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_made_for_another_alpha_are_one_line(imagenet_weights, capfd):
+    """The shared file is MobileNetV2 alpha 1.0: asking for alpha 0.5 with it gave 55 kB
+    of Keras warnings and every layer's weights; now one line that says what to change."""
+    from device.errors import SightwireError
+    from trainer.model import load_backbone
+
+    capfd.readouterr()
+    with pytest.raises(SightwireError) as err:
+        load_backbone(96, 0.5, str(imagenet_weights))
+    message = str(err.value)
+    assert "--alpha 0.5" in message and "\n" not in message and len(message) < 400
+    assert "Skipping" not in capfd.readouterr().err

@@ -15,6 +15,7 @@ logistic regression on these taps beats one on the last layer alone (magnetic ti
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 from pathlib import Path
 
@@ -44,11 +45,18 @@ def load_backbone(input_size: int, alpha: float, weights: str) -> keras.Model:
             raise SightwireError(f"weights file not found: {path}")
         source = str(path)
     try:
-        return keras.applications.MobileNetV2(
-            input_shape=shape, alpha=alpha, include_top=False, weights=source, pooling="avg"
-        )
+        with warnings.catch_warnings():  # Keras warns once per layer it cannot fill
+            warnings.simplefilter("ignore")
+            return keras.applications.MobileNetV2(
+                input_shape=shape, alpha=alpha, include_top=False, weights=source, pooling="avg"
+            )
     except ValueError as exc:
-        raise SightwireError(f"cannot build MobileNetV2 with these weights: {exc}") from exc
+        if source is None or source == "imagenet":
+            raise SightwireError(f"cannot build MobileNetV2: {first_line(exc)}") from exc
+        raise SightwireError(
+            f"{weights} does not fit MobileNetV2 with --alpha {alpha:g} ({first_line(exc)}); "
+            "a weights file is made for one alpha: pass the --alpha it was made for"
+        ) from exc
     except Exception as exc:  # the download: URLError, HTTPError, OSError, ...
         if source != "imagenet":
             raise SightwireError(f"cannot load weights from {weights}: {exc}") from exc
@@ -56,6 +64,12 @@ def load_backbone(input_size: int, alpha: float, weights: str) -> keras.Model:
             f"could not download the ImageNet weights ({type(exc).__name__}: {exc}); "
             "pass --weights PATH to a local MobileNetV2 no-top .weights.h5 file"
         ) from exc
+
+
+def first_line(exc: Exception, limit: int = 160) -> str:
+    """Keras' load errors list every layer's weights: the first sentence says it."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def block_starts(backbone: keras.Model) -> list[int]:
