@@ -292,3 +292,44 @@ def test_weights_made_for_another_alpha_are_one_line(imagenet_weights, capfd):
     message = str(err.value)
     assert "--alpha 0.5" in message and "\n" not in message and len(message) < 400
     assert "Skipping" not in capfd.readouterr().err
+
+
+def _bundle_copy(out: Path, to: Path) -> Path:
+    shutil.copytree(out, to)
+    return to
+
+
+def _model_hashes(bundle: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(bundle.glob("*.tflite"))}
+
+
+def test_export_refuses_what_would_break_the_bundle_before_writing(trained, tmp_path):
+    """A Keras model that does not fit the bundle, a file that is no Keras model, a
+    split that is not the trainer's, a --data that is not the training folder: one line
+    each, and the bundle's models are untouched (it kept working)."""
+    import keras
+
+    data, out = trained
+    bundle = _bundle_copy(out, tmp_path / "bundle")
+    before = _model_hashes(bundle)
+    two_outputs = keras.Sequential(
+        [keras.Input((64, 64, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+    )
+    two_outputs.save(tmp_path / "two.keras")
+    (tmp_path / "text.keras").write_text("not a model")
+    wrong_data = make_dataset(tmp_path / "other", classes=3, per_class=6, size=32, seed=9)
+    cases = [
+        (["--keras", str(tmp_path / "two.keras")], "gives 2 outputs but the bundle has 3"),
+        (["--keras", str(tmp_path / "text.keras")], "as a Keras model"),
+        (["--data", str(wrong_data)], "is not the folder this bundle was trained on"),
+    ]
+    for flags, message in cases:
+        proc = sightwire("export", str(bundle), "--data", str(data), *flags, "--no-progress")
+        assert proc.returncode == 1 and message in proc.stderr, (flags, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+        assert _model_hashes(bundle) == before, flags
+    split = bundle / "report" / "split.json"
+    split.write_text(json.dumps({"dataset": 5}))
+    proc = sightwire("export", str(bundle), "--no-progress")
+    assert proc.returncode == 1 and "not a split written by sightwire train" in proc.stderr
+    Classifier.open(bundle, "int8")  # still a working bundle

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from device.outputs import thread_count
 
 HELP = (
     "Re-export float and int8 TFLite from a bundle's model.keras (or --keras FILE), "
@@ -29,12 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training images used to calibrate int8 (default 1000, or all there are): "
         "300 lost 1 point on the magnetic tiles, all 940 lost none",
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--threads", type=thread_count, default=None, help="interpreter threads for the evaluation"
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
 def check(args: argparse.Namespace) -> None:
-    """What can be checked before TensorFlow is imported."""
+    """What can be checked before TensorFlow is imported: the files, the recorded split
+    and that the photos it names are there (a wrong --data fails now, in one line)."""
     from device.errors import SightwireError
     from trainer.checks import check_data_dir
 
@@ -42,8 +48,41 @@ def check(args: argparse.Namespace) -> None:
     keras_file = args.keras or args.bundle / "model.keras"
     if not keras_file.is_file():
         raise SightwireError(f"Keras model not found: {keras_file} (train writes it)")
+    if args.representative < 1:
+        raise SightwireError("--representative must be at least 1")
     if args.data is not None:
         check_data_dir(args.data)
+    split = read_split(args.bundle)
+    root = args.data or Path(split["dataset"])
+    if not root.is_dir():
+        raise SightwireError(f"dataset folder not found: {root} (pass --data)")
+    named = [p for side in ("train", "val", "test") for p, _ in split.get(side) or []]
+    missing = [p for p in named if not (root / p).is_file()]
+    if missing:
+        raise SightwireError(
+            f"{root} is not the folder this bundle was trained on: {len(missing)} of "
+            f"{len(named)} photos in its report/split.json are not there (first: {missing[0]}); "
+            "pass --data with that folder"
+        )
+
+
+def read_split(bundle: Path) -> dict:
+    """``report/split.json``, checked: which photos calibrate int8 and test the models."""
+    from device.errors import SightwireError
+
+    path = bundle / "report" / "split.json"
+    if not path.is_file():
+        raise SightwireError(f"{path} not found: cannot pick calibration images")
+    try:
+        split = json.loads(path.read_text())
+        assert isinstance(split, dict) and isinstance(split["dataset"], str)
+        for side in ("train", "val", "test"):
+            rows = split.get(side) or []
+            assert all(isinstance(p, str) and isinstance(c, str) for p, c in rows)
+        assert split.get("train"), "no training photos"
+    except (OSError, ValueError, AssertionError, KeyError, TypeError) as exc:
+        raise SightwireError(f"{path}: not a split written by sightwire train ({exc!r})") from None
+    return split
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
 
     show_progress(not args.no_progress)
     import_tensorflow()
-    import keras
     import numpy as np
 
     from device.bundle import load_bundle, load_manifest, save_manifest
@@ -70,21 +108,18 @@ def run(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle, verify=False)
     keras_file = args.keras or args.bundle / KERAS_FILE
-    if not keras_file.is_file():
-        raise SightwireError(f"Keras model not found: {keras_file} (train writes it)")
-    split_file = args.bundle / "report" / "split.json"
-    if not split_file.is_file():
-        raise SightwireError(f"{split_file} not found: cannot pick calibration images")
-    split = json.loads(split_file.read_text())
+    split = read_split(args.bundle)
     root = args.data or Path(split["dataset"])
-    if not root.is_dir():
-        raise SightwireError(f"dataset folder not found: {root} (pass --data)")
     spec = bundle.spec
     assert spec is not None
+    unknown = sorted({c for side in ("train", "val", "test") for _, c in split.get(side) or []})
+    unknown = [c for c in unknown if c not in bundle.labels]
+    if unknown:
+        raise SightwireError(f"report/split.json names classes the bundle lacks: {unknown}")
+    model = load_keras(keras_file, len(bundle.labels), (spec.height, spec.width))
     labels = np.array([bundle.labels.index(c) for _, c in split["train"]])
     picks = representative_indices(labels, args.representative, 0)
     rep = np.stack([fit_frame(load_image(root / split["train"][i][0]), spec) for i in picks])
-    model = keras.models.load_model(keras_file, compile=False)
     console.print(f"exporting float and int8 TFLite ({len(rep)} representative images)")
     val = split.get("val") or []
     val_images = [fit_frame(load_image(root / p), spec) for p, _ in val]
@@ -140,3 +175,26 @@ def _remove_stale_compiled(bundle: Path, old: dict, new: dict) -> None:
             f"removed the {variant} model {name}: it was made from the old int8 model; "
             f"run `sightwire compile-edgetpu {bundle}` to make it again"
         )
+
+
+def load_keras(path: Path, classes: int, size: tuple[int, int]) -> Any:
+    """The Keras model, refused before anything in the bundle is overwritten when it
+    cannot be read or does not fit the bundle (its classes, its input size)."""
+    import keras
+
+    from device.errors import SightwireError
+    from trainer.model import first_line
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
+        raise SightwireError(f"cannot load {path} as a Keras model: {first_line(exc)}") from exc
+    outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if outputs != classes:
+        raise SightwireError(f"{path} gives {outputs} outputs but the bundle has {classes} labels")
+    if tuple(model.input_shape[1:3]) != size:
+        got = "x".join(str(v) for v in model.input_shape[1:3])
+        raise SightwireError(
+            f"{path} takes {got} images but the bundle's input is {size[1]}x{size[0]}"
+        )
+    return model
