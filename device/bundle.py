@@ -372,8 +372,15 @@ def write_bundle(
 
 
 def write_labels(out: Path, labels: list[str]) -> None:
-    """``labels.txt``: one class name per line, in the model's output order."""
-    (out / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+    """``labels.txt``: one class name per line, in the model's output order. Names that
+    would read back as Teachable Machine's numbering (folders ``0 good``, ``1 bad``) are
+    written numbered themselves (``0 0 good``), so every reader gets the names back."""
+    text = "".join(f"{label}\n" for label in labels)
+    if parse_labels(text) != labels:
+        text = "".join(f"{i} {label}\n" for i, label in enumerate(labels))
+    if parse_labels(text) != labels:  # a name with a line break or spaces at an end
+        raise BundleError(f"class names {labels!r} cannot be written one per line")
+    (out / LABELS).write_text(text, encoding="utf-8")
 
 
 def save_manifest(out: Path, manifest: dict[str, Any]) -> None:

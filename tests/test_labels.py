@@ -1,0 +1,50 @@
+"""``labels.txt`` gives every reader the class names the model was trained with, whatever
+the folders were called: ``0 good`` / ``1 bad`` are common folder names, and Teachable
+Machine's ``0 cats`` numbering is read as numbering."""
+
+from __future__ import annotations
+
+import pytest
+
+from device.bundle import BundleError, load_bundle, read_labels, write_bundle, write_labels
+from device.classifier import Classifier
+from device.preprocess import InputSpec
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ["good", "bad"],
+        ["0 good", "1 bad"],  # would read back as numbering: written numbered
+        ["0 good", "bad"],  # not numbering: written as it is
+        ["1 x", "0 y"],
+        ["24 V relay", "12 V relay"],
+        ["crème brûlée", "日本"],
+    ],
+)
+def test_labels_read_back_as_written(tmp_path, labels):
+    write_labels(tmp_path, labels)
+    assert read_labels(tmp_path / "labels.txt") == labels
+
+
+def test_teachable_machines_numbering_is_still_removed(tmp_path):
+    (tmp_path / "labels.txt").write_text("0 cats\n1 dogs\n")
+    assert read_labels(tmp_path / "labels.txt") == ["cats", "dogs"]
+
+
+@pytest.mark.parametrize("name", [" crazing", "pitted ", "two\nlines"])
+def test_a_name_that_cannot_be_one_line_is_refused_when_written(tmp_path, name):
+    with pytest.raises(BundleError, match="cannot be written one per line"):
+        write_labels(tmp_path, ["ok", name])
+
+
+def test_a_bundle_of_numbered_folder_names_loads_and_classifies(tmp_path, model):
+    """``sightwire train`` of folders ``0 background``, ``1 tench``, ...: the bundle it
+    writes loads (labels.txt agrees with the manifest) and answers in those names."""
+    reference = (model.parent / "labels.txt").read_text().splitlines()
+    labels = [f"{i} {name}" for i, name in enumerate(reference)]
+    write_bundle(
+        tmp_path / "b", "numbered", labels, InputSpec(224, 224), {"int8": model.read_bytes()}
+    )
+    assert load_bundle(tmp_path / "b").labels == labels
+    assert Classifier.open(tmp_path / "b", "int8").labels[1] == "1 tench, Tinca tinca"
