@@ -81,7 +81,8 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        unset = any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        if "default" in text or unset:  # ``is``: a default of 0 is shown (0 == False)
             return action.help
         if isinstance(action, argparse._HelpAction | argparse._VersionAction):
             return action.help

@@ -30,7 +30,8 @@ SHOWN_LABELS = 20  # bundle labels named in an error (ImageNet has 1001)
 
 
 def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+    """Not hidden, not a Mac zip's ``__MACOSX``: what the trainer's scan reads too."""
+    return not path.name.startswith(".") and path.name != "__MACOSX"
 
 
 def list_labelled(root: str | Path, name: str | None = None) -> tuple[list[Path], list[str]]:
@@ -53,7 +54,9 @@ def list_labelled(root: str | Path, name: str | None = None) -> tuple[list[Path]
     names: list[str] = []
     for folder in folders:
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and _visible(path) and path.suffix.lower() in IMAGE_SUFFIXES:
+            inside = path.relative_to(folder).parts
+            hidden = any(part.startswith(".") or part == "__MACOSX" for part in inside)
+            if path.is_file() and not hidden and path.suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(path)
                 names.append(folder.name)
     if not paths:

@@ -2,7 +2,8 @@
 
 Importing TensorFlow takes seconds; a typo in a folder name or ``--input-size 300``
 must be answered at once, in one line. Nothing here imports more than the standard
-library. ``trainer.model`` checks the input size again for callers that skip the CLI.
+library and ``device.outputs`` (the output-path checks every verb shares).
+``trainer.model`` checks the input size again for callers that skip the CLI.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from device.errors import SightwireError
+from device.outputs import check_output_dir
 
 # MobileNetV2 is fully convolutional: its 224 ImageNet weights run at any size; above 224
 # they see small defects at more pixels, for (size / 224)^2 of the compute per frame.
@@ -49,20 +51,30 @@ def check_weights(weights: str) -> None:
 
 
 def check_out_dir(out: Path, force: bool, keep_safe: tuple[Path, ...] = ()) -> None:
-    """``--out`` must be new or empty, or ``--force`` given; it may not hold (or be)
-    one of ``keep_safe`` (the dataset: ``--out .`` must not delete the photos)."""
+    """``--out`` must be a folder one can make or write into, new or empty, or ``--force``
+    given. ``keep_safe`` are the dataset folders: ``--out`` may neither hold them (``--out .``
+    must not delete the photos) nor lie inside one (the next scan would read it as a class)."""
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise SightwireError(f"--out {out} is a file, not a folder")
+    check_output_dir(out, "--out")  # not a file, nor under one; writable
+    for data in keep_safe:
+        if is_within(out, data) and not is_within(data, out):
+            raise SightwireError(
+                f"--out {out} is inside the dataset folder {data}: the next scan would read "
+                "it as a class; write it outside the dataset"
+            )
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not force:
         raise SightwireError(f"--out {out} is not empty: pass --force to replace what is there")
-    here = out.resolve()
     for path in (Path.home(), Path.cwd(), *keep_safe):
-        inside = path.expanduser().resolve()
-        if inside == here or here in inside.parents:
+        if is_within(path, out):
             raise SightwireError(f"--out {out} holds {path}: --force would delete it")
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies somewhere below it (``~`` and links resolved)."""
+    path, folder = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    return path == folder or folder in path.parents
 
 
 def empty_out_dir(out: Path) -> None:

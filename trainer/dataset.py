@@ -23,6 +23,8 @@ from device.preprocess import InputSpec, load_fitted
 from trainer.console import bar
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+# Folders that are never classes: what a Mac adds to a zip (resource forks, ``._a.jpg``).
+SKIPPED_DIRS = {"__MACOSX"}
 
 
 class DatasetError(SightwireError):
@@ -46,7 +48,7 @@ class Dataset:
     classes: list[str]
     items: list[Item]
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
-    ignored: list[Path] = field(default_factory=list)  # not image files
+    ignored: list[Path] = field(default_factory=list)  # non-images, files beside classes
     cross_class_duplicates: list[list[Path]] = field(default_factory=list)
     user_split: bool = False
 
@@ -66,8 +68,18 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def _skipped_dir(name: str) -> bool:
+    """A hidden folder (``.cache``, ``.git``) or a Mac zip's ``__MACOSX``: never read."""
+    return name.startswith(".") or name in SKIPPED_DIRS
+
+
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped_dir(p.name))
+
+
+def _loose_files(folder: Path) -> list[Path]:
+    """Visible files beside the class folders (``DATA/stray.jpg``): not trained on, listed."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def _sha256(path: Path) -> str:
@@ -93,10 +105,12 @@ def scan(
     top = _class_dirs(root)
     user_split = bool(top) and all(p.name.lower() in SPLIT_ALIASES for p in top)
     sources: list[tuple[str | None, Path]] = []  # (split, class folder)
+    loose = _loose_files(root)
     if user_split:
         for split_dir in top:
             split = SPLIT_ALIASES[split_dir.name.lower()]
             sources += [(split, d) for d in _class_dirs(split_dir)]
+            loose += _loose_files(split_dir)
     else:
         sources = [(None, d) for d in top]
     classes = sorted({d.name for _, d in sources})
@@ -105,13 +119,19 @@ def scan(
             f"{root}: found {len(classes)} class folder(s); need at least {min_classes} "
             "(one sub-folder of images per class)"
         )
+    odd = [name for name in classes if name != name.strip() or not name.isprintable()]
+    if odd:  # labels.txt holds one name per line, read back stripped
+        raise DatasetError(
+            f"class folder {odd[0]!r}: a label may not begin or end with a space or hold "
+            "a control character; rename the folder"
+        )
     if user_split and "train" not in {s for s, _ in sources}:
         raise DatasetError(f"{root}: a user split needs a train/ folder")
-    ds = Dataset(root=root, classes=classes, items=[], user_split=user_split)
+    ds = Dataset(root=root, classes=classes, items=[], ignored=loose, user_split=user_split)
     candidates: list[tuple[Path, int, str | None]] = []
     for split, folder in sources:
         for path in sorted(folder.rglob("*")):
-            if not path.is_file():
+            if not path.is_file() or any(map(_skipped_dir, path.relative_to(folder).parts[:-1])):
                 continue
             if _is_image_name(path):
                 candidates.append((path, classes.index(folder.name), split))
@@ -157,6 +177,16 @@ def _check_counts(ds: Dataset, min_per_class: int) -> None:
             f"too few readable images: {listed} (need at least {min_per_class} per class; "
             "add photos or remove the folder)"
         )
+    if ds.user_split:  # a user split trains on train/ alone
+        trained = {ds.classes[it.label] for it in ds.items if it.split == "train"}
+        missing = [name for name in ds.classes if name not in trained]
+        if missing:
+            listed = ", ".join(repr(name) for name in missing)
+            which = f"class {listed} has" if len(missing) == 1 else f"classes {listed} have"
+            raise DatasetError(
+                f"{which} no images in train/ (a user split trains on train/ alone: "
+                "move some photos there)"
+            )
 
 
 def _cross_class_duplicates(ds: Dataset) -> list[list[Path]]:

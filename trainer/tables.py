@@ -27,7 +27,8 @@ def print_dataset(ds: Dataset, parts: dict[str, np.ndarray]) -> None:
     if ds.ignored:
         shown = ", ".join(str(p.relative_to(ds.root)) for p in ds.ignored[:5])
         more = f" and {len(ds.ignored) - 5} more" if len(ds.ignored) > 5 else ""
-        console.print(f"[yellow]ignored {len(ds.ignored)} non-image file(s)[/]: {shown}{more}")
+        what = "file(s) not read as photos (not images, or beside the class folders)"
+        console.print(f"[yellow]ignored {len(ds.ignored)} {what}[/]: {shown}{more}")
     for group in ds.cross_class_duplicates:
         rel = ", ".join(str(p.relative_to(ds.root)) for p in group)
         console.print(f"[yellow]identical files in different classes[/]: {rel}")

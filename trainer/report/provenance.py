@@ -55,7 +55,13 @@ def dataset_section(inputs: Inputs) -> str:
         table(head, rows),
     ]
     body.append(_path_list("Skipped unreadable files", ds.get("unreadable"), root))
-    body.append(_path_list("Ignored non-image files", ds.get("ignored"), root))
+    body.append(
+        _path_list(
+            "Files not read as photos (not images, or beside the class folders)",
+            ds.get("ignored"),
+            root,
+        )
+    )
     dups = ds.get("cross_class_duplicates") or []
     if dups:
         items = "".join(

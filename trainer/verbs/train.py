@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from device.errors import SightwireError
+from device.outputs import MAX_THREADS
 from device.preprocess import RESIZE_MODES
 from trainer.checks import (
     check_data_dir,
@@ -14,6 +15,7 @@ from trainer.checks import (
     check_out_dir,
     check_weights,
     empty_out_dir,
+    is_within,
 )
 
 HELP = (
@@ -75,15 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "docs/training-figures.md gives their accuracy on the shared datasets",
     )
     t = parser.add_argument_group("training")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(  # the formatter shows no default that equals False (0): say it here
+        "--seed", type=int, default=0, help="random seed of the split and training (default: 0)"
+    )
     t.add_argument("--val", type=float, default=0.15, help="validation fraction")
     t.add_argument("--test", type=float, default=0.15, help="test fraction")
-    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--dropout", type=float, default=0.2, help="head dropout, 0 <= d < 1")
     t.add_argument("--head-lr", type=float, default=1e-3, help="stage 1 learning rate")
     t.add_argument("--fine-tune-lr", type=float, default=1e-4, help="stage 2 learning rate")
     t.add_argument("--head-epochs", type=int, default=200, help="stage 1 max epochs")
     t.add_argument("--fine-tune-epochs", type=int, default=30, help="stage 2 max epochs")
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--batch-size", type=int, default=32, help="training batch size")
     t.add_argument(
         "--augment-copies",
         type=int,
@@ -96,7 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also flip vertically (textures, top-down views)",
     )
-    t.add_argument("--min-per-class", type=int, default=5)
+    t.add_argument(
+        "--min-per-class", type=int, default=5, help="fewest readable images a class may have"
+    )
     t.add_argument(
         "--representative",
         type=int,
@@ -104,7 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training images used to calibrate int8 (default 1000, or all there are): "
         "300 lost 1 point on the magnetic tiles, all 940 lost none",
     )
-    t.add_argument("--threads", type=int, default=None, help="TFLite threads for evaluation")
+    t.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"TFLite threads for evaluation, 1..{MAX_THREADS} (default: the runtime's own)",
+    )
     q = parser.add_argument_group("search and validation")
     q.add_argument(
         "--search",
@@ -139,8 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-doctor",
         dest="doctor",
         action="store_false",
-        help="skip the data doctor (for repeated trainings on data it has already checked; "
-        "`sightwire doctor DATA_DIR` runs it on its own)",
+        help="skip the data doctor, which runs by default (for repeated trainings on data it "
+        "has already checked; `sightwire doctor DATA_DIR` runs it on its own)",
     )
     b = parser.add_argument_group("against the bundle on the line")
     b.add_argument(
@@ -148,7 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="OLD_BUNDLE",
         help="keep OLD_BUNDLE's split, then score old and new int8 on the same test images "
-        "(its test split + the new images' test share); exit 3 unless the new one is better",
+        "(its test split + the new images' test share); exit 3 unless the new one's accuracy "
+        "is no lower and no class's recall fell by more than --max-recall-drop",
     )
     b.add_argument(
         "--max-recall-drop",
@@ -173,6 +185,21 @@ def check(args: argparse.Namespace) -> None:
     if args.val + args.test >= 0.9:
         raise SightwireError(
             f"--val + --test must leave photos to train on, got {args.val + args.test:g}"
+        )
+    if not 0 <= args.dropout < 1:
+        raise SightwireError(f"--dropout must be at least 0 and below 1, got {args.dropout:g}")
+    for name, value in (
+        ("--batch-size", args.batch_size),
+        ("--representative", args.representative),
+    ):
+        if value < 1:
+            raise SightwireError(f"{name} must be at least 1, got {value}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise SightwireError(f"--threads must be 1..{MAX_THREADS}, got {args.threads}")
+    if args.baseline and is_within(args.baseline, args.out):  # --force would delete it
+        what = "is" if is_within(args.out, args.baseline) else "holds"
+        raise SightwireError(
+            f"--out {args.out} {what} the --baseline bundle: write the new bundle to another folder"
         )
     check_out_dir(args.out, args.force, keep_safe=(args.data,))
     if args.baseline:

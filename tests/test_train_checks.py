@@ -1,0 +1,247 @@
+"""``sightwire train``'s (and ``doctor``'s) pre-checks: each bad argument is one line and
+exit 1 before TensorFlow is imported or anything is deleted; the dataset scan reads only
+the class folders' photos and says what it leaves out. None of these trains a model."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from device.cli import VERBS, main, verb_parser
+from device.errors import SightwireError
+from trainer.checks import INPUT_SIZES
+from trainer.dataset import DatasetError, scan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def png(path: Path, shade: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (shade, 255 - shade, 90)).save(path)
+    return path
+
+
+def photos(root: Path, classes: tuple[str, ...] = ("daisy", "tulip"), per_class: int = 6) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            png(root / name / f"{name}_{i}.png", shade=c * 40 + i)  # all different
+    return root
+
+
+@pytest.fixture(autouse=True)
+def stop_past_the_checks(monkeypatch):
+    """Arguments the checks let through stop here, before a folder is emptied or
+    TensorFlow is imported, with a line no test expects."""
+
+    def stop(*_args, **_kwargs):
+        raise SightwireError("got past the checks")
+
+    monkeypatch.setattr("trainer.checks.empty_out_dir", stop)
+    monkeypatch.setattr("trainer.verbs.train.empty_out_dir", stop)
+    monkeypatch.setattr("trainer.console.import_tensorflow", stop)
+
+
+def refused(capsys, *argv: str | Path) -> str:
+    """Run the CLI in-process; it must exit 1 with one error line, which is returned."""
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert err[0].startswith(f"sightwire {argv[0]}: error: "), err
+    return err[0]
+
+
+# --- 1. --out is the --baseline bundle -------------------------------------------------
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_out_that_is_the_baseline_is_refused_and_kept(tmp_path, capsys, force):
+    data = photos(tmp_path / "ev")
+    baseline = tmp_path / "bb"
+    png(baseline / "report" / "keep.png")
+    argv = ["train", data, "--out", baseline, "--baseline", baseline, "--weights", "none"]
+    line = refused(capsys, *argv, *(["--force"] if force else []))
+    assert f"--out {baseline} is the --baseline bundle: write the new bundle to another" in line
+    assert (baseline / "report" / "keep.png").is_file()
+
+
+def test_out_that_holds_the_baseline_is_refused(tmp_path, capsys):
+    data = photos(tmp_path / "ev")
+    png(tmp_path / "bundles" / "old" / "model.png")
+    argv = ["train", data, "--out", tmp_path / "bundles", "--force"]
+    line = refused(capsys, *argv, "--baseline", tmp_path / "bundles" / "old")
+    assert "holds the --baseline bundle" in line
+
+
+# --- 2. --out inside the dataset -------------------------------------------------------
+
+
+@pytest.mark.parametrize("force", [True, False])
+@pytest.mark.parametrize("verb", ["train", "doctor"])
+def test_out_inside_the_dataset_is_refused(tmp_path, capsys, verb, force):
+    data = photos(tmp_path / "ds" / "in")
+    out = data / "bundle"
+    png(out / "old.png")  # an earlier run's output, with or without --force
+    line = refused(capsys, verb, data, "--out", out, *(["--force"] if force else []))
+    assert f"--out {out} is inside the dataset folder {data}" in line
+    assert (out / "old.png").is_file()
+
+
+def test_new_out_inside_the_dataset_is_refused(tmp_path, capsys):
+    data = photos(tmp_path / "ds")
+    line = refused(capsys, "train", data, "--out", data / "daisy" / "bundle")
+    assert "is inside the dataset folder" in line
+
+
+# --- 3. --out under a file ---------------------------------------------------------------
+
+
+def test_out_under_a_file_is_refused(tmp_path, capsys):
+    data = photos(tmp_path / "ds")
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a folder")
+    line = refused(capsys, "train", data, "--out", afile / "sub")
+    assert line.endswith(f"--out {afile / 'sub'}: {afile} is a file, not a folder")
+
+
+# --- 4. a user split without training images of a class ----------------------------------
+
+
+def test_user_split_class_without_train_images_is_refused(tmp_path):
+    root = tmp_path / "ds"
+    photos(root / "train", ("daisy", "tulip"))
+    photos(root / "test", ("daisy", "tulip", "sunflower"))
+    with pytest.raises(DatasetError, match=r"class 'sunflower' has no images in train/"):
+        scan(root, show_progress=False)
+
+
+# --- 5. numbers checked before TensorFlow ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--dropout", "1.5", "--dropout must be at least 0 and below 1, got 1.5"),
+        ("--dropout", "1", "--dropout must be at least 0 and below 1, got 1"),
+        ("--dropout", "-0.1", "--dropout must be at least 0 and below 1, got -0.1"),
+        ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+        ("--threads", "0", "--threads must be 1..64, got 0"),
+        ("--representative", "0", "--representative must be at least 1, got 0"),
+        ("--representative", "-5", "--representative must be at least 1, got -5"),
+    ],
+)
+def test_bad_numbers_are_one_line_naming_the_flag(tmp_path, capsys, flag, value, message):
+    data = photos(tmp_path / "ds")
+    line = refused(capsys, "train", data, "--out", tmp_path / "new", flag, value)
+    assert line.endswith(message), line
+
+
+def test_good_arguments_get_past_the_checks(tmp_path, capsys):
+    data = photos(tmp_path / "ds")
+    argv = ["train", data, "--out", tmp_path / "new", "--dropout", "0", "--threads", "2"]
+    assert refused(capsys, *argv).endswith("got past the checks")
+
+
+# --- 6. help and docs say what the code does --------------------------------------------
+
+
+def _train_help() -> str:
+    verb = VERBS["train"]
+    parser = verb_parser(verb, importlib.import_module(verb.module))
+    return " ".join(parser.format_help().split())
+
+
+def _option_help(text: str, flag: str) -> str:
+    """The help of ``flag``: from it to the next option in the help text."""
+    start = text.index(f" {flag} ")
+    following = text.find(" --", start + len(flag) + 2)
+    return text[start : following if following > 0 else None]
+
+
+def test_train_help_shows_defaults_as_they_are():
+    text = _train_help()
+    assert "(default: True)" not in text  # --no-doctor: the doctor runs unless given
+    assert "runs by default" in _option_help(text, "--no-doctor")
+    for flag, default in (
+        ("--seed", "0"),
+        ("--dropout", "0.2"),
+        ("--batch-size", "32"),
+        ("--min-per-class", "5"),
+    ):
+        metavar = flag[2:].upper().replace("-", "_")
+        assert f"(default: {default})" in _option_help(text, f"{flag} {metavar}"), flag
+    assert "(default: the runtime's own)" in _option_help(text, "--threads THREADS")
+    # what trainer.compare.judge accepts: accuracy not lower, no recall drop too large
+    assert (
+        "exit 3 unless the new one's accuracy is no lower and no class's recall fell by more "
+        "than --max-recall-drop" in text
+    )
+
+
+def test_docs_give_the_input_sizes_the_cli_takes():
+    docs = (REPO / "docs" / "training.md").read_text()
+    sizes = f"`--input-size` {INPUT_SIZES.start}..{INPUT_SIZES.stop - 1}"
+    assert sizes in " ".join(docs.split())
+
+
+# --- 7. what the scan reads and what it lists -------------------------------------------
+
+
+def test_hidden_folders_in_a_class_are_not_read(tmp_path):
+    root = photos(tmp_path / "ds")
+    png(root / "daisy" / ".cache" / "c.png", shade=200)
+    png(root / "daisy" / "more" / "d.png", shade=201)  # a visible sub-folder is read
+    ds = scan(root, show_progress=False)
+    assert ds.counts() == {"daisy": 7, "tulip": 6}
+    assert not [it for it in ds.items if ".cache" in it.path.parts]
+
+
+def test_macosx_and_hidden_top_folders_are_not_classes(tmp_path):
+    root = photos(tmp_path / "ds")
+    png(root / "__MACOSX" / "daisy" / "._daisy_0.png", shade=210)
+    png(root / ".thumbnails" / "t.png", shade=211)
+    ds = scan(root, show_progress=False)
+    assert ds.classes == ["daisy", "tulip"]
+
+
+def test_macosx_beside_a_user_split_keeps_it_a_user_split(tmp_path):
+    root = tmp_path / "ds"
+    photos(root / "train")
+    photos(root / "test", per_class=2)
+    png(root / "__MACOSX" / "train" / "daisy" / "._daisy_0.png", shade=220)
+    ds = scan(root, show_progress=False)
+    assert ds.user_split and ds.classes == ["daisy", "tulip"]
+
+
+def test_images_beside_the_class_folders_are_listed_as_ignored(tmp_path):
+    root = photos(tmp_path / "ds")
+    stray = png(root / "stray.png", shade=230)
+    (root / ".DS_Store").write_bytes(b"mac")
+    ds = scan(root, show_progress=False)
+    assert ds.ignored == [stray]
+    assert ds.counts() == {"daisy": 6, "tulip": 6}
+
+
+@pytest.mark.parametrize("name", [" crazing", "pitted ", "tab\there"])
+def test_a_class_name_labels_txt_cannot_hold_is_refused_by_the_scan(tmp_path, name):
+    """labels.txt is one name per line, read back stripped: such a name would train for
+    minutes, then fail as "labels.txt disagrees with the labels in manifest.json"."""
+    data = photos(tmp_path / "d", classes=("ok", name))
+    with pytest.raises(DatasetError, match="rename the folder"):
+        scan(data, show_progress=False)
+
+
+def test_evaluate_reads_the_same_photos_as_the_trainer(tmp_path):
+    """``evaluate`` and ``--baseline`` list a folder with ``device.labelled``: a Mac zip's
+    ``__MACOSX`` and hidden folders are no classes and no photos there either."""
+    from device.labelled import list_labelled
+
+    data = photos(tmp_path / "d")
+    png(data / "__MACOSX" / "daisy" / "._0.png")
+    png(data / "daisy" / ".thumbs" / "t.png")
+    paths, names = list_labelled(data)
+    ds = scan(data, show_progress=False)
+    assert sorted(set(names)) == ds.classes == ["daisy", "tulip"]
+    assert sorted(paths) == sorted(item.path for item in ds.items)
