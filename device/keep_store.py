@@ -7,10 +7,13 @@ and the sidecar last: a pair counts only once its sidecar exists, so a kill or a
 cut never leaves a half file that a reader would take. At start the folder is listed
 again (left-over temporary files and JPEGs without a sidecar removed), so the file and
 size caps hold across restarts; the writer also recounts every ``rescan_s`` because
-``sightwire pull`` takes pairs away behind its back. Any ``OSError`` (read-only or full
-disk, a file where the folder should be) turns the store off with one warning: keeping
-frames is a help, never a reason for the daemon to stop classifying. The layout is in
-docs/contracts.md ("Kept frames").
+``sightwire pull`` takes pairs away behind its back. The store only ever counts, cleans
+or evicts the names it makes itself (``KEPT_NAME``, ``TMP_NAME``): anything else in
+``keep.path`` (a user's photos, when it points at the wrong folder) is left alone and
+not counted against the caps. Any ``OSError`` (read-only or full disk, a file where the
+folder should be) turns the store off with one warning: keeping frames is a help, never
+a reason for the daemon to stop classifying. The layout is in docs/contracts.md ("Kept
+frames").
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -38,6 +42,11 @@ from device.errors import one_line
 log = logging.getLogger("device.keep")
 
 TMP = ".tmp-"
+# The only names the store touches: new_id's ids (below) with .jpg or .json, and their
+# temporary names while written. ASCII digits only: str patterns' \d takes any script's.
+ID = r"[0-9]{8}T[0-9]{9}Z-[0-9]{6}"
+KEPT_NAME = re.compile(rf"(?P<id>{ID})\.(?P<ext>jpg|json)")  # fullmatch
+TMP_NAME = re.compile(rf"{re.escape(TMP)}{ID}\.(?:jpg|json)")  # fullmatch
 
 
 @dataclass
@@ -163,9 +172,20 @@ class KeepStore:
     def _open(self) -> None:
         """Make the folder, clean what a kill left, count the pairs, prove it is writable."""
         self.path.mkdir(parents=True, exist_ok=True)
-        self._scan(clean=True)
-        write_atomic(self.path, ".probe", b"")
-        os.unlink(self.path / ".probe")
+        others = self._scan(clean=True)
+        if others:
+            log.warning(
+                "keep.path %s holds %d files that are not kept frames; "
+                "they are left alone and not counted",
+                self.path,
+                others,
+            )
+        # The probe goes by the store's own temporary names: never one a user may have.
+        probe = self.path / f"{TMP}{new_id(time.time(), 0)}.jpg"
+        with open(probe, "wb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(probe, probe.with_suffix(".json"))
+        os.unlink(probe.with_suffix(".json"))
         log.info(
             "keeping frames in %s (%d kept there, %.1f MiB)",
             self.path,
@@ -173,26 +193,38 @@ class KeepStore:
             self.bytes / (1 << 20),
         )
 
-    def _scan(self, clean: bool) -> None:
+    def _scan(self, clean: bool) -> int:
         """Count the pairs in the folder; ``clean``: also remove temporary files and
-        halves of pairs (only at start: later, ``pull`` may be halfway through one)."""
-        names = set(os.listdir(self.path))
+        halves of pairs (only at start: later, ``pull`` may be halfway through one).
+        Only the store's own names are looked at; returns how many entries are not."""
+        found: dict[str, dict[str, int]] = {}  # id → ext → bytes
+        others = 0
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                kept = KEPT_NAME.fullmatch(entry.name)
+                tmp = kept is None and TMP_NAME.fullmatch(entry.name)
+                try:
+                    if (not kept and not tmp) or not entry.is_file(follow_symlinks=False):
+                        others += 1
+                    elif tmp:
+                        if clean:
+                            os.unlink(entry.path)
+                    else:
+                        size = entry.stat(follow_symlinks=False).st_size
+                        found.setdefault(kept["id"], {})[kept["ext"]] = size
+                except FileNotFoundError:
+                    continue  # taken away meanwhile (pull)
         pairs = []
-        for name in sorted(names):
-            stem, ext = os.path.splitext(name)
-            if name.startswith("."):
-                if clean and name.startswith(TMP):
-                    (self.path / name).unlink(missing_ok=True)
-                continue
-            has_both = f"{stem}.jpg" in names and f"{stem}.json" in names
-            if ext == ".json" and has_both:
-                size = sum((self.path / f"{stem}{e}").stat().st_size for e in (".jpg", ".json"))
-                pairs.append((stem, size))
-            elif ext in (".jpg", ".json") and not has_both and clean:
-                (self.path / name).unlink(missing_ok=True)
+        for item_id, sizes in sorted(found.items()):
+            if len(sizes) == 2:
+                pairs.append((item_id, sum(sizes.values())))
+            elif clean:  # half a pair of the store's own: what a kill left
+                for ext in sizes:
+                    (self.path / f"{item_id}.{ext}").unlink(missing_ok=True)
         self._pairs = deque(pairs)
         self.files = len(pairs)
         self.bytes = sum(size for _, size in pairs)
+        return others
 
     def _write(self, item: Pending) -> None:
         buf = io.BytesIO()

@@ -8,6 +8,7 @@ parrot.jpg, so with a threshold of 0.5 the grey frames are the uncertain ones.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -301,3 +302,104 @@ def test_a_killed_daemon_leaves_no_pair_that_counts_half_written(model, frames, 
         assert json.loads(side.read_text())["id"] == side.stem
         with Image.open(side.with_suffix(".jpg")) as jpeg:
             jpeg.load()
+
+
+# --- the store only ever touches files it named itself -------------------------------------
+
+KEPT_ID = "20261122T100000123Z-000042"  # a kept frame from an earlier run, by new_id's format
+
+
+def user_folder(folder: Path) -> dict[str, bytes]:
+    """A folder a user pointed keep.path at: their photos and files, and a kept frame."""
+    folder.mkdir(parents=True)
+    buf = io.BytesIO()
+    Image.fromarray(frame(99)).save(buf, "JPEG")
+    theirs = {
+        "holiday.jpg": buf.getvalue(),  # a photo alone
+        "IMG_0001.JPG": buf.getvalue() + b"1",
+        "settings.json": b'{"theme": "dark"}',  # a .json alone
+        "a.jpg": buf.getvalue() + b"a",  # a pair of theirs
+        "a.json": b'{"a": 1}',
+        ".tmp-x": b"not the store's",  # hidden, temporary-looking, not its name
+        ".probe": b"theirs too",
+        f"{KEPT_ID}.jpg.bak": b"a copy",  # a kept frame's name, and more
+        "20261122T100000123Z-42.json": b"{}",  # almost an id
+        "notes.txt": b"remember the milk",
+    }
+    for name, data in theirs.items():
+        (folder / name).write_bytes(data)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "b.jpg").write_bytes(b"nested")
+    theirs["sub/b.jpg"] = b"nested"
+    return theirs
+
+
+def unchanged(folder: Path, theirs: dict[str, bytes]) -> None:
+    for name, data in theirs.items():
+        assert (folder / name).read_bytes() == data, name
+
+
+def test_the_store_never_cleans_counts_or_evicts_files_it_did_not_name(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="device.keep")
+    folder = tmp_path / "victim"
+    theirs = user_folder(folder)
+    (folder / f"{KEPT_ID}.jpg").write_bytes(b"old frame")  # a whole pair, from before
+    (folder / f"{KEPT_ID}.json").write_bytes(b'{"format": 1}')
+    half = "20261122T100000124Z-000043"  # what a kill left: the store's own leftovers
+    (folder / f"{half}.jpg").write_bytes(b"\xff\xd8")
+    (folder / f".tmp-{half}.json").write_bytes(b"{")
+    store = KeepStore(KeepConfig(enabled=True, path=folder, max_files=2, queue=50))
+    store.start()
+    wait_until(lambda: "keeping frames in" in caplog.text, what="the store to open")
+    unchanged(folder, theirs)  # nothing of theirs cleaned at start
+    assert store.files == 1
+    assert store.bytes == len(b"old frame") + len(b'{"format": 1}')  # theirs not counted
+    ids = fill(store, 4)
+    store.stop()
+    assert store.error is None
+    unchanged(folder, theirs)
+    ours = sorted(p.name for p in folder.iterdir() if p.name not in theirs and p.name != "sub")
+    assert ours == sorted(f"{i}{e}" for i in ids[-2:] for e in (".jpg", ".json"))
+    assert (store.kept, store.files, store.evicted) == (4, 2, 3)  # the old pair went first
+    assert store.bytes == sum((folder / name).stat().st_size for name in ours)
+    notes = [r.getMessage() for r in caplog.records if "not kept frames" in r.getMessage()]
+    others = len([name for name in theirs if "/" not in name]) + 1  # and the folder sub
+    assert notes == [
+        f"keep.path {folder} holds {others} files that are not kept frames; "
+        "they are left alone and not counted"
+    ]
+
+
+def test_a_recount_while_running_counts_only_kept_frames(tmp_path):
+    folder = tmp_path / "victim"
+    theirs = user_folder(folder)
+    store = KeepStore(KeepConfig(enabled=True, path=folder, max_files=3, rescan_s=0.05))
+    store.start()
+    ids = fill(store, 2)
+    wait_until(lambda: store.kept == 2, what="two kept frames")
+    (folder / "c.jpg").write_bytes(b"theirs, later")  # a pair of theirs, while it runs
+    (folder / "c.json").write_bytes(b"{}")
+    theirs.update({"c.jpg": b"theirs, later", "c.json": b"{}"})
+    time.sleep(0.3)  # a few recounts
+    assert store.files == 2
+    ids += fill(store, 3)
+    store.stop()
+    unchanged(folder, theirs)
+    ours = sorted(p.stem for p in folder.glob("*.json") if p.name not in theirs)
+    assert ours == ids[-3:]
+    assert (store.files, store.evicted) == (3, 2)
+
+
+def test_the_daemon_keeping_into_a_folder_of_photos_deletes_none_of_them(model, frames, tmp_path):
+    victim = tmp_path / "victim"
+    theirs = user_folder(victim)
+    data = config(None, model, frames, victim, sample_every=1, max_files=1)
+    data["mqtt"]["enabled"] = False
+    with running(data, max_frames=4) as pipeline:
+        assert pipeline.wait(30)
+    unchanged(victim, theirs)
+    stats = pipeline.stats()["keep"]
+    assert stats["error"] is None and stats["kept"] == 4
+    assert (stats["files"], stats["evicted"]) == (1, 3)
+    ours = [p.name for p in victim.iterdir() if p.name not in theirs and p.name != "sub"]
+    assert len(ours) == 2 and {Path(n).suffix for n in ours} == {".jpg", ".json"}
