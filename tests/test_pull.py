@@ -104,6 +104,24 @@ def test_pull_from_a_folder(tmp_path: Path):
     assert again.returncode == 0 and "pulled 0 frame(s)" in again.stdout
 
 
+def test_pull_takes_only_what_the_keep_store_named(tmp_path: Path):
+    """A user's own pair (``a.jpg`` + ``a.json``) in the folder is no kept frame: it stays
+    where it is, untouched, and is not pulled (it was taken and removed)."""
+    store, inbox = tmp_path / "kept", tmp_path / "inbox"
+    keep_frame(store, "20261122T100000123Z-000001", [("ok", 0.48)])
+    users = [keep_frame(store, stem, [("ok", 0.5)]) for stem in ("a", "foo.bar", "IMG_0001")]
+    before = {p.name: p.read_bytes() for p in store.iterdir() if not p.name.startswith("2026")}
+    proc = sightwire("pull", str(store), "--inbox", str(inbox))
+    assert proc.returncode == 0, proc.stderr
+    assert "pulled 1 frame(s)" in proc.stdout
+    assert sorted(p.name for p in (inbox / "kept").iterdir()) == [
+        "20261122T100000123Z-000001.jpg",
+        "20261122T100000123Z-000001.json",
+    ]
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before
+    assert len(before) == 2 * len(users)
+
+
 def test_pull_no_remove_leaves_the_source(tmp_path: Path):
     store, inbox = tmp_path / "kept", tmp_path / "inbox"
     keep_frame(store, "20261122T100000123Z-000001", [("ok", 0.48)])

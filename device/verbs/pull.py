@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import logging
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device.errors import SightwireError, one_line
+from device.keep_store import KEPT_NAME
 from device.remote import Remote, call, is_host, is_ssh_option, remote_dir
 from device.review.frames import SidecarError, frame_of, jpeg_problem
 
@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 DEFAULT_REMOTE_DIR = "/var/lib/sightwire/kept"
 INCOMING = ".incoming"
 # What a kept frame's file may be called: no shell, rsync or xargs needs quoting here.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*(?:\.[A-Za-z0-9_+-]+)*\.(?:jpg|json)$")
+# Only what the keep store names (``20261122T100000123Z-000042.jpg``/``.json``): a user's
+# own ``a.jpg`` + ``a.json`` in that folder is not a kept frame, not taken, not removed.
+_NAME = KEPT_NAME
 _LIST = (
     "cd -- {dir} 2>/dev/null || exit 3; command -v sha256sum >/dev/null || exit 5; "
     'for f in *.jpg *.json; do [ -f "$f" ] && printf \'%s\\n\' "$f"; done '
@@ -107,7 +109,7 @@ def parse_listing(text: str) -> dict[str, str]:
     sums = {}
     for line in text.splitlines():
         digest, _, name = line.partition("  ")
-        if len(digest) == 64 and _NAME.match(name):
+        if len(digest) == 64 and _NAME.fullmatch(name):
             sums[name] = digest
     return sums
 
@@ -126,7 +128,7 @@ class FolderSource:
 
     def listing(self) -> dict[str, str]:
         names = (p.name for p in self.folder.iterdir() if p.is_file())
-        return {n: sha256_of(self.folder / n) for n in names if _NAME.match(n)}
+        return {n: sha256_of(self.folder / n) for n in names if _NAME.fullmatch(n)}
 
     def fetch(self, names: list[str], staging: Path) -> None:
         for name in names:
