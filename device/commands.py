@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from device.capture import Capture, Frame
 from device.classifier import Classifier, open_model
 from device.config import Config, InferenceConfig, validate
-from device.errors import one_line
+from device.errors import SightwireError, one_line
 from device.inference import Inference
 from device.keep import Keeper, KeepError
 from device.ota import Installed, Updater
@@ -199,7 +199,10 @@ class Commands:
             raise CommandError(
                 f"reload failed, the old model keeps running: {one_line(exc)}"
             ) from None
-        self.use_model(new, "reloaded")
+        try:
+            self.use_model(new, "reloaded")
+        except SightwireError as exc:  # labels that clash with the settings
+            raise CommandError(f"reload refused, the old model keeps running: {exc}") from None
 
     def use_model(self, new: Classifier, how: str) -> None:
         """Swap in a loaded model (reload, update); the published label carries over."""
@@ -226,9 +229,9 @@ class Commands:
         daemon = self.daemon
         merged = {**daemon.inference.settings.model_dump(), **changes}
         settings = validate(InferenceConfig, merged, "set")
+        daemon.inference.apply(settings)  # refused here when they do not fit the model
         if settings.mode != "trigger":
             self.cancel_trigger("cancelled: mode changed to continuous")
-        daemon.inference.apply(settings)
         daemon.config = daemon.config.model_copy(update={"inference": settings})
         self.trigger.schedule(time.monotonic(), settings)
         log.info("settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in changes.items()))

@@ -52,8 +52,8 @@ class Inference:
 
     def use(self, new: Classifier) -> None:
         """Swap in a loaded model; the published label carries over."""
-        self.classifier = new
-        self.post = self._postprocessor(self.settings, self.post.label)
+        post = PostProcessor(new.labels, self.settings, new.bundle.threshold, self.post.label)
+        self.classifier, self.post = new, post  # both or, if the labels do not fit, neither
 
     def resume(self) -> None:
         """After a pause: the frames smoothed before it are not "now"."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from device.classifier import Top, top_k
-from device.config import InferenceConfig
+from device.config import ConfigError, InferenceConfig
 
 
 def apply_threshold(label: str, score: float, threshold: float, unknown: str) -> str:
@@ -146,6 +146,12 @@ class PostProcessor:
         manifest_threshold: float | None = None,
         initial: str | None = None,
     ):
+        if settings.unknown_label in labels:
+            raise ConfigError(
+                f"inference.unknown_label {settings.unknown_label!r} is also one of the model's "
+                "labels: an unsure frame would read as that class; set inference.unknown_label "
+                "to another name"
+            )
         self.labels = labels
         self.settings = settings
         self.threshold = resolve_threshold(settings, manifest_threshold)

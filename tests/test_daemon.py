@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from device.cli import main
-from device.config import Config
+from device.config import Config, ConfigError
 from device.errors import ImageError
 from device.images import load_image
 from device.pipeline import Pipeline
@@ -210,6 +210,7 @@ def test_commands_are_answered_and_bad_ones_rejected(broker, recorder, model, im
                 (b'{"bogus": 1}', "bogus: unknown key"),
                 (b'{"threshold": 2}', "threshold: Input should be less than or equal to 1"),
                 (b'{"smoothing": "median"}', "'none', 'mean' or 'ema'"),
+                (b'{"unknown_label": "macaw"}', "is also one of the model's labels"),
                 (b"\xff\xfe\xfa", "not UTF-8"),
                 (b"{" + b" " * 2000 + b"}", "exceeds 1024"),
             ],
@@ -354,6 +355,14 @@ def test_a_frame_the_model_cannot_take_is_logged_and_skipped(
     assert "\n" not in warnings[0]
     with pytest.raises(ImageError):  # the same frame through classify: a clear error too
         pipeline.classifier.classify(np.zeros((4, 4, 3), np.float32))
+
+
+def test_an_unknown_label_that_is_a_class_of_the_model_is_refused_at_start(model, images):
+    """Unsure frames published as "macaw" could not be told from a real macaw."""
+    data = make_config(None, model, images, inference={"unknown_label": "macaw"})
+    data["mqtt"]["enabled"] = False
+    with pytest.raises(ConfigError, match="'macaw' is also one of the model's labels"):
+        Pipeline(Config.model_validate(data))
 
 
 def test_pipeline_runs_without_a_broker_and_records_stage_timings(tmp_path, model, images):
