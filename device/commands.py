@@ -241,7 +241,13 @@ class Commands:
         payload that is not a JSON object, like a Home Assistant button's, is ignored)."""
         label = None
         if cmd.text.lstrip().startswith("{"):
-            label = cmd.json_object('{"label": "defect"}').get("label")
+            body = cmd.json_object('{"label": "defect"}')
+            unknown = sorted(set(body) - {"label"})
+            if unknown:  # a typo ("lbl") would keep the frame without its label
+                raise CommandError(f"{unknown[0]}: unknown key (known: label)")
+            label = body.get("label")
+            if label is not None and not isinstance(label, str):
+                raise CommandError(f"label must be a string, got {type(label).__name__}")
         try:
             kept = self.daemon.keeper.operator(label)
         except KeepError as exc:

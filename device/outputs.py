@@ -56,3 +56,16 @@ def thread_count(text: str) -> int:
     if not 1 <= value <= MAX_THREADS:
         raise argparse.ArgumentTypeError(f"{text}: expected 1..{MAX_THREADS}")
     return value
+
+
+def pixel_limit(text: str) -> int:
+    """``--max-pixels N`` (argparse type): 0 (no limit) or more."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a pixel count") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected 0 (no limit) or more")
+    return value

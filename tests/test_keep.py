@@ -143,8 +143,12 @@ def test_cmd_keep_keeps_the_newest_frame_with_the_operators_label(
         labelled = command(recorder, "keep", '{"label": "defect"}')
         plain = command(recorder, "keep", "PRESS")  # a Home Assistant button's payload
         bad = command(recorder, "keep", '{"label": ""}')
+        typo = command(recorder, "keep", '{"lbl": "defect"}')
+        number = command(recorder, "keep", '{"label": 123}')
     assert labelled["ok"] and plain["ok"], (labelled, plain)
     assert bad == {"command": "keep", "ok": False, "error": "label must be 1..100 characters"}
+    assert typo["error"] == "lbl: unknown key (known: label)"
+    assert number["error"] == "label must be a string, got int"
     by_id = {side["id"]: side for side in sidecars(store)}
     assert set(by_id) == {labelled["id"], plain["id"]}  # nothing kept automatically
     assert by_id[labelled["id"]]["operator_label"] == "defect"

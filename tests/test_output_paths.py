@@ -66,3 +66,32 @@ def test_a_thread_count_no_board_has_is_a_usage_error(tmp_path, model, capsys, a
 def test_an_os_error_reads_as_one_line_naming_the_file():
     assert os_error_line(IsADirectoryError(21, "Is a directory", "out")) == "out: is a directory"
     assert os_error_line(OSError("disk on fire")) == "disk on fire"
+
+
+@pytest.mark.parametrize(("make", "kind"), [("folder", "folder"), ("video", "opencv")])
+def test_a_source_path_without_source_says_which_source(tmp_path, model, capsys, make, kind):
+    """``--source-path frames/`` alone used to be dropped for the default picamera2
+    source, whose error ("install picamera2") said nothing about the path."""
+    path = tmp_path / "frames"
+    if make == "folder":
+        path.mkdir()
+    else:
+        path = tmp_path / "clip.mp4"
+        path.write_bytes(b"\x00")
+    argv = ["run", "--model", str(model), "--source-path", str(path), "--print-config"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f'kind = "{kind}"' in printed and str(path) in printed
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_duration_that_never_ends_or_never_starts_is_refused(model, capsys, value):
+    code = main(["run", "--model", str(model), "--no-mqtt", f"--duration={value}"])
+    assert code == 1
+    assert "--duration must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_a_negative_pixel_limit_is_a_usage_error(model, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["classify", str(model), str(model), "--max-pixels", "-5"])
+    assert exit_.value.code == 2 and "0 (no limit) or more" in capsys.readouterr().err

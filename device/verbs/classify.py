@@ -16,7 +16,7 @@ from device.classifier import Classifier
 from device.config import InferenceConfig
 from device.errors import SightwireError
 from device.images import MAX_PIXELS, load_image
-from device.outputs import thread_count
+from device.outputs import pixel_limit, thread_count
 from device.postprocess import Decision, PostProcessor
 
 HELP = "Classify image files with a bundle, a .tflite (labels.txt beside it) or a TM export."
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=pixel_limit,
         default=MAX_PIXELS,
         help="refuse image files whose header gives more pixels, without decoding them "
         f"(default {MAX_PIXELS}; 0: no limit)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import threading
 from pathlib import Path
@@ -48,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="source.kind",
     )
     parser.add_argument(
-        "--source-path", help="folder of images (folder source) or video file (opencv source)"
+        "--source-path",
+        help="folder of images (folder source) or video file (opencv source); without "
+        "--source, the path says which",
     )
     parser.add_argument("--broker", metavar="HOST[:PORT]", help="mqtt.host and mqtt.port")
     parser.add_argument("--device-id", help="mqtt.device_id (default: the host name)")
@@ -95,6 +98,8 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
         values["source.kind"] = args.source_kind
     if args.source_path:
         values["source.path"] = args.source_path
+        if not args.source_kind:  # the path says which: a folder of images or a video file
+            values["source.kind"] = "folder" if Path(args.source_path).is_dir() else "opencv"
     if args.broker:
         values.update(parse_broker(args.broker))
     if args.device_id:
@@ -107,8 +112,8 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError("--duration must be positive")
+    if args.duration is not None and not 0 < args.duration < math.inf:
+        raise ConfigError("--duration must be a positive number of seconds")
     config = load_config(args.config, args.overrides, values=flag_values(args))
     if args.print_config:
         print(to_json(config) if args.print_config == "json" else to_toml(config), end="")
