@@ -70,6 +70,12 @@ def parse_labels(text: str) -> list[str]:
 
 def read_labels(path: Path) -> list[str]:
     if not path.is_file():
+        others = sorted(p.name for p in path.parent.glob("*labels*.txt"))
+        if len(others) > 1:  # find_labels_file takes one only when it is the only one
+            raise BundleError(
+                f"{len(others)} labels files beside the model ({', '.join(others)}): "
+                f"name the one that belongs to it {path.name}"
+            )
         raise BundleError(f"labels file not found: {path} (one class name per line)")
     try:
         labels = parse_labels(path.read_text(encoding="utf-8"))

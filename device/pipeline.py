@@ -165,11 +165,13 @@ class Pipeline:
             if self._worker.is_alive():
                 stuck.append(self._worker.name)
         # After a give-up the capture thread is known to hang: do not wait for it.
-        hung = self.capture.join(0.5 if self.failure else timeout)
+        capture_wait = 0.5 if self.failure else timeout
+        hung = self.capture.join(capture_wait)
         if hung:
             stuck.append(hung)
         if stuck:
-            log.warning("threads still running after %.0fs: %s", timeout, ", ".join(stuck))
+            waited = max(timeout if self._worker is not None else 0.0, capture_wait)
+            log.warning("threads still running after %.1fs: %s", waited, ", ".join(stuck))
         self.keeper.stop()
         if self.publisher is not None:
             self.publisher.stop()

@@ -48,3 +48,13 @@ def test_a_bundle_of_numbered_folder_names_loads_and_classifies(tmp_path, model)
     )
     assert load_bundle(tmp_path / "b").labels == labels
     assert Classifier.open(tmp_path / "b", "int8").labels[1] == "1 tench, Tinca tinca"
+
+
+def test_two_labels_files_beside_a_bare_model_are_named(tmp_path, model):
+    """Which one belongs to the model is the user's to say; "labels.txt not found" was
+    wrong: there were two."""
+    (tmp_path / "m.tflite").write_bytes(model.read_bytes())
+    for name in ("old_labels.txt", "new_labels.txt"):
+        (tmp_path / name).write_text("a\nb\n")
+    with pytest.raises(BundleError, match=r"2 labels files .*new_labels.txt, old_labels.txt"):
+        load_bundle(tmp_path / "m.tflite")
