@@ -145,6 +145,7 @@ def test_pull_leaves_a_frame_that_differs_from_one_in_the_inbox(tmp_path: Path):
     [
         (["--", "-oProxyCommand=x"], "neither a folder here nor [user@]host"),
         (["pi", "--remote-dir", "relative"], "--remote-dir 'relative'"),
+        (["pi", "--remote-dir", "/x y"], "no spaces"),
         (["pi", "--ssh-opt", "nonsense"], "--ssh-opt 'nonsense'"),
     ],
 )

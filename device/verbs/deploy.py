@@ -179,7 +179,7 @@ def validate(args: argparse.Namespace) -> None:
     if remote is None:
         raise DeployError(
             f"--remote-dir {args.remote_dir!r}: expected an absolute path of letters, "
-            "digits and ._+-/"
+            "digits and ._+-/ (no spaces, no ..)"
         )
     args.remote_dir = remote
     if args.keep < 0:

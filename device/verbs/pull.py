@@ -253,7 +253,10 @@ def source_of(args: argparse.Namespace) -> FolderSource | SshSource:
         raise PullError(f"{args.source!r}: neither a folder here nor [user@]host")
     remote = remote_dir(args.remote_dir)
     if remote is None:
-        raise PullError(f"--remote-dir {args.remote_dir!r}: expected an absolute path")
+        raise PullError(
+            f"--remote-dir {args.remote_dir!r}: expected an absolute path of letters, "
+            "digits and ._+-/ (no spaces, no ..)"
+        )
     for opt in args.ssh_opt:
         if not is_ssh_option(opt):
             raise PullError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
