@@ -350,3 +350,32 @@ def test_train_results_show_how_often_int8_gives_floats_label():
     assert "same label as float" in " ".join(text.split())
     int8_row = next(line for line in text.splitlines() if line.strip("│ ").startswith("int8"))
     assert "95.1%" in int8_row and "b 0.75" in int8_row
+
+
+@pytest.mark.parametrize(
+    ("cal", "expected"),
+    [
+        (
+            {"target_precision": 0.95, "global_threshold": 0.62, "suggested_threshold": 0.62,
+             "coverage_at_suggested": 0.92},
+            "threshold 0.62: 8% of validation photos would be published as uncertain "
+            "(the lowest that keeps 95% precision there)",
+        ),
+        (
+            {"target_precision": 0.95, "global_threshold": None, "suggested_threshold": 0.9,
+             "coverage_at_suggested": 0.0},
+            "threshold 0.9: 100% of validation photos would be published as uncertain; no "
+            "score kept 95% precision on validation, so this is a default: more photos, or a "
+            "lower --target-precision",
+        ),
+    ],
+)  # fmt: skip
+def test_train_says_what_its_threshold_costs(cal, expected):
+    """A threshold that no score reached left every validation photo "uncertain" while
+    the output said nothing; the report alone told."""
+    from trainer.console import console
+    from trainer.tables import threshold_line
+
+    with console.capture() as captured:
+        console.print(threshold_line(cal), highlight=False, soft_wrap=True)
+    assert " ".join(captured.get().split()) == expected

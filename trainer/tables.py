@@ -56,12 +56,34 @@ def print_results(report: dict[str, Any]) -> None:
         bal = report["baseline_linear_head"].get("test_balanced_accuracy")
         table.add_row("frozen linear head", f"{base:.2%}", f"{bal:.2%}" if bal else "", "", "")
     console.print(table)
+    line = threshold_line(report.get("calibration"))
+    if line:
+        console.print(line, highlight=False)
     t = report["timings_s"]
     console.print(
         "time: "
         + ", ".join(f"{k} {v:.0f}s" for k, v in t.items())
         + f" (total {sum(t.values()):.0f}s)"
     )
+
+
+def threshold_line(cal: dict[str, Any] | None) -> str | None:
+    """The ``uncertain`` threshold the bundle got, and what it costs on validation; in
+    yellow when no score kept the target precision (the threshold is then a default)."""
+    if not cal or "suggested_threshold" not in cal:
+        return None
+    target = cal["target_precision"]
+    unsure = 1 - cal["coverage_at_suggested"]
+    text = (
+        f"threshold {cal['suggested_threshold']:g}: {unsure:.0%} of validation photos "
+        "would be published as uncertain"
+    )
+    if cal.get("global_threshold") is None:
+        return (
+            f"[yellow]{text}; no score kept {target:.0%} precision on validation, so this "
+            "is a default: more photos, or a lower --target-precision[/]"
+        )
+    return f"{text} (the lowest that keeps {target:.0%} precision there)"
 
 
 def fine_tune_verdict(
