@@ -4,8 +4,10 @@ Everything the daemon can be told lives in ``Config``. Every model forbids unkno
 so a typo in a file that runs unattended for months is an error naming the key at
 start-up, not a setting silently ignored. ``--set a.b=value`` overrides any field; the
 value is parsed as a TOML scalar (``1884``, ``true``, ``[0, 0, 320, 240]``) and falls back
-to a plain string (``--set mqtt.host=broker.lan``). Secrets are ``SecretStr``: they are
-printed as ``***`` and never echoed in error messages.
+to a plain string (``--set mqtt.host=broker.lan``); a string key takes the text as typed
+(``--set mqtt.device_id=123``). Secrets are ``SecretStr``: they are printed as ``***`` and
+never echoed in error messages; a camera URL's credentials are printed as ``***`` too.
+No key takes inf or nan, and every duration and size is bounded (``device.config_checks``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,24 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 
+from device.config_checks import (
+    DAY,
+    MAX_MB,
+    WEEK,
+    Seconds,
+    check_file,
+    check_keep_path,
+    check_label,
+    model_in,
+    override_value,
+    same_folder,
+    scalars_as_text,
+)
 from device.errors import SightwireError
 from device.secrets import resolve_secret
 
@@ -48,7 +64,14 @@ class ConfigError(SightwireError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are refused everywhere: a bound check does not catch nan, and an
+    # infinite duration or size only fails later, in a thread (int(inf), wait(inf)).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_keys(cls, value: Any) -> Any:
+        return scalars_as_text(cls, value)
 
 
 def default_device_id() -> str:
@@ -67,14 +90,22 @@ class ModelConfig(_Strict):
     # None: the runtime's choice; "auto": the count with the most frames/s, measured.
     threads: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] | None = None
 
+    @field_validator("threads", mode="wrap")
+    @classmethod
+    def _one_threads_error(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:  # one line, not one per member of the union
+            raise ValueError('1..64 or "auto"') from None
+
 
 class Roi(_Strict):
     """Region of interest in source pixels: only this crop of each frame is classified."""
 
-    x: Annotated[int, Field(ge=0)]
-    y: Annotated[int, Field(ge=0)]
-    w: Annotated[int, Field(ge=1)]
-    h: Annotated[int, Field(ge=1)]
+    x: Annotated[int, Field(ge=0, le=100_000)]
+    y: Annotated[int, Field(ge=0, le=100_000)]
+    w: Annotated[int, Field(ge=1, le=100_000)]
+    h: Annotated[int, Field(ge=1, le=100_000)]
 
     @model_validator(mode="before")
     @classmethod
@@ -88,10 +119,10 @@ class Roi(_Strict):
 
 class SourceConfig(_Strict):
     kind: Literal["picamera2", "opencv", "folder"] = "picamera2"
-    device: Annotated[int, Field(ge=0)] | None = None  # opencv: V4L2/USB camera index
+    device: Annotated[int, Field(ge=0, le=65535)] | None = None  # opencv: camera index
     url: str | None = None  # opencv: rtsp://, http://, or a video file
     path: Path | None = None  # folder: image folder; opencv: video file
-    fps: Annotated[float, Field(gt=0, le=1000)] = 10.0
+    fps: Annotated[float, Field(ge=0.0001, le=1000)] = 10.0  # a frame per 10000 s at least
     loop: bool = True  # folder / video file: start again at the end
     width: Annotated[int, Field(ge=16, le=8192)] | None = None
     height: Annotated[int, Field(ge=16, le=8192)] | None = None
@@ -99,13 +130,13 @@ class SourceConfig(_Strict):
     # Image files (folder source) whose header gives more pixels than this are skipped
     # without being decoded: a 48 KB PNG may claim 20000x20000, which decodes to 1.2 GB.
     # 0: no limit. The default is device.images.MAX_PIXELS.
-    max_pixels: Annotated[int, Field(ge=0)] = 50_000_000
-    reopen_min_s: Annotated[float, Field(gt=0)] = 1.0
-    reopen_max_s: Annotated[float, Field(gt=0)] = 30.0
+    max_pixels: Annotated[int, Field(ge=0, le=1_000_000_000)] = 50_000_000
+    reopen_min_s: Seconds = 1.0
+    reopen_max_s: Seconds = 30.0
     # A single open() or read() of the source that has not returned after this long is a
     # stall (a hung driver or stream): the capture thread is abandoned and the source
     # reopened. 0 turns the watchdog off; it never fires sooner than 3 frame periods.
-    watchdog_s: Annotated[float, Field(ge=0)] = 30.0
+    watchdog_s: Annotated[float, Field(ge=0, le=DAY)] = 30.0
 
     @model_validator(mode="after")
     def _check_kind(self) -> SourceConfig:
@@ -147,7 +178,10 @@ class InferenceConfig(_Strict):
     debounce: Annotated[int, Field(ge=1, le=1000)] = 3  # frames a new label must win in a row
     mode: Literal["continuous", "trigger"] = "continuous"
     trigger_frames: Annotated[int, Field(ge=1, le=100)] = 5
-    trigger_interval_s: Annotated[float, Field(gt=0)] | None = None
+    trigger_interval_s: Annotated[float, Field(gt=0, le=WEEK)] | None = None
+
+    # Equal to one of the model's labels can only be checked once the model is loaded.
+    _check_label = field_validator("unknown_label")(check_label)
 
 
 class TlsConfig(_Strict):
@@ -160,6 +194,8 @@ class TlsConfig(_Strict):
     key_password_env: str | None = None  # or from this environment variable
     insecure: bool = False  # do not check the broker's host name (self-signed test brokers)
     _key_password: SecretStr | None = PrivateAttr(default=None)
+
+    _check_files = field_validator("ca", "cert", "key")(check_file)
 
     @model_validator(mode="after")
     def _check(self) -> TlsConfig:
@@ -194,8 +230,8 @@ class MqttConfig(_Strict):
     tls: TlsConfig = Field(default_factory=TlsConfig)
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 60
     qos: Literal[0, 1, 2] = 1
-    heartbeat_s: Annotated[float, Field(gt=0)] = 60.0
-    stats_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    heartbeat_s: Seconds = 60.0
+    stats_interval_s: Seconds = 60.0
     snapshot_on_event: bool = False
     snapshot_quality: Annotated[int, Field(ge=10, le=95)] = 80
     commands: list[str] = Field(default_factory=lambda: list(COMMANDS))
@@ -214,11 +250,13 @@ class MqttConfig(_Strict):
     discovery_prefix: str = "homeassistant"
     max_queued: Annotated[int, Field(ge=1, le=100_000)] = 1000
     max_command_bytes: Annotated[int, Field(ge=16, le=1 << 20)] = 65536
-    reconnect_min_s: Annotated[int, Field(ge=1)] = 1
-    reconnect_max_s: Annotated[int, Field(ge=1)] = 60
+    reconnect_min_s: Annotated[int, Field(ge=1, le=int(DAY))] = 1
+    reconnect_max_s: Annotated[int, Field(ge=1, le=int(DAY))] = 60
 
     @model_validator(mode="after")
     def _resolve_password(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:  # as source.reopen_*
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         self._password = resolve_secret(
             "password", self.password, self.password_file, self.password_env
         )
@@ -274,13 +312,15 @@ class KeepConfig(_Strict):
     flicker_frames: Annotated[int, Field(ge=2, le=10_000)] = 30
     sample_every: Annotated[int, Field(ge=0, le=10_000_000)] = 500  # 1 in N at random; 0: off
     max_files: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
-    max_mb: Annotated[float, Field(gt=0)] = 500.0
+    max_mb: Annotated[float, Field(gt=0, le=MAX_MB)] = 500.0
     per_minute: Annotated[int, Field(ge=0, le=600)] = 6  # SD cards wear; cmd/keep not limited
     queue: Annotated[int, Field(ge=1, le=1000)] = 8
     quality: Annotated[int, Field(ge=10, le=100)] = 90
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
     drift_window: Annotated[int, Field(ge=1, le=100_000)] = 500
-    rescan_s: Annotated[float, Field(gt=0)] = 60.0
+    rescan_s: Seconds = 60.0
+
+    _check_path = field_validator("path")(check_keep_path)
 
 
 class Config(_Strict):
@@ -295,6 +335,18 @@ class Config(_Strict):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_keep_path(self) -> Config:
+        # Kept frames written into the replayed folder would be classified again, and
+        # its photos are not the keep store's to evict.
+        if (
+            self.keep.enabled
+            and self.source.path is not None
+            and same_folder(self.keep.path, self.source.path)
+        ):
+            raise ValueError("keep.path must not be source.path (kept frames would be replayed)")
+        return self
 
 
 # --- loading -------------------------------------------------------------------------
@@ -345,7 +397,12 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. mqtt.port=1884")
-    set_value(data, key, parse_value(text.strip()))
+    text = text.strip()
+    try:
+        value = override_value(Config, key, text, parse_value(text))
+    except ValueError as exc:
+        raise ConfigError(f"--set {key}: {exc}") from None
+    set_value(data, key, value)
 
 
 def load_config(
@@ -383,16 +440,26 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
             parts.append(f"{name}: unknown key{hint}")
             continue
         message = err["msg"].removeprefix("Value error, ")
+        if not loc and not prefix and err["type"] == "value_error":
+            parts.append(message)  # the whole config's own check names its keys itself
+            continue
         key, sep, rest = message.partition(": ")
         if sep and key.endswith(("_file", "_env")) and key.isidentifier():
             name, message = f"{name}.{key}", rest  # a secret source: name its own key
         secret = bool(loc) and loc[-1] in {"password", "key_password"}
+        if err["type"] == "missing" and model is Config and tuple(loc) in _MODEL_PATH:
+            parts.append(_MODEL_PATH_HINT)
+            continue
         if err["type"] == "missing":
             message = "required but not set"
         elif not secret and not isinstance(err.get("input"), (dict, list)):
             message += f" (got {err['input']!r})"
         parts.append(f"{name}: {message}")
     return "; ".join(parts)
+
+
+_MODEL_PATH = (("model",), ("model", "path"))
+_MODEL_PATH_HINT = "model.path is required (--model PATH or a config file with [model] path = ...)"
 
 
 def _printable_key(part: Any, limit: int = 60) -> str:
@@ -410,71 +477,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
-        current = _model_in(field.annotation)
+        current = model_in(field.annotation)
         if current is None:
             return []
     return list(current.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The BaseModel inside ``X``, ``X | None`` or ``Annotated[X, ...]``, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-# --- printing ------------------------------------------------------------------------
-
-
-def masked_dict(model: BaseModel) -> dict[str, Any]:
-    """The config as plain data, secrets replaced by ``***`` (unset ones stay absent)."""
-    out: dict[str, Any] = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            out[name] = masked_dict(value)
-        elif isinstance(value, SecretStr):
-            out[name] = MASK
-        elif isinstance(value, Path):
-            out[name] = str(value)
-        elif isinstance(value, tuple):
-            out[name] = list(value)
-        else:
-            out[name] = value
-    return out
-
-
-def to_json(config: Config) -> str:
-    return json.dumps(masked_dict(config), indent=2)
-
-
-def to_toml(config: Config) -> str:
-    """The effective config as TOML (``None`` values are left out: TOML has no null)."""
-    lines: list[str] = []
-    _emit_table(masked_dict(config), [], lines)
-    return "\n".join(lines).strip() + "\n"
-
-
-def _emit_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if path and scalars:
-        lines.append(f"\n[{'.'.join(path)}]")
-    lines.extend(f"{key} = {_toml_value(value)}" for key, value in scalars.items())
-    for key, sub in tables.items():
-        _emit_table(sub, [*path, key], lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # JSON string escapes are valid TOML basic-string escapes.
-    return json.dumps(str(value), ensure_ascii=False)

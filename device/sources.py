@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from device.config import Roi, SourceConfig
+from device.config_checks import mask_userinfo
 from device.errors import ImageError, SightwireError, log_this_time, one_line
 from device.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageTooLarge, load_image, to_rgb
 from device.picamera import ModelInput, ModelSized, Picamera2Source
@@ -175,22 +176,6 @@ def quiet_opencv(cv2: Any) -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-def masked(target: str) -> str:
-    """A stream URL with its ``user:password@`` shown as ``***@``: IP cameras take their
-    credentials in the URL, and the source's name goes to logs and MQTT replies."""
-    scheme, sep, rest = target.partition("://")
-    if not sep:
-        return target
-    host_part = rest.split("/", 1)[0]
-    if "@" in host_part:
-        userinfo_end = len(host_part.rsplit("@", 1)[0])
-    elif "@" in rest and ":" in rest.split("@", 1)[0]:  # a password with a "/" in it
-        userinfo_end = len(rest.split("@", 1)[0])
-    else:
-        return target
-    return f"{scheme}://***{rest[userinfo_end:]}"
-
-
 class OpenCVSource:
     """A V4L2/USB camera index, a network stream or a video file, through OpenCV."""
 
@@ -211,7 +196,9 @@ class OpenCVSource:
         self.loop = loop
         self.size = (width, height) if width and height else None
         self.fps = fps
-        self.name = f"camera {target}" if isinstance(target, int) else f"opencv {masked(target)}"
+        self.name = (
+            f"camera {target}" if isinstance(target, int) else f"opencv {mask_userinfo(target)}"
+        )
         self._cap: Any = None
 
     def open(self) -> None:

@@ -14,12 +14,14 @@ from device.config import (
     Config,
     ConfigError,
     InferenceConfig,
+    KeepConfig,
+    MqttConfig,
+    SourceConfig,
     load_config,
     parse_value,
-    to_json,
-    to_toml,
     validate,
 )
+from device.config_print import to_json, to_toml
 from device.verbs.run import parse_broker
 
 if sys.version_info >= (3, 11):
@@ -106,7 +108,7 @@ def test_source_kind_needs_its_target():
 
 
 def test_missing_model_path_is_named():
-    with pytest.raises(ConfigError, match="model: required"):
+    with pytest.raises(ConfigError, match=r"model\.path is required \(--model PATH or "):
         load_config(None, [])
 
 
@@ -227,3 +229,265 @@ def test_cli_config_error_is_one_line_and_exit_1(tmp_path):
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "mqtt.bogus: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- outside tester's findings: bounds, labels, text keys, messages, paths, URLs ---------
+
+SCHEMA_SECTIONS = {
+    "source": SourceConfig,
+    "inference": InferenceConfig,
+    "mqtt": MqttConfig,
+    "keep": KeepConfig,
+}
+FLOAT_KEYS = [
+    f"{section}.{name}"
+    for section, model in SCHEMA_SECTIONS.items()
+    for name, field in model.model_fields.items()
+    if "float" in str(field.annotation)
+]
+
+
+def refused(*overrides: str) -> str:
+    """The one-line error ``load_config`` gives for these overrides."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.path=m", *overrides])
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_every_float_key_is_found():
+    assert {"keep.max_mb", "keep.rescan_s", "mqtt.heartbeat_s", "source.reopen_min_s"} <= set(
+        FLOAT_KEYS
+    )
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_non_finite_floats_are_refused_everywhere(key, value):
+    # inf passed every "> 0" check and crashed later: int(inf) in the keep store, a
+    # thread's wait(inf), Infinity in --print-config json.
+    assert f"{key}: " in refused(f"{key}={value}")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["keep.rescan_s=1e300"], "keep.rescan_s"),
+        (["source.reopen_min_s=1e10", "source.reopen_max_s=1e10"], "source.reopen_min_s"),
+        (["source.watchdog_s=1e10"], "source.watchdog_s"),
+        (["mqtt.heartbeat_s=1e10"], "mqtt.heartbeat_s"),
+        (["mqtt.stats_interval_s=1e10"], "mqtt.stats_interval_s"),
+        (["mqtt.reconnect_min_s=10000000000", "mqtt.reconnect_max_s=10000000000"], "mqtt"),
+        (["inference.trigger_interval_s=1e10"], "inference.trigger_interval_s"),
+        (["keep.max_mb=1e300"], "keep.max_mb"),
+        (["source.fps=1e-300"], "source.fps"),  # a frame period of 1e300 s
+        (["source.max_pixels=100000000000000000000"], "source.max_pixels"),
+    ],
+)
+def test_durations_and_sizes_have_finite_upper_bounds(overrides, named):
+    assert f"{named}." in refused(*overrides) or f"{named}: " in refused(*overrides)
+
+
+def test_the_documented_largest_durations_and_sizes_are_accepted():
+    day = "86400"
+    config = load_config(
+        None,
+        [
+            "model.path=m",
+            f"keep.rescan_s={day}",
+            f"source.reopen_min_s={day}",
+            f"source.reopen_max_s={day}",
+            f"source.watchdog_s={day}",
+            f"mqtt.heartbeat_s={day}",
+            f"mqtt.stats_interval_s={day}",
+            f"mqtt.reconnect_max_s={day}",
+            "inference.trigger_interval_s=604800",
+            "keep.max_mb=1048576",
+        ],
+    )
+    assert config.keep.rescan_s == 86400 and config.keep.max_mb == 1 << 20
+
+
+def test_print_config_json_is_strict_json(capsys):
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"not JSON: {name}")
+
+    assert main(["run", "--model", "m", "--print-config", "json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=no_constants)
+    assert main(["run", "--model", "m", "--set", "mqtt.heartbeat_s=inf", "--print-config", "json"])
+    assert "mqtt.heartbeat_s: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "label", ["unknown", "unavailable", "Unknown", "UNAVAILABLE", " unknown ", "a\nb", "a\tb", " "]
+)
+def test_unknown_label_refuses_home_assistant_states_and_control_characters(label):
+    assert "inference.unknown_label: " in refused(f"inference.unknown_label={json.dumps(label)}")
+    # cmd/set validates its JSON through the same schema (device.commands: validate(...)).
+    current = InferenceConfig().model_dump()
+    with pytest.raises(ConfigError, match=r"^set: unknown_label: "):
+        validate(InferenceConfig, {**current, "unknown_label": label}, "set")
+
+
+def test_unknown_label_takes_any_other_text():
+    for label in ("uncertain", "not sure", "unknown part", "ünbekannt", "?"):
+        config = load_config(None, ["model.path=m", f"inference.unknown_label={json.dumps(label)}"])
+        assert config.inference.unknown_label == label
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("mqtt.device_id=123", "device_id", "123"),
+        ("mqtt.password=1234", "password", "1234"),
+        ("mqtt.prefix=2024-01-01", "prefix", "2024-01-01"),
+        ("mqtt.username=1979-05-27T07:32:00Z", "username", "1979-05-27T07:32:00Z"),
+        ("mqtt.client_id=1.50", "client_id", "1.50"),  # as typed, not 1.5
+        ("mqtt.username=true", "username", "true"),
+        ("mqtt.tls.key_password=0x1F", "tls.key_password", "0x1F"),
+    ],
+)
+def test_set_gives_a_string_key_the_text_typed(override, key, expected):
+    config = load_config(None, ["model.path=m", override])
+    value: object = config.mqtt
+    for part in key.split("."):
+        value = getattr(value, part)
+    shown = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    assert shown == expected
+
+
+def test_a_number_or_date_for_a_string_key_in_the_file_is_its_text(tmp_path):
+    path = write(
+        tmp_path,
+        "[model]\npath = 2024\n[mqtt]\ndevice_id = 123\nprefix = 2024-01-01\npassword = 1234\n",
+    )
+    config = load_config(path)
+    assert (config.mqtt.device_id, config.mqtt.prefix) == ("123", "2024-01-01")
+    assert config.mqtt.password_value() == "1234" and str(config.model.path) == "2024"
+    # Numbers stay numbers where a number is meant, and a string key still refuses a list.
+    assert load_config(None, ["model.path=m", "mqtt.port=1884"]).mqtt.port == 1884
+    assert "mqtt.device_id: " in refused("mqtt.device_id=[1]")
+
+
+@pytest.mark.parametrize("value", ["0", "65", "1.5", "-1", "many", "[1]"])
+def test_threads_error_is_one_plain_sentence(value):
+    message = refused(f"model.threads={value}")
+    assert message.startswith('config: model.threads: 1..64 or "auto"'), message
+    assert "constrained" not in message and "literal" not in message
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.variant=tpu",
+        "source.device=-1",
+        "source.width=8",
+        "source.roi=abc",
+        "inference.threshold=abc",
+        "inference.trigger_interval_s=0",
+        "mqtt.qos=5",
+        "mqtt.client_id=''",
+        "mqtt.password_file=[1]",
+    ],
+)
+def test_no_error_shows_pydantic_union_internals(override):
+    message = refused(override)
+    assert message.count(": ") >= 2 and message.count(";") == 0, message
+    for internal in ("constrained-", "literal[", "function-", "lax-or-strict", "is-instance"):
+        assert internal not in message
+
+
+def test_a_missing_certificate_file_is_named_at_start(tmp_path):
+    for key in ("ca", "cert"):
+        extra = ["mqtt.tls.key=/k"] if key == "cert" else []
+        message = refused(f"mqtt.tls.{key}=/nonexist/{key}.crt", *extra)
+        assert f"mqtt.tls.{key}: file not found (got '/nonexist/{key}.crt')" in message
+    assert "mqtt.tls.ca: not a file" in refused(f"mqtt.tls.ca={tmp_path}")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_config(None, ["model.path=m", f"mqtt.tls.ca={ca}"]).mqtt.tls.ca == ca
+
+
+def test_set_of_a_whole_section_says_to_set_one_of_its_keys(capsys):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model=1"], {"model.path": "bundle"})
+    assert str(err.value) == "--set model: model is a section; set one of its keys, e.g. model.path"
+    assert "--set mqtt.tls: mqtt.tls is a section" in refused("mqtt.tls=1")
+    # A value that is a table is fine, and so is source.roi's list form.
+    config = load_config(None, ["model={path = 'm', variant = 'int8'}", "source.roi=[0, 0, 8, 8]"])
+    assert config.model.variant == "int8" and config.source.roi.w == 8
+    assert main(["run", "--model", "bundle", "--set", "model=1"]) == 1
+    assert "model is a section; set one of its keys, e.g. model.path" in capsys.readouterr().err
+
+
+def test_run_without_a_model_says_how_to_give_one(capsys):
+    assert main(["run"]) == 1
+    err = capsys.readouterr().err
+    assert "config: model.path is required (--model PATH or a config file with [model] path" in err
+    assert err.count("\n") == 1
+
+
+def test_mqtt_reconnect_bounds_are_checked_like_the_source_reopen_bounds():
+    assert "mqtt: reconnect_max_s must be >= reconnect_min_s" in refused(
+        "mqtt.reconnect_min_s=10", "mqtt.reconnect_max_s=2"
+    )
+    assert "source: reopen_max_s must be >= reopen_min_s" in refused(
+        "source.reopen_min_s=10", "source.reopen_max_s=2"
+    )
+    config = load_config(None, ["model.path=m", "mqtt.reconnect_min_s=5", "mqtt.reconnect_max_s=5"])
+    assert config.mqtt.reconnect_max_s == 5
+
+
+@pytest.mark.parametrize("value", ['""', ".", "./", "''"])
+def test_keep_path_must_not_be_the_current_directory(value):
+    assert "keep.path: " in refused(f"keep.path={value}")
+
+
+SAME_FOLDER = "keep.path must not be source.path (kept frames would be replayed)"
+
+
+def test_keep_path_must_not_be_the_replayed_folder(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (tmp_path / "link").symlink_to(photos)
+    monkeypatch.chdir(tmp_path)
+    folder = ["source.kind=folder", f"source.path={photos}", "keep.enabled=true"]
+    for same in (str(photos), f"{photos}/", f"{tmp_path}/x/../photos", "photos", "link"):
+        message = refused(*folder, f"keep.path={json.dumps(same)}")
+        assert message == f"config: {SAME_FOLDER}"
+    ok = load_config(None, ["model.path=m", *folder, f"keep.path={tmp_path / 'kept'}"])
+    assert ok.keep.path == tmp_path / "kept"
+    # Keeping off: replaying the kept folder itself (to try a new model on it) is fine.
+    off = ["source.kind=folder", f"source.path={photos}", f"keep.path={photos}"]
+    assert load_config(None, ["model.path=m", *off]).keep.path == photos
+
+
+CAMERA_PASSWORD = "S3cretPW"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"rtsp://admin:{CAMERA_PASSWORD}@127.0.0.1:1/stream", "rtsp://***@127.0.0.1:1/stream"),
+        (
+            f"http://u:{CAMERA_PASSWORD}@cam.lan/video?res=hd#x",
+            "http://***@cam.lan/video?res=hd#x",
+        ),
+        (f"rtsp://{CAMERA_PASSWORD}@[::1]:554", "rtsp://***@[::1]:554"),
+        (f"rtsp://a:{CAMERA_PASSWORD}@b@cam/s", "rtsp://***@cam/s"),  # an unescaped @
+        (f"rtsp://admin:{CAMERA_PASSWORD}/x@cam/s", "rtsp://***@cam/s"),  # a "/" in it
+        ("rtsp://cam.lan/s?user=a@b", "rtsp://cam.lan/s?user=a@b"),  # no userinfo
+        ("/videos/line.mp4", "/videos/line.mp4"),
+    ],
+)
+def test_print_config_masks_a_camera_urls_credentials(url, shown, capsys):
+    opencv = ["model.path=m", "source.kind=opencv", f"source.url={json.dumps(url)}"]
+    config = load_config(None, opencv)
+    assert config.source.url == url  # the daemon still connects with them
+    assert tomllib.loads(to_toml(config))["source"]["url"] == shown
+    assert json.loads(to_json(config))["source"]["url"] == shown
+    args = ["run", "--model", "m", "--source", "opencv", "--set", f"source.url={url}"]
+    for form in ("toml", "json"):
+        assert main([*args, "--print-config", form]) == 0
+        assert CAMERA_PASSWORD not in capsys.readouterr().out

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from device.config import Roi, SourceConfig
+from device.config_checks import mask_userinfo
 from device.sources import (
     BadFrame,
     FolderSource,
@@ -26,7 +27,6 @@ from device.sources import (
     SourceError,
     crop_roi,
     make_source,
-    masked,
     normalize_frame,
 )
 
@@ -284,7 +284,7 @@ def test_a_stream_password_never_reaches_logs_or_errors(caplog):
     ],
 )
 def test_only_a_urls_credentials_are_masked(url, shown):
-    assert masked(url) == shown
+    assert mask_userinfo(url) == shown
 
 
 def test_opencv_and_ffmpeg_stay_quiet_on_each_reopen(tmp_path):

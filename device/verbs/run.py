@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from device.config import ConfigError, load_config, to_json, to_toml
+from device.config import ConfigError, load_config
+from device.config_print import to_json, to_toml
 from device.errors import SightwireError
 
 HELP = (
