@@ -115,7 +115,10 @@ def make_client(cfg: MqttConfig, status_topic: str) -> _Client:
                 keyfile_password=tls.key_password_value(),
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
-            raise SightwireError(f"mqtt.tls: cannot load certificates ({exc})") from None
+            files = ", ".join(
+                f"{k} {v}" for k, v in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)) if v
+            )
+            raise SightwireError(f"mqtt.tls: cannot load certificates ({files}: {exc})") from None
         if tls.insecure:
             client.tls_insecure_set(True)
     client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_max_s, 1))

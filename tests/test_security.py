@@ -281,6 +281,7 @@ def test_client_certificate_with_an_encrypted_key(secure_broker, model, cats, ca
     with pytest.raises(SightwireError) as err:
         Publisher(cfg)
     assert str(err.value).startswith("mqtt.tls: cannot load certificates")
+    assert f"key {tls['key']}" in str(err.value)  # which file it could not load
     assert "\n" not in str(err.value) and WRONG_PASSWORD not in str(err.value)
     assert not any(s in caplog.text for s in SECRETS)
 
