@@ -306,6 +306,25 @@ def test_learning_curve_tells_easy_classes_from_data_hungry_ones():
     assert all(c.sentence() for c in curves)
 
 
+def test_a_class_of_a_few_photos_gets_no_curve_verdict():
+    """Two photos of tulips gave "flat (more of the same photos will not help): tulip
+    100%" right under "too few photos: tulip (2)"."""
+    from trainer.doctor.sections.curve import curve_section
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (62, 20)).astype(np.float32)
+    y = np.array([0] * 30 + [1] * 30 + [2] * 2)
+    x[y == 0, :5] += 3
+    x[y == 2, 5:10] += 3
+    curves = learning_curve(x, y, ["daisy", "rose", "tulip"])
+    tulip = curves[2]
+    assert tulip.verdict == "too_few" and tulip.photos == 2
+    assert tulip.sentence() == "too few photos (2) to draw its curve: add photos"
+    _, findings = curve_section(curves)
+    assert not any("tulip" in f.message for f in findings if f.severity == "ok")
+    assert any(f.message.endswith("tulip (2)") for f in findings if f.severity == "note")
+
+
 def test_rising_needs_more_than_noise():
     many_half = np.zeros(200, dtype=bool)
     many_full = many_half.copy()
@@ -395,6 +414,17 @@ def test_outside_share_arithmetic():
 
 
 # --- the verb and the train hook ---------------------------------------------------
+
+
+def test_a_shortcut_too_few_photos_cannot_measure_is_not_reported_ok(tmp_path, capsys):
+    """One photo per class: no border/centre figure exists, and "ok ... border n/a
+    against centre n/a (chance n/a)" read as a clean bill of health."""
+    data = make_dataset(tmp_path / "d", classes=2, per_class=1, size=32)
+    argv = ["doctor", str(data), "--weights", "none", "--min-per-class", "1", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "n/a" not in out
+    assert "note shortcuts: background shortcuts not measured: too few photos" in out
 
 
 def test_cli_prints_findings_and_writes_strict_json(tmp_path, capsys):

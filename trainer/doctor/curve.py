@@ -35,6 +35,7 @@ HALF = FRACTIONS.index(0.5)
 FOLDS = 4
 RISING_PER_DOUBLING = 0.03  # recall points per doubling of the photos
 NEAR_PERFECT = 0.97
+MIN_CURVE_PHOTOS = 10  # fewer photos of a class: its curve is a few coin flips
 
 
 @dataclass
@@ -43,7 +44,8 @@ class ClassCurve:
     train_sizes: list[float]  # mean photos per fold at each fraction
     recall: list[float]  # held-out recall at each fraction
     per_doubling: float  # recall gained by the last doubling (50% -> 100% of the photos)
-    verdict: str  # "rising" | "probably_rising" | "flat" | "near_perfect"
+    verdict: str  # "rising" | "probably_rising" | "flat" | "near_perfect" | "too_few"
+    photos: int = 0  # the class's photos in the curve's folds
 
     def sentence(self) -> str:
         if self.verdict == "rising":
@@ -56,6 +58,8 @@ class ClassCurve:
                 f"probably still rising (the last doubling gave +{self.per_doubling:.0%} recall, "
                 "too few photos to be sure): more photos likely help"
             )
+        if self.verdict == "too_few":
+            return f"too few photos ({self.photos}) to draw its curve: add photos"
         if self.verdict == "near_perfect":
             return f"at {self.recall[-1]:.0%}: enough photos for this model"
         return (
@@ -119,9 +123,16 @@ def learning_curve(
     for c, name in enumerate(classes):
         members = correct[:, labels == c]
         per_doubling, verdict = judge(members[HALF], members[-1])
+        if members.shape[1] < MIN_CURVE_PHOTOS:
+            per_doubling, verdict = 0.0, "too_few"
         curves.append(
             ClassCurve(
-                name, sizes[:, c].tolist(), members.mean(axis=1).tolist(), per_doubling, verdict
+                name,
+                sizes[:, c].tolist(),
+                members.mean(axis=1).tolist(),
+                per_doubling,
+                verdict,
+                members.shape[1],
             )
         )
     return curves

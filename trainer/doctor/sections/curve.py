@@ -37,6 +37,17 @@ def curve_section(curves: list) -> tuple[dict[str, Any], list[Finding]]:
                 "more photos of these classes should help, varied ones most",
             )
         )
+    too_few = [c for c in curves if c.verdict == "too_few"]
+    if too_few:
+        findings.append(
+            Finding(
+                "curve",
+                "note",
+                "too few photos to tell whether more would help: "
+                + short_list(f"{c.name} ({c.photos})" for c in too_few),
+                "add photos of these classes first",
+            )
+        )
     if flat:
         findings.append(
             Finding(

@@ -121,8 +121,17 @@ def shortcuts_section(
             )
         )
     fine = []
-    if border == "ok":
+    if border == "ok" and cues["border"].score is not None:
         fine.append(f"border {figure('border')} against centre {figure('centre')}")
+    elif border == "ok":  # "ok" with "n/a" figures would read as a clean bill of health
+        findings.append(
+            Finding(
+                "shortcuts",
+                "note",
+                "background shortcuts not measured: too few photos per class",
+                "add photos, then run the doctor again",
+            )
+        )
     if file == "ok":
         fine.append(
             f"file properties {figure('file')}"
@@ -133,12 +142,13 @@ def shortcuts_section(
         if len(fine) == 2:
             kind = "background or file-property"
         else:
-            kind = "background" if border == "ok" else "file-property"
+            kind = "background" if fine[0].startswith("border") else "file-property"
         findings.append(
             Finding(
                 "shortcuts",
                 "ok",
-                f"no {kind} shortcut: {', '.join(fine)} (chance {chance()})",
+                f"no {kind} shortcut: {', '.join(fine)}"
+                + (f" (chance {chance()})" if chance() != "n/a" else ""),
             )
         )
     return section, findings
