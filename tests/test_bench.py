@@ -641,3 +641,22 @@ def test_stage_times_of_several_runs_add_up():
     # the kept rows: all 5 of the first run, the last 8 of the second, in order
     kept = [1, 2, 3, 4, 5] + [100 + i + 1 for i in range(4, 12)]
     np.testing.assert_allclose(both.recent("invoke") * 1000, kept)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda r: {"schema": r["schema"]},  # the schema string alone
+        lambda r: {**r, "machine": None},
+        lambda r: {**r, "models": "x"},
+        lambda r: {**r, "models": [{**r["models"][0], "results": "x"}]},
+    ],
+)
+def test_a_damaged_bench_file_to_compare_is_one_line(bench_run, tmp_path, capsys, damage):
+    """A file with the right schema but fields missing or of another type: --compare
+    said so in a traceback (KeyError, AttributeError, TypeError)."""
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(json.dumps(damage(json.loads(json.dumps(bench_run["result"])))))
+    assert main(["bench", "--compare", str(damaged), str(bench_run["json"])]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{damaged}: not a bench JSON file" in err[0], err

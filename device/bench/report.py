@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from device.bench.options import ROUND_RUNS, SCHEMA
-from device.errors import SightwireError
+from device.errors import SightwireError, one_line
 
 INTERLEAVED = f"CPU models interleaved in rounds of {ROUND_RUNS} invokes"
 
@@ -306,6 +306,13 @@ def load_result(path: str | Path) -> dict[str, Any]:
         raise SightwireError(f"{path}: not a bench JSON file ({exc})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise SightwireError(f'{path}: not a bench JSON file (no "schema": "{SCHEMA}")')
+    try:  # what --compare reads, read once now: a damaged file fails here, in one line
+        headline(data)
+        if not isinstance(data["machine"], dict):
+            raise TypeError("machine is not an object")
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else one_line(exc)
+        raise SightwireError(f"{path}: not a bench JSON file ({what})") from None
     return data
 
 
