@@ -236,8 +236,8 @@ create_user() {
     if has_group apex; then groups+=(apex); else note "no group apex (no PCIe Edge TPU driver): skipped"; fi
   fi
   for group in "${groups[@]}"; do
-    if [[ $dry_run -eq 0 ]] && ! has_group "$group"; then
-      run groupadd --system "$group"
+    if ! has_group "$group"; then
+      run groupadd --system "$group"  # shown in a dry run too: a real run would do it
     fi
     run usermod --append --groups "$group" "$SERVICE_USER"
   done

@@ -131,6 +131,9 @@ def test_install_dry_run_lists_every_step_and_changes_nothing(deploy_copy: Path)
     if not before["user sightwire"]:
         assert re.search(r"^useradd --system .* sightwire$", text, re.M)
     assert "usermod --append --groups video sightwire" in text
+    has_video = subprocess.run(["getent", "group", "video"], capture_output=True).returncode == 0
+    # A group a real run would make is shown too (a dry run lists every command).
+    assert ("groupadd --system video" in text) == (not has_video)
     assert "usermod --append --groups sightwire nobody" in text  # the deploy user
     if not before["/etc/sightwire"]:
         conf = f"install -m 0640 -o root -g sightwire {deploy_copy}/sightwire.toml"
