@@ -9,13 +9,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from device.review.board import board
+from device.review.frames import Score, scan
 from device.review.labelling import PROVENANCE, Labeller, ReviewError, field_images
+from device.review.server import split_host
 from tests.test_pull import REPO, keep_frame
 
 CHROMIUM = "/usr/bin/chromium"
@@ -102,25 +111,69 @@ def test_review_refuses_a_dataset_without_classes(inbox: Path, tmp_path: Path):
 # --- the page in Chromium ------------------------------------------------------------
 
 
+class Review:
+    """A `sightwire review` process; ``lines`` fills with its output as it comes."""
+
+    def __init__(self, inbox: Path, data: Path, *options: str):
+        code = "import sys\nfrom device.cli import main\nsys.exit(main(sys.argv[1:]))"
+        command = ["review", str(inbox), "--data", str(data), "--no-browser", *options]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, *command],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def line(self, start: str, timeout: float = 15) -> str | None:
+        """The first output line that starts with ``start``, None if none comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in list(self.lines) if line.startswith(start)]
+            if found:
+                return found[0]
+            if self.proc.poll() is not None and not found:
+                time.sleep(0.2)  # the reader may still hold the last lines
+                found = [line for line in list(self.lines) if line.startswith(start)]
+                return found[0] if found else None
+            time.sleep(0.05)
+        return None
+
+    def url(self) -> str:
+        line = self.line("review at ")
+        if line is None:
+            self.stop()
+            pytest.fail("".join(self.lines))
+        return line.split()[2]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(10)
+
+
 @pytest.fixture
-def review_server(inbox: Path, data: Path):
-    code = "import sys\nfrom device.cli import main\nsys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "review", str(inbox), "--data", str(data), "--no-browser"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-    )  # fmt: skip
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("review at "):
-            break
-    else:
-        proc.wait(10)
-        pytest.fail("".join(lines))
-    yield line.split()[2], lines
-    proc.terminate()
-    proc.wait(10)
+def start_review():
+    started: list[Review] = []
+
+    def start(inbox: Path, data: Path, *options: str) -> Review:
+        started.append(Review(inbox, data, *options))
+        return started[-1]
+
+    yield start
+    for review in started:
+        review.stop()
+
+
+@pytest.fixture
+def review_server(inbox: Path, data: Path, start_review):
+    review = start_review(inbox, data)
+    url = review.url()
+    yield url, list(review.lines)
 
 
 @pytest.fixture
@@ -151,7 +204,7 @@ def test_keyboard_labelling_in_chromium(review_server, page, inbox: Path, data: 
     assert "operator: defect" in page.locator(".card[data-key='cam1/f3.jpg']").inner_text()
     problems = page.locator("li.problem").all_inner_texts()
     assert len(problems) == 2 and any("bad2.jpg: " in p for p in problems)
-    assert page.locator(".classes span").all_inner_texts() == ["1 defect", "2 ok"]
+    assert page.locator(".classes button").all_inner_texts() == ["1 defect", "2 ok"]
     # Every image shown decodes in the browser.
     assert page.locator(".card img").evaluate_all("imgs => imgs.every(i => i.complete)")
 
@@ -192,3 +245,204 @@ def test_the_api_wants_the_token_and_this_host(review_server):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(base + "frame?key=../../etc/passwd", timeout=10)
     assert err.value.code == 404
+
+
+def get(url: str, host: str | None = None, token: str | None = None) -> tuple[int, bytes]:
+    """Status and body of a GET, with this ``Host`` header and API token."""
+    headers = {"Host": host} if host else {}
+    if token:
+        headers["X-Sightwire-Token"] = token
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def strict_json(body: bytes):
+    """JSON as a browser's JSON.parse reads it: no NaN, Infinity or -Infinity."""
+
+    def refuse(name: str):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+# --- numbers JSON cannot carry -------------------------------------------------------
+
+UNSHOWABLE_SCORES = {
+    "inf": "1e999",
+    "infinity": "Infinity",
+    "minus": "-Infinity",
+    "nan": "NaN",
+    "huge": "1" + "0" * 400,  # an int too large for a float
+    "digits": "1" * 5000,  # more digits than Python's json reads
+}
+
+
+def unshowable_frames(box: Path) -> None:
+    """One kept frame per score that is no finite number, written as a device might."""
+    for name, score in UNSHOWABLE_SCORES.items():
+        keep_frame(box, name, [("ok", 0.5)])
+        text = (box / f"{name}.json").read_text()
+        (box / f"{name}.json").write_text(text.replace('"score": 0.5', f'"score": {score}'))
+
+
+def test_a_score_that_is_no_finite_number_costs_that_frame_only(inbox: Path, data: Path):
+    unshowable_frames(inbox / "cam1")
+    found = scan(inbox)
+    assert sorted(f.key for f in found.frames) == [f"cam1/f{i}.jpg" for i in (1, 2, 3, 4)]
+    listed = [p for p in found.problems if "malformed sidecar" in p]
+    assert sorted(p.split(".json")[0] for p in listed) == sorted(
+        f"cam1/{name}" for name in ["bad1", *UNSHOWABLE_SCORES]
+    )
+    state = board(found, ["defect", "ok"], False)
+    assert strict_json(json.dumps(state))["count"] == 4
+
+
+def test_the_board_lists_a_frame_strict_json_cannot_carry(inbox: Path):
+    found = scan(inbox)
+    odd = replace(found.frames[0], top=[Score("ok", float("inf"))])
+    found.frames[0] = odd
+    state = board(found, ["defect", "ok"], False)
+    json.dumps(state, allow_nan=False)
+    assert state["count"] == 3
+    assert any(p.startswith(f"{odd.key}: cannot be shown") for p in state["problems"])
+
+
+def test_an_infinite_score_leaves_the_page_labellable(review_server, page, inbox: Path):
+    unshowable_frames(inbox / "cam1")
+    url, _ = review_server
+    status, body = get(url.split("#")[0] + "api/state", token=url.split("#token=")[1])
+    assert status == 200 and strict_json(body)["count"] == 4
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    assert page.locator(".card").count() == 4
+    problems = page.locator("li.problem").all_inner_texts()
+    assert any("inf.json: malformed sidecar" in p and "finite" in p for p in problems)
+    assert len(problems) == 2 + len(UNSHOWABLE_SCORES)
+
+
+# --- other machines ------------------------------------------------------------------
+
+
+def test_host_header_parsing():
+    assert split_host("Example.org:8080") == ("example.org", 8080)
+    assert split_host("[::1]:5") == ("::1", 5)
+    assert split_host("[::1]") == ("::1", 80)
+    assert split_host("box") == ("box", 80)
+    assert split_host("box:http") == ("box", None)
+    assert split_host("[::1]x") == ("::1", None)
+
+
+def route_address() -> str | None:
+    """This machine's non-loopback IPv4 address, None without a network."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_a_wildcard_address_lets_other_machines_label(inbox: Path, data: Path, start_review):
+    review = start_review(inbox, data, "--host", "0.0.0.0")
+    url = review.url()
+    port, token = int(url.split(":")[2].split("/")[0]), url.split("#token=")[1]
+    state = f"http://127.0.0.1:{port}/api/state"
+    name = socket.gethostname()
+    assert get(state, f"{name}:{port}", token)[0] == 200
+    assert get(state, f"{name.upper()}:{port}", token)[0] == 200
+    # Still no DNS rebinding: a name or an address that is not this machine's.
+    assert get(state, f"evil.example:{port}", token)[0] == 421
+    assert get(state, f"203.0.113.7:{port}", token)[0] == 421
+    assert get(state, f"{name}:{port + 1}", token)[0] == 421
+    assert url.startswith("http://127.0.0.1:"), url  # for this machine's browser
+    others = review.line("from other machines: ")
+    assert others is not None, "".join(review.lines)
+    link = others.split()[3]
+    assert link.endswith(f":{port}/#token={token}") and "127.0.0.1" not in link
+    address = route_address()
+    if address is None:
+        pytest.skip("no non-loopback address on this machine")
+    # The machine's own address, asked as another machine would.
+    status, body = get(f"http://{address}:{port}/api/state", token=token)
+    assert status == 200 and strict_json(body)["count"] == 4
+    assert f"http://{address}:{port}/#token={token}" in "".join(review.lines)
+
+
+def test_loopback_only_refuses_the_machine_name(review_server):
+    url, _ = review_server
+    port, token = int(url.split(":")[2].split("/")[0]), url.split("#token=")[1]
+    state = url.split("#")[0] + "api/state"
+    assert get(state, f"localhost:{port}", token)[0] == 200
+    assert get(state, f"{socket.gethostname()}:{port}", token)[0] == 421
+    address = route_address()
+    if address:
+        assert get(state, f"{address}:{port}", token)[0] == 421
+
+
+def test_an_ipv6_host_is_served(inbox: Path, data: Path, start_review):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    review = start_review(inbox, data, "--host", "::1")
+    url = review.url()
+    assert url.startswith("http://[::1]:"), url
+    status, body = get(url.split("#")[0] + "api/state", token=url.split("#token=")[1])
+    assert status == 200 and strict_json(body)["count"] == 4
+
+
+# --- more classes than digits --------------------------------------------------------
+
+MANY = [f"{name}" for name in (
+    "aster", "bellflower", "calla", "daisy", "dandelion", "foxglove", "iris", "lily",
+    "lotus", "pansy", "rose", "sunflower", "tulip",
+)]  # fmt: skip
+
+
+def test_every_class_is_reachable_in_chromium(start_review, page, inbox: Path, data: Path):
+    for name in MANY:
+        (data / name).mkdir()
+    url = start_review(inbox, data).url()
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    chips = page.locator(".classes button").all_inner_texts()
+    assert len(chips) == 15 and chips[:2] == ["1 aster", "2 bellflower"]
+    assert chips[9:] == ["· lotus", "· ok", "· pansy", "· rose", "· sunflower", "· tulip"]
+    # A click on a class after the 9th puts the selected frame (f4) in it.
+    page.locator(".classes button[data-class='sunflower']").click()
+    page.wait_for_selector("body[data-done='1']", timeout=10_000)
+    assert (data / "sunflower" / "f4.jpg").is_file()
+    # `/` and the start of a name: only the matching classes stay; Enter assigns (f2).
+    page.keyboard.press("/")
+    page.keyboard.type("Tu")
+    assert page.locator(".classes button:visible").all_inner_texts() == ["· tulip"]
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-done='2']", timeout=10_000)
+    assert (data / "tulip" / "f2.jpg").is_file()
+    assert page.locator(".classes button:visible").count() == 15
+    # Letters typed there are a name, not keys: `d` discards nothing; Escape leaves.
+    page.keyboard.press("/")
+    page.keyboard.type("d")
+    assert page.locator(".classes button:visible").all_inner_texts() == [
+        "4 daisy", "5 dandelion", "6 defect"
+    ]  # fmt: skip
+    page.keyboard.press("Escape")
+    assert not (inbox / ".discarded").exists()
+    page.keyboard.press("/")
+    page.keyboard.type("zz")
+    page.keyboard.press("Enter")
+    assert "no class starts with" in page.locator("#status").inner_text()
+    page.keyboard.press("Escape")
+    # Classes are buttons: Tab reaches them and Enter assigns, as a keyboard-only user does.
+    page.locator(".classes button[data-class='pansy']").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-done='3']", timeout=10_000)
+    assert len(list((data / "pansy").glob("*.jpg"))) == 1
+    page.keyboard.press("u")
+    page.wait_for_selector("body[data-done='4']", timeout=10_000)
+    assert [r.get("class") for r in provenance(data)] == ["sunflower", "tulip", "pansy", None]

@@ -9,8 +9,10 @@ uncertain frame. The operator's label from ``cmd/keep`` travels with each frame.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from device.errors import one_line
 from device.review.frames import KeptFrame, Scan
 
 
@@ -33,14 +35,34 @@ def groups(frames: list[KeptFrame]) -> list[dict[str, Any]]:
     ]
 
 
+def _strict_json_problem(frame: KeptFrame) -> str | None:
+    """Why a frame's summary is no strict JSON (a NaN or infinity), or None."""
+    try:
+        json.dumps(frame.summary(), allow_nan=False)
+    except ValueError as exc:
+        return f"{frame.key}: cannot be shown ({one_line(exc)})"
+    return None
+
+
 def board(found: Scan, classes: list[str], can_undo: bool) -> dict[str, Any]:
-    """The page's whole state, as JSON: classes with their keys, groups, problems."""
+    """The page's whole state, as JSON: classes with their keys, groups, problems.
+
+    Classes 1..9 have a digit key; every class, those after the 9th too, is chosen by a
+    click on it or by typing its name's start on the page. A frame that strict JSON
+    cannot carry is listed with the problems rather than blank the whole page."""
+    frames, problems = [], list(found.problems)
+    for frame in found.frames:
+        problem = _strict_json_problem(frame)
+        if problem:
+            problems.append(problem)
+        else:
+            frames.append(frame)
     return {
         "classes": [
             {"name": name, "key": i + 1 if i < 9 else None} for i, name in enumerate(classes)
         ],
-        "groups": groups(found.frames),
-        "count": len(found.frames),
-        "problems": found.problems,
+        "groups": groups(frames),
+        "count": len(frames),
+        "problems": problems,
         "can_undo": can_undo,
     }

@@ -9,7 +9,9 @@ The layout and sidecar are docs/contracts.md, "Kept frames": a pair ``<id>.jpg``
 ``<id>.json`` counts only when its sidecar exists, names starting with ``.`` are writes
 in progress. A sidecar must be a JSON object with ``"format": 1``; the fields review
 shows are then read leniently, each with a sane default, so that one odd field costs
-that field, not the frame.
+that field, not the frame. Scores are the exception: one that is not a finite number
+(``NaN``, ``1e999``...) makes the frame unusable (listed), since what the page and the
+provenance log show of it would be wrong.
 """
 
 from __future__ import annotations
@@ -98,6 +100,21 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
+def _number(value: Any, what: str) -> float:
+    """A finite float from a sidecar's number: JSON as Python reads it also allows
+    ``NaN``, ``Infinity``, ``1e999`` (inf) and integers too large for a float, none of
+    which the page's JSON (or the provenance log) can carry."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise SidecarError(f"{what} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise SidecarError(f"{what} is not a finite number ({value!r:.20})")
+    return number
+
+
 def _scores(meta: dict[str, Any]) -> list[Score]:
     """The frame's own top-k scores, highest first, from ``top``: ``[{"label", "score"}]``
     (``[[label, score]]`` and ``{label: score}`` are read too)."""
@@ -119,9 +136,7 @@ def _scores(meta: dict[str, Any]) -> list[Score]:
             label, score = item
         else:
             raise SidecarError(f"score entry {item!r:.40} is not a label and a score")
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or math.isnan(score):
-            raise SidecarError(f"score of {label!r:.40} is not a number")
-        out.append(Score(_text(label), float(score)))
+        out.append(Score(_text(label), _number(score, f"score of {label!r:.40}")))
     return sorted(out, key=lambda s: -s.score)
 
 
@@ -148,7 +163,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         raise SidecarError(f"{path.stat().st_size} bytes, not a sidecar")
     try:
         meta = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also an int of > 4300 digits, or [[[[…
         raise SidecarError(f"not JSON ({one_line(exc)})") from None
     if not isinstance(meta, dict):
         raise SidecarError("not a JSON object")

@@ -2,8 +2,9 @@
 
 The command serves a page (bound to 127.0.0.1 unless ``--host`` says otherwise) showing
 the inbox's kept frames as a grid, grouped by what the model said and why the device
-kept them, most uncertain first; keys 1..9 put the selected frame into a class of
-DATA_DIR, ``d`` discards it, ``u`` undoes the last action. What each action does to the
+kept them, most uncertain first; keys 1..9, a click on a class or ``/`` and its name put
+the selected frame into a class of DATA_DIR, ``d`` discards it, ``u`` undoes the last
+action. What each action does to the
 files and the provenance log is ``device.review.labelling``; files the page cannot use
 are listed on it and here, once, at start.
 """
@@ -21,8 +22,9 @@ from device.review.labelling import PROVENANCE, Labeller
 from device.review.server import ReviewServer
 
 HELP = (
-    "Label kept frames (from `sightwire pull`) in a local web page: keys 1..9 move a frame "
-    "into a class folder of DATA_DIR, d discards, u undoes; a provenance log records each."
+    "Label kept frames (from `sightwire pull`) in a local web page: keys 1..9, a click on a "
+    "class or / and its name move a frame into a class folder of DATA_DIR, d discards, "
+    "u undoes; a provenance log records each."
 )
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _loopback(host: str) -> bool:
+    host = host.strip().removeprefix("[").removesuffix("]")  # [::1] as ::1
     if host == "localhost":
         return True
     try:
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     keys = ", ".join(f"{i + 1} {name}" for i, name in enumerate(labeller.classes[:9]))
     print(f"{len(found.frames)} frame(s) to label, {len(found.problems)} unusable; classes: {keys}")
     print(f"review at {server.url}  (Ctrl-C to stop)", flush=True)
+    for link in server.remote_urls:
+        print(f"from other machines: {link}", flush=True)
     if not args.no_browser:
         webbrowser.open(server.url)
     try:
