@@ -16,6 +16,11 @@ when to stop:
 A station that does not answer within ``timeout_s`` is a failure whose state is unknown:
 it is not sent a rollback (which would switch a station that never updated to an older
 model) and the final table says so.
+
+Stations are not trusted: a reply whose ``ok`` is not a boolean is such a failure of
+unknown state too, one that is ok with a ``model`` that is not one of the bundle's ids
+(not text, or another id) a failure that is rolled back, and everything a station said
+reaches the progress lines and the table as one short printable line (``shown``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from device.fleet.status import Device, Fleet
+from device.fleet.status import Device, Fleet, printable, shown
 
 POLL_S = 0.2
 
@@ -88,13 +93,13 @@ class _Watch:
 
     def check(self, d: Device | None, hashes: set[str]) -> str | None:
         if d is None or d.status != "online":
-            return f"went {d.status if d else 'away'} during the soak"
+            return f"went {shown(d.status, 40) if d else 'away'} during the soak"
         if d.stats_count > self.count:
             self.count = d.stats_count
             if d.model in hashes:
                 self.confirmed = True
             elif self.confirmed:
-                return f"stats show model {d.model} again, not the bundle's"
+                return f"stats show model {shown(d.model)} again, not the bundle's"
         return None
 
     def verdict(self, d: Device) -> str | None:
@@ -179,7 +184,7 @@ class Rollout:
                 todo.append(d.device)
         failures = 0
         for name, group in batches(todo, self.plan.canary, self.plan.batch):
-            self.say(f"{name}: updating {', '.join(group)}")
+            self.say(f"{name}: updating {', '.join(printable(n, 60) for n in group)}")
             failures += self._update(group)
             if failures > self.plan.max_failures:
                 self.halted = True
@@ -201,20 +206,25 @@ class Rollout:
         installed = []
         for name, reply in replies.items():
             out = self.outcomes[name]
+            ok = reply.get("ok") if reply is not None else None
+            model = reply.get("model") if reply is not None else None
             if reply is None:
                 out.result = "failed"
                 out.detail = f"no reply in {self.plan.timeout_s:g} s (state unknown)"
-            elif not reply.get("ok"):
-                out.result, out.detail = "failed", str(reply.get("error"))[:200]
+            elif not isinstance(ok, bool):
+                out.result = "failed"
+                out.detail = f"malformed reply: ok is {shown(ok, 30)} (state unknown)"
+            elif not ok:
+                out.result, out.detail = "failed", _error(reply)
             else:
                 out.changed = reply.get("note") != "already installed"
-                if reply.get("model") not in self.hashes:
+                if not isinstance(model, str) or model not in self.hashes:
                     out.result = "failed"
-                    out.detail = f"runs model {reply.get('model')}, not one of the bundle's"
+                    out.detail = f"runs model {shown(model)}, not one of the bundle's"
                 else:
                     out.result = "soaking"
                     installed.append(name)
-            self.say(f"  {name}: {out.text()}")
+            self.say(f"  {printable(name, 60)}: {out.text()}")
         self._soak(installed)
         return sum(not self.outcomes[n].ok for n in group)
 
@@ -237,14 +247,17 @@ class Rollout:
                     if why is None:
                         self.outcomes[n].result, self.outcomes[n].ok = "updated", True
                         pending.discard(n)
-                        self.say(f"  {n}: healthy after {elapsed:.0f} s, model {d.model}")
+                        self.say(
+                            f"  {printable(n, 60)}: healthy after {elapsed:.0f} s, "
+                            f"model {shown(d.model)}"
+                        )
                         continue
                 if why is None and elapsed >= self.plan.soak_s + self.plan.timeout_s:
                     why = f"no stats naming the new model in {elapsed:.0f} s"
                 if why is not None:
                     self.outcomes[n].result, self.outcomes[n].detail = "failed", why
                     pending.discard(n)
-                    self.say(f"  {n}: failed the soak: {why}")
+                    self.say(f"  {printable(n, 60)}: failed the soak: {why}")
 
     def _rollback(self) -> None:
         changed = [n for n, o in self.outcomes.items() if o.changed]
@@ -255,14 +268,25 @@ class Rollout:
         for name, reply in replies.items():
             out = self.outcomes[name]
             out.ok = False
+            ok = reply.get("ok") if reply is not None else None
+            model = reply.get("model") if reply is not None else None
             if reply is None:
                 out.result = "rollback unanswered"
                 out.detail = f"no reply in {self.plan.timeout_s:g} s"
-            elif not reply.get("ok"):
-                out.result, out.detail = "rollback failed", str(reply.get("error"))[:200]
-            elif out.old_model and reply.get("model") != out.old_model:
+            elif not isinstance(ok, bool):
                 out.result = "rollback failed"
-                out.detail = f"runs {reply.get('model')}, was {out.old_model}"
+                out.detail = f"malformed reply: ok is {shown(ok, 30)} (state unknown)"
+            elif not ok:
+                out.result, out.detail = "rollback failed", _error(reply)
+            elif not isinstance(model, str) or (out.old_model and model != out.old_model):
+                out.result = "rollback failed"
+                out.detail = f"runs {shown(model)}, was {shown(out.old_model or 'unknown')}"
             else:
-                out.result, out.detail = "rolled back", f"model {reply.get('model')}"
-            self.say(f"  {name}: {out.text()}")
+                out.result, out.detail = "rolled back", f"model {shown(model)}"
+            self.say(f"  {printable(name, 60)}: {out.text()}")
+
+
+def _error(reply: dict[str, Any]) -> str:
+    """A refusal's ``error``, as one printable line."""
+    error = reply.get("error")
+    return shown(error, 200) if error is not None else "refused, no error given"

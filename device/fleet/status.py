@@ -10,12 +10,16 @@ ever announced itself, as soon as it connects, with no registry to keep in step.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 KINDS = ("status", "state", "stats", "cmd/result")
 
@@ -48,17 +52,134 @@ class Device:
     stats_count: int = 0  # stats messages seen since the tool started
 
 
-def _ts(text: Any) -> float | None:
+# Stations are not trusted (docs/fleet.md): every field is checked before it is used. A
+# message with a field of the wrong type or an impossible value (NaN, infinity, a count
+# of 1e30, a share of 7) changes nothing at all; text is kept without the characters a
+# terminal acts on, and cut.
+TEXT_MAX = 200  # characters kept of any text a station sends
+COUNT_MAX = 10**15  # frames, dropped, errors: 30 000 years at 1000 fps
+LIMITS = {  # (low, high) of each number
+    "fps": (0.0, 1e4),
+    "latency_ms": (0.0, 1e8),  # ~28 hours
+    "uptime_s": (0.0, 1e10),  # ~300 years
+    "score": (-0.01, 1.01),  # a probability (device.classifier allows 1e-3 either side)
+    "unsure": (0.0, 1.0),
+    "dropped": (0, COUNT_MAX),
+    "frames": (0, COUNT_MAX),
+    "errors": (0, COUNT_MAX),
+}
+INTEGERS = ("dropped", "frames", "errors")
+
+
+class Invalid(ValueError):
+    """A field a station sent that cannot be true; the message is ignored."""
+
+
+def printable(text: str, limit: int = TEXT_MAX) -> str:
+    """``text`` without control, format or surrogate characters (escape sequences, bidi
+    overrides, newlines: whitespace among them becomes a space), at most ``limit`` long."""
+    kept = "".join(
+        ch if ch.isprintable() else " " if ch.isspace() else "" for ch in text[: limit * 4]
+    )
+    kept = kept.strip()
+    return kept if len(kept) <= limit else kept[: limit - 1] + "…"
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """Any value a station sent, as one short printable line (for messages)."""
+    if not isinstance(value, str):
+        try:
+            value = json.dumps(value, allow_nan=True)
+        except (ValueError, TypeError, RecursionError):
+            value = type(value).__name__
+    return printable(value, limit)
+
+
+def valid_number(key: str, value: Any) -> float | int | None:
+    """``value`` when it is a finite number in ``LIMITS[key]`` (an integer for counts),
+    None when it is missing (None); anything else raises ``Invalid``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"{key}: not a number")
+    low, high = LIMITS[key]
+    # ``low <= value <= high`` first: an int beyond a float has no isfinite
+    if not (low <= value <= high) or not math.isfinite(value):
+        raise Invalid(f"{key}: {shown(value, 30)} is out of range")
+    if key in INTEGERS:
+        if value != int(value):
+            raise Invalid(f"{key}: not a whole number")
+        return int(value)
+    return float(value)
+
+
+def _text(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid(f"{key}: not text")
+    return printable(value)
+
+
+def _part(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object (``latency_ms``, ``drift``); ``{}`` when missing."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(f"{key}: not an object")
+    return value
+
+
+def _ts(text: Any, now: float) -> float | None:
+    """A message's ``ts`` as epoch seconds, never in the future."""
+    if text is None:
+        return None
     if not isinstance(text, str):
-        return None
+        raise Invalid("ts: not text")
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        seen = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise Invalid("ts: not a date") from None
+    return min(seen, now)
+
+
+def parse_state(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a ``state`` message the table uses (None where missing; no
+    ``latency_ms`` key without the object), or ``Invalid``."""
+    out = {
+        "label": _text(data.get("label"), "label"),
+        "score": valid_number("score", data.get("score")),
+        "model": _text(data.get("model"), "model"),
+    }
+    if data.get("latency_ms") is not None:
+        out["latency_ms"] = valid_number("latency_ms", _part(data, "latency_ms").get("total"))
+    return out
+
+
+def parse_stats(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a ``stats`` message the table uses (None where missing), or
+    ``Invalid``."""
+    out: dict[str, Any] = {
+        key: valid_number(key, data.get(key)) for key in ("fps", "dropped", "errors", "frames")
+    }
+    out["uptime_s"] = valid_number("uptime_s", data.get("uptime_s"))
+    out["latency_ms"] = valid_number("latency_ms", _part(data, "latency_ms").get("p50"))
+    out["unsure"] = valid_number("unsure", _part(data, "drift").get("below_threshold"))
+    for key in ("model", "variant", "update", "label", "bundle"):
+        out[key] = _text(data.get(key), key)
+    return out
+
+
+def parse_result(data: dict[str, Any]) -> dict[str, Any] | None:
+    """``version`` and ``model`` of a final, successful ``update`` reply; None for any
+    other reply; ``Invalid`` for a malformed one."""
+    if data.get("command") != "update" or data.get("ok") is not True or "progress" in data:
         return None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return {
+        "version": _text(data.get("version"), "version"),
+        "model": _text(data.get("model"), "model"),
+    }
 
 
 ResultCallback = Callable[[str, dict[str, Any]], None]
@@ -71,45 +192,75 @@ class Fleet:
         self.prefix = prefix
         self.devices: dict[str, Device] = {}
         self.messages = 0
+        self.ignored = 0  # messages refused as malformed
         self.cond = threading.Condition()
         self.result_listeners: list[ResultCallback] = []
 
     def apply(self, topic: str, payload: bytes, retained: bool) -> None:
-        """One message on ``<prefix>/<id>/<kind>``; anything else is ignored."""
+        """One message on ``<prefix>/<id>/<kind>``; anything else is ignored, and so is a
+        malformed message (checked whole before anything changes)."""
         head = self.prefix + "/"
         if not topic.startswith(head):
             return
         device, _, kind = topic[len(head) :].partition("/")
         if not device or kind not in KINDS:
             return
-        data: Any = None
-        if kind != "status":
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                return
-            if not isinstance(data, dict):
-                return
         now = time.time()
+        data: Any = None
+        status = ""
+        fields: dict[str, Any] = {}
+        reply: dict[str, Any] | None = None
+        seen: float | None = now if not retained else None
+        try:
+            if kind == "status":
+                try:
+                    text = payload.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    raise Invalid("status: not UTF-8 text") from None
+                status = printable(text, 20)
+                if text and not status:
+                    raise Invalid("status: no printable text")
+            else:
+                try:
+                    data = json.loads(payload)
+                except (ValueError, RecursionError):  # RecursionError: nested too deep
+                    raise Invalid("not JSON") from None
+                if not isinstance(data, dict):
+                    raise Invalid("not a JSON object")
+                if kind == "state":
+                    fields = parse_state(data)
+                elif kind == "stats":
+                    fields = parse_stats(data)
+                if retained:
+                    seen = _ts(data.get("ts"), now)
+        except Invalid as exc:
+            with self.cond:
+                self.ignored += 1
+            log.debug("fleet: %s/%s ignored (%s)", printable(device, 40), kind, exc)
+            return
+        if kind == "cmd/result":
+            # The table takes a malformed reply's fields from nowhere; a rollout still
+            # hears of it (it is that station's failure, not a silence).
+            try:
+                reply = parse_result(data)
+            except Invalid:
+                reply = None
         with self.cond:
             self.messages += 1
+            if kind == "status" and not status:  # a cleared retained status: removed
+                self.devices.pop(device, None)
+                self.cond.notify_all()
+                return
             row = self.devices.setdefault(device, Device(device))
             if kind == "status":
-                text = payload.decode("utf-8", "replace").strip()
-                if not text:  # a cleared retained status: the station was removed
-                    del self.devices[device]
-                    self.cond.notify_all()
-                    return
-                row.status = text
+                row.status = status
             elif kind == "state":
-                self._state(row, data)
+                self._state(row, fields)
             elif kind == "stats":
-                self._stats(row, data)
-            else:
-                self._result(row, data)
-            seen = _ts(data.get("ts")) if retained and isinstance(data, dict) else None
-            if not retained:
-                seen = now
+                self._stats(row, fields)
+            elif reply is not None:
+                row.version = reply["version"] or row.version
+                row.model = reply["model"] or row.model
             if seen is not None:
                 row.last_seen = max(row.last_seen or 0.0, seen)
             self.cond.notify_all()
@@ -118,40 +269,23 @@ class Fleet:
                 listener(device, data)
 
     @staticmethod
-    def _state(row: Device, data: dict[str, Any]) -> None:
-        row.label = data.get("label") if isinstance(data.get("label"), str) else row.label
-        row.score = _num(data.get("score"))
-        if isinstance(data.get("model"), str):
-            row.model = data["model"]
-        latency = data.get("latency_ms")
-        if row.stats_count == 0 and isinstance(latency, dict):
-            row.latency_ms = _num(latency.get("total"))
+    def _state(row: Device, fields: dict[str, Any]) -> None:
+        row.label = fields["label"] if fields["label"] is not None else row.label
+        row.score = fields["score"]
+        row.model = fields["model"] if fields["model"] is not None else row.model
+        if row.stats_count == 0 and "latency_ms" in fields:
+            row.latency_ms = fields["latency_ms"]
 
     @staticmethod
-    def _stats(row: Device, data: dict[str, Any]) -> None:
+    def _stats(row: Device, fields: dict[str, Any]) -> None:
         row.stats_count += 1
-        row.fps = _num(data.get("fps"))
-        row.dropped = int(data["dropped"]) if _num(data.get("dropped")) is not None else None
-        row.errors = int(data["errors"]) if _num(data.get("errors")) is not None else None
-        row.frames = int(data["frames"]) if _num(data.get("frames")) is not None else None
-        latency = data.get("latency_ms")
-        row.latency_ms = _num(latency.get("p50")) if isinstance(latency, dict) else None
-        row.uptime_s = _num(data.get("uptime_s"))
+        for key in ("fps", "dropped", "errors", "frames", "uptime_s", "latency_ms", "unsure"):
+            setattr(row, key, fields[key])
         for key in ("model", "variant", "update", "label"):
-            if isinstance(data.get(key), str):
-                setattr(row, key, data[key])
-        if isinstance(data.get("bundle"), str) and row.version is None:
-            row.version = data["bundle"]
-        drift = data.get("drift")
-        row.unsure = _num(drift.get("below_threshold")) if isinstance(drift, dict) else None
-
-    @staticmethod
-    def _result(row: Device, data: dict[str, Any]) -> None:
-        if data.get("command") == "update" and data.get("ok") and "progress" not in data:
-            if isinstance(data.get("version"), str):
-                row.version = data["version"]
-            if isinstance(data.get("model"), str):
-                row.model = data["model"]
+            if fields[key] is not None:
+                setattr(row, key, fields[key])
+        if fields["bundle"] is not None and row.version is None:
+            row.version = fields["bundle"]
 
     def snapshot(self) -> list[Device]:
         with self.cond:
@@ -186,29 +320,39 @@ COLUMNS = (
 )
 
 
+def _finite(key: str, value: Any) -> bool:
+    """Whether a number held for ``key`` may be shown (anything else shows ``-``)."""
+    try:
+        valid_number(key, value)
+    except Invalid:
+        return False
+    return True
+
+
 def _cell(key: str, value: Any, now: float) -> str:
     if value is None:
         return "-"
     if key == "last_seen":
-        return f"{max(now - value, 0):.0f} s ago"
-    if key == "fps":
-        return f"{value:.1f}"
-    if key == "latency_ms":
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        return f"{max(now - value, 0):.0f} s ago" if ok else "-"
+    if key in LIMITS and not _finite(key, value):
+        return "-"
+    if key in ("fps", "latency_ms"):
         return f"{value:.1f}"
     if key == "unsure":
         return f"{value:.0%}"
-    text = str(value)
-    return text if len(text) <= 40 else text[:39] + "…"
+    return printable(str(value), 40)
 
 
 def table(rows: list[Device], extra: dict[str, str] | None = None) -> str:
-    """A plain-text table (no colour library needed); ``extra`` adds a RESULT column."""
+    """A plain-text table (no colour library needed); ``extra`` adds a RESULT column.
+    Station text is shown without control characters, cut to 40 (a RESULT to 200)."""
     now = time.time()
     head = [name for name, _ in COLUMNS] + (["RESULT"] if extra is not None else [])
     body = [[_cell(key, getattr(r, key), now) for _, key in COLUMNS] for r in rows]
     if extra is not None:
         for line, r in zip(body, rows, strict=True):
-            line.append(extra.get(r.device, "-"))
+            line.append(printable(extra.get(r.device, "-")) or "-")
     widths = [max([len(h), *(len(line[i]) for line in body)]) for i, h in enumerate(head)]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     for line in body:
@@ -218,15 +362,25 @@ def table(rows: list[Device], extra: dict[str, str] | None = None) -> str:
     return "\n".join(out)
 
 
+def _iso(epoch: float | None) -> str | None:
+    if not epoch or not math.isfinite(epoch):
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def as_json(rows: list[Device]) -> list[dict[str, Any]]:
+    """Plain JSON values: a number that could not be true is null, never NaN or
+    Infinity (``json.dumps(..., allow_nan=False)`` takes the result)."""
     out = []
     for r in rows:
         item = asdict(r)
         item.pop("stats_count")
-        item["last_seen"] = (
-            datetime.fromtimestamp(r.last_seen, timezone.utc).isoformat(timespec="milliseconds")
-            if r.last_seen
-            else None
-        )
+        for key in LIMITS:
+            if item[key] is not None and not _finite(key, item[key]):
+                item[key] = None
+        item["last_seen"] = _iso(r.last_seen)
         out.append(item)
     return out

@@ -156,7 +156,7 @@ def run_status(args: argparse.Namespace) -> int:
     fleet, link = gather(args)
     try:
         if args.json:
-            print(json.dumps(fleet_status.as_json(fleet.snapshot()), indent=1))
+            print(json.dumps(fleet_status.as_json(fleet.snapshot()), indent=1, allow_nan=False))
             return 0
         if not args.watch:
             print(fleet_status.table(fleet.snapshot()))
@@ -215,7 +215,7 @@ def run_rollout(args: argparse.Namespace) -> int:
                     for row in fleet_status.as_json(rows)
                 ],
             }
-            print(json.dumps(out, indent=1))
+            print(json.dumps(out, indent=1, allow_nan=False))
         else:
             print(fleet_status.table(rows, results))
             verdict = "all updated" if ok else "not all updated"

@@ -1,0 +1,343 @@
+"""``sightwire fleet`` against stations that lie: malformed replies, impossible numbers,
+terminal escapes. Stations are not trusted (docs/fleet.md).
+
+The stations here are hand-written MQTT clients on a real mosquitto (no daemon, no
+model run), each speaking the contract with one field wrong; the tool is the real
+``sightwire fleet`` command line. Every test fails on the code before the hardening: a
+traceback, a rollout that skips its rollback, raw escapes on the terminal, or
+``Infinity`` in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.bundle import sha256_file
+from device.fleet.status import COLUMNS, Device, Fleet, as_json, table
+from tests.mqtt_helpers import Broker, Recorder
+from tests.test_ota import SMALL, make_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+OLD = "0123456789ab"  # the model the fake stations run before the rollout
+# Anything a terminal may act on: C0 (but the newlines between rows), DEL, C1, and the
+# invisible format characters (bidi overrides), line and paragraph separators.
+UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def fleet(broker: Broker, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``sightwire fleet <verb> --broker … <args>``; stdout and stderr kept as bytes."""
+    cmd = [sys.executable, "-m", "device.cli", "fleet", args[0]]
+    cmd += ["--broker", f"{broker.host}:{broker.port}", *args[1:]]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=timeout)
+
+
+def strict_json(text: str) -> Any:
+    """JSON as RFC 8259 has it: ``NaN`` and ``Infinity`` are errors."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def assert_clean(text: str) -> None:
+    bad = UNSAFE.search(text)
+    assert bad is None, f"{bad.group()!r} reached the terminal: {text!r}"
+
+
+def stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+# --- fleet status ----------------------------------------------------------------------
+
+
+def test_a_bad_stats_or_state_message_changes_nothing():
+    f = Fleet("line")
+    f.apply("line/a/status", b"online", True)
+    good = {"fps": 2.0, "dropped": 3, "frames": 40, "errors": 0, "model": "abc", "update": "idle"}
+    good |= {"latency_ms": {"p50": 7.5}, "drift": {"below_threshold": 0.25}, "uptime_s": 9.0}
+    f.apply("line/a/stats", json.dumps(good).encode(), False)
+    state = {"label": "ok", "score": 0.5, "model": "abc", "ts": stamp()}
+    f.apply("line/a/state", json.dumps(state).encode(), True)
+    before = f.snapshot()
+    bad_stats = [
+        b'{"fps":1,"dropped":1e999,"frames":NaN,"model":"aa"}',  # the tester's
+        b'{"fps":-Infinity,"model":"aa"}',
+        b'{"fps":2,"frames":1e30,"model":"aa"}',  # absurd, if finite
+        b'{"fps":2,"dropped":-4,"model":"aa"}',
+        b'{"fps":2,"errors":1.5,"model":"aa"}',
+        b'{"fps":2,"frames":' + b"9" * 400 + b',"model":"aa"}',  # int beyond a float
+        b'{"fps":"2","model":"aa"}',
+        b'{"fps":true,"model":"aa"}',
+        b'{"fps":2,"model":{"a":1}}',
+        b'{"fps":2,"latency_ms":{"p50":NaN},"model":"aa"}',
+        b'{"fps":2,"latency_ms":[1],"model":"aa"}',
+        b'{"fps":2,"drift":{"below_threshold":7},"model":"aa"}',
+        b'{"fps":2,"uptime_s":1e999,"model":"aa"}',
+        b'{"fps":2,"update":["x"],"model":"aa"}',
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than json can parse
+    ]
+    bad_states = [
+        b'{"label":"x","score":1e999,"model":"aa"}',
+        b'{"label":"x","score":0.5,"model":"aa","latency_ms":{"total":Infinity}}',
+        b'{"label":{"x":1},"score":0.5,"model":"aa"}',
+        b'{"label":"x","score":0.5,"model":"aa","ts":12}',
+    ]
+    for payload in bad_stats:
+        f.apply("line/a/stats", payload, False)
+        f.apply("line/a/stats", payload, True)
+    for payload in bad_states:
+        f.apply("line/a/state", payload, True)
+    assert f.snapshot() == before
+
+
+def test_the_table_shows_impossible_numbers_as_a_dash_and_json_stays_strict():
+    now = time.time()
+    rows = [
+        Device("a", "online", fps=math.inf, latency_ms=-math.inf, dropped=10**30, unsure=math.nan),
+        Device("b", "online", score=math.nan, uptime_s=math.inf, frames=10**30, last_seen=now),
+        Device("c", "online", last_seen=math.inf),
+    ]
+    text = table(rows)
+    for line in text.splitlines()[1:4]:
+        assert "inf" not in line and "nan" not in line, line
+        assert not re.search(r"\d{16}", line), line
+    row_a = text.splitlines()[1].split()
+    assert row_a[0] == "a" and row_a.count("-") == len(row_a) - 2  # all but DEVICE, STATUS
+    out = json.dumps(as_json(rows), allow_nan=False)  # raises on a NaN or an infinity
+    items = {r["device"]: r for r in strict_json(out)}
+    assert items["a"]["fps"] is None and items["a"]["latency_ms"] is None
+    assert items["b"]["score"] is None and items["b"]["uptime_s"] is None
+    assert items["c"]["last_seen"] is None
+
+
+def publish_retained(broker: Broker, messages: dict[str, bytes]) -> None:
+    pub = Recorder(broker, "sightwire/+/status")
+    try:
+        for topic, payload in messages.items():
+            pub.publish(topic, payload, retain=True)
+    finally:
+        pub.close()
+
+
+@pytest.mark.mqtt
+def test_status_survives_hostile_stations_and_shows_their_text_defused(broker):
+    noise = random.Random(7).randbytes(300)
+    evil_state = (
+        b'{"label":"a\\u001b[31mRED\\u001b[0m\\nnewline","score":1e999,"model":"bb","ts":"'
+        + stamp().encode()
+        + b'"}'
+    )
+    messages = {
+        # The tester's three.
+        "sightwire/fake/status": b"online",
+        "sightwire/fake/stats": b'{"fps":1,"dropped":1e999,"frames":NaN,"model":"aa"}',
+        "sightwire/red/status": b"online",
+        "sightwire/red/state": evil_state,
+        "sightwire/bin/status": noise,  # not text: ignored, the station unseen
+        "sightwire/esc/status": b"\x1b]0;TITLE\x07offline\r\n",
+        # The same text in otherwise valid messages: shown, but defused.
+        "sightwire/lbl/status": b"online",
+        "sightwire/lbl/state": evil_state.replace(b"1e999", b"0.5"),
+        "sightwire/lbl/stats": (
+            b'{"fps":2,"dropped":0,"frames":10,"model":"cc","variant":"int8\\u202e",'
+            b'"update":"evil\\u001b]0;TITLE\\u0007\\ud800","bundle":"' + b"b" * 500 + b'"}'
+        ),
+        # Absurd numbers; a date past what a timestamp converts back; a nesting bomb.
+        "sightwire/big/status": b"online",
+        "sightwire/big/stats": b'{"fps":1e999,"dropped":1e30,"model":"dd"}',
+        "sightwire/far/status": b"online",
+        "sightwire/far/state": b'{"label":"x","score":0.5,"model":"ee","ts":"'
+        + b'9999-12-31T23:59:59-12:00"}',
+        "sightwire/deep/status": b"online",
+        "sightwire/deep/stats": b"[" * 100_000 + b"]" * 100_000,
+        # A device id a terminal would render right to left.
+        "sightwire/rtl\u202eoops/status": b"online",
+    }
+    publish_retained(broker, messages)
+    names = {"fake", "red", "esc", "lbl", "big", "far", "deep", "rtl\u202eoops"}
+
+    out = fleet(broker, "status", "--wait", "1")
+    stdout, stderr = out.stdout.decode("utf-8"), out.stderr.decode("utf-8", "replace")
+    assert out.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert_clean(stdout)
+    assert_clean(stderr)
+    lines = stdout.splitlines()
+    assert len(lines) == len(names) + 2 and lines[-1] == f"{len(names)} devices, 7 online", stdout
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert "bin" not in rows and "rtloops" in rows
+    assert rows["esc"].split()[1] == "]0;TITLEoffline"
+    assert "a[31mRED[0m newline" in rows["lbl"]
+    assert "evil]0;TITLE" in rows["lbl"]
+    assert "b" * 39 + "…" in rows["lbl"] and "b" * 40 not in rows["lbl"]  # cut to 40
+    for line in lines[1:-1]:
+        assert not re.search(r"\binf\b|\bnan\b|\d{16}", line), line
+    for name in ("fake", "big"):  # the whole stats message was refused
+        assert rows[name].split()[2:] == ["-"] * (len(COLUMNS) - 2), rows[name]
+
+    out = fleet(broker, "status", "--json", "--wait", "1")
+    assert out.returncode == 0, out.stderr.decode()
+    assert "Traceback" not in out.stderr.decode()
+    items = {r["device"]: r for r in strict_json(out.stdout.decode("utf-8"))}
+    assert set(items) == names
+    assert items["fake"]["dropped"] is None and items["fake"]["frames"] is None
+    assert items["red"]["score"] is None and items["red"]["label"] is None
+    assert items["lbl"]["label"] == "a[31mRED[0m newline"
+    assert items["lbl"]["update"] == "evil]0;TITLE"
+    assert items["big"]["fps"] is None and items["big"]["dropped"] is None
+    assert items["far"]["model"] == "ee" and items["far"]["last_seen"] is not None
+    for item in items.values():
+        for key, value in item.items():
+            if isinstance(value, str) and key != "device":
+                assert_clean(value)
+
+
+# --- fleet rollout ---------------------------------------------------------------------
+
+
+class FakeStation:
+    """A station by hand: retained status and state, stats every 0.2 s naming the model
+    it claims to run, and ``answer(command)`` for each ``cmd/update`` (a dict or raw
+    bytes; it may change ``self.model``)."""
+
+    def __init__(self, broker: Broker, name: str, answer: Callable[[FakeStation, dict], Any]):
+        self.name, self.model, self.frames = name, OLD, 0
+        self.answer = answer
+        self.commands: list[dict] = []
+        self.client = Recorder(broker, f"sightwire/{name}/cmd/update", client_id=f"fake-{name}")
+        self.client.client.on_message = self._on_command
+        base = f"sightwire/{name}"
+        self.client.publish(f"{base}/status", b"online", retain=True)
+        state = {"label": "cat", "score": 0.9, "model": OLD, "ts": stamp()}
+        self.client.publish(f"{base}/state", json.dumps(state), retain=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._stats, daemon=True)
+        self._thread.start()
+
+    def _stats(self) -> None:
+        while not self._stop.wait(0.2):
+            self.frames += 1
+            stats = {"ts": stamp(), "fps": 5.0, "frames": self.frames, "errors": 0}
+            stats |= {"dropped": 0, "model": self.model, "update": "idle"}
+            self.client.client.publish(f"sightwire/{self.name}/stats", json.dumps(stats), qos=1)
+
+    def _on_command(self, client, userdata, msg) -> None:  # paho's thread: never wait here
+        command = json.loads(msg.payload)
+        self.commands.append(command)
+        reply = self.answer(self, command)
+        payload = reply if isinstance(reply, bytes) else json.dumps(reply)
+        client.publish(f"sightwire/{self.name}/cmd/result", payload, qos=1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.client.close()
+
+
+def honest(new: str) -> Callable[[FakeStation, dict], dict]:
+    def answer(station: FakeStation, command: dict) -> dict:
+        station.model = OLD if command.get("rollback") else new
+        return {"command": "update", "ok": True, "error": None, "model": station.model}
+
+    return answer
+
+
+def liar(update_reply: bytes) -> Callable[[FakeStation, dict], bytes]:
+    """Answers the update with ``update_reply`` and a rollback with a model that is a list."""
+
+    def answer(station: FakeStation, command: dict) -> bytes:
+        if command.get("rollback"):
+            return b'{"command":"update","ok":true,"model":["x"]}'
+        return update_reply
+
+    return answer
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory, reference) -> dict:
+    root = make_bundle(tmp_path_factory.mktemp("hostile") / "small", reference, SMALL, "s", 128)
+    return {"path": root, "id": sha256_file(root / "model_int8.tflite")[:12]}
+
+
+# reply of the batch station to the update; whether it claims a switch (a rollback target)
+REPLIES = {
+    "model-is-an-object": (b'{"command":"update","ok":true,"model":{"a":1}}', True),
+    "model-is-a-list": (b'{"command":"update","ok":true,"model":["x"]}', True),
+    "ok-is-a-string": (b'{"command":"update","ok":"yes","model":"%s"}', False),
+    "error-with-escapes": (
+        b'{"command":"update","ok":false,"error":"no\\u001b]0;TITLE\\u0007\\u009b2J"}',
+        False,
+    ),
+}
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("case", sorted(REPLIES))
+def test_a_malformed_reply_fails_the_station_halts_and_rolls_back(broker, small_bundle, case):
+    reply, claims_switch = REPLIES[case]
+    reply = reply.replace(b"%s", small_bundle["id"].encode())
+    recorder = Recorder(broker, "sightwire/+/cmd/#")
+    canary = FakeStation(broker, "a1", honest(small_bundle["id"]))
+    bad = FakeStation(broker, "b2", liar(reply))
+    try:
+        out = fleet(
+            broker,
+            "rollout",
+            str(small_bundle["path"]),
+            "--devices",
+            "a1,b2",
+            "--canary",
+            "1",
+            "--batch",
+            "1",
+            "--max-failures",
+            "0",
+            "--soak",
+            "0.5",
+            "--timeout",
+            "8",
+            "--wait",
+            "0.5",
+            "--json",
+        )
+        stdout, stderr = out.stdout.decode("utf-8"), out.stderr.decode("utf-8", "replace")
+        assert "Traceback" not in stderr, stderr
+        assert out.returncode == 1, stderr
+        assert_clean(stderr)
+        report = strict_json(stdout)
+        results = {d["device"]: d for d in report["devices"]}
+        assert report["halted"] and not report["ok"], stderr
+        assert results["a1"]["result"] == "rolled back", results
+        assert {"rollback": True} in canary.commands and canary.model == OLD
+        assert "halt: 1 failed" in stderr
+        if claims_switch:  # it said it switched: sent back, and its answer is not believed
+            assert "b2: failed: runs model" in stderr and "not one of the bundle's" in stderr
+            assert {"rollback": True} in bad.commands
+            assert results["b2"]["result"] == "rollback failed", results["b2"]
+        else:
+            assert results["b2"]["result"] == "failed", results["b2"]
+            assert {"rollback": True} not in bad.commands
+        for item in results.values():
+            assert_clean(item["detail"])
+        rollbacks = [
+            m.topic for m in recorder.on("sightwire/+/cmd/update") if b"rollback" in m.payload
+        ]
+        assert "sightwire/a1/cmd/update" in rollbacks
+    finally:
+        canary.close()
+        bad.close()
+        recorder.close()
