@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from device.config import Config, KeepConfig, to_toml
+from device.config import Config, KeepConfig
+from device.config_print import to_toml
 from device.drift import Drift, validation_figures
 from device.keep_store import KeepStore, Pending
 from device.pipeline import Pipeline
