@@ -51,6 +51,28 @@ def test_example_config_is_valid_and_shows_the_defaults():
     )
 
 
+def test_the_example_config_names_every_key():
+    """README: "deploy/sightwire.toml documents every key". A key the schema takes and
+    the file never names (``mqtt.client_id`` was one) is a key nobody finds."""
+    import re
+
+    from pydantic import BaseModel
+
+    def leaves(model: type[BaseModel], prefix: str = "") -> list[str]:
+        keys = []
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                keys += leaves(kind, f"{prefix}{name}.")
+            else:
+                keys.append(prefix + name)
+        return keys
+
+    text = EXAMPLE.read_text()
+    missing = [k for k in leaves(Config) if not re.search(rf"\b{k.split('.')[-1]}\s*=", text)]
+    assert not missing, f"deploy/sightwire.toml does not name {missing}"
+
+
 def test_minimal_config_gets_defaults_and_a_topic_safe_device_id():
     config = load_config(None, ["model.path=/m.tflite"])
     assert config.mqtt.base_topic.startswith("sightwire/")

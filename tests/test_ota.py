@@ -37,6 +37,7 @@ from device.ota import (
 from tests.test_daemon import BASE, make_config, next_message, payload, running
 from tests.test_faults import figure_recorder, patch_input_channels
 
+pytestmark = pytest.mark.faults  # docs/faults.md cites these: `pytest -m faults` runs them
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 BIG = "tf2_mobilenet_v2_1.0_224_ptq.tflite"

@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant",
         default="int8",
         choices=["int8", "float", "auto"],
-        help="bundle model for the occlusion maps (default int8: the one that ships)",
+        help="bundle model whose prediction is shown beside the occlusion maps (default "
+        "int8: the one that ships; the maps use the float model when the bundle has one)",
     )
     parser.add_argument(
         "--per-class",
