@@ -104,6 +104,26 @@ def test_a_bad_stats_or_state_message_changes_nothing():
     assert f.snapshot() == before
 
 
+def test_version_follows_a_station_switched_by_someone_else():
+    """An update reply's version holds while the station runs that model; when stats
+    show another model (a deploy, another rollout), VERSION is what those stats say."""
+    f = Fleet("line")
+    f.apply("line/a/status", b"online", True)
+    stats = {"fps": 2.0, "model": "aaa", "bundle": "caps 2026-11-01T00:00:00Z"}
+    f.apply("line/a/stats", json.dumps(stats).encode(), False)
+    assert f.get("a").version == "caps 2026-11-01T00:00:00Z"
+    reply = {"command": "update", "ok": True, "error": None, "model": "bbb"}
+    reply |= {"version": "20261122T100000Z-caps-1a2b3c4d", "previous": None}
+    f.apply("line/a/cmd/result", json.dumps(reply).encode(), False)
+    stats |= {"model": "bbb", "bundle": "caps 2026-11-22T10:00:00Z"}
+    f.apply("line/a/stats", json.dumps(stats).encode(), False)
+    assert f.get("a").version == "20261122T100000Z-caps-1a2b3c4d"
+    stats |= {"model": "ccc", "bundle": "caps 2026-12-01T00:00:00Z"}  # deployed by hand
+    f.apply("line/a/stats", json.dumps(stats).encode(), False)
+    assert f.get("a").version == "caps 2026-12-01T00:00:00Z"
+    assert "version_model" not in as_json(f.snapshot())[0]
+
+
 def test_the_table_shows_impossible_numbers_as_a_dash_and_json_stays_strict():
     now = time.time()
     rows = [

@@ -50,6 +50,7 @@ class Device:
     uptime_s: float | None = None
     last_seen: float | None = None  # epoch seconds
     stats_count: int = 0  # stats messages seen since the tool started
+    version_model: str | None = None  # the model ``version`` came with from an update reply
 
 
 # Stations are not trusted (docs/fleet.md): every field is checked before it is used. A
@@ -261,6 +262,7 @@ class Fleet:
             elif reply is not None:
                 row.version = reply["version"] or row.version
                 row.model = reply["model"] or row.model
+                row.version_model = reply["model"] if reply["version"] else row.version_model
             if seen is not None:
                 row.last_seen = max(row.last_seen or 0.0, seen)
             self.cond.notify_all()
@@ -284,8 +286,10 @@ class Fleet:
         for key in ("model", "variant", "update", "label"):
             if fields[key] is not None:
                 setattr(row, key, fields[key])
-        if fields["bundle"] is not None and row.version is None:
-            row.version = fields["bundle"]
+        # An update reply's version holds while the station runs its model; a station
+        # switched by someone else (another rollout, a deploy) shows what stats say.
+        if fields["bundle"] is not None and row.version_model != row.model:
+            row.version, row.version_model = fields["bundle"], None
 
     def snapshot(self) -> list[Device]:
         with self.cond:
@@ -378,6 +382,7 @@ def as_json(rows: list[Device]) -> list[dict[str, Any]]:
     for r in rows:
         item = asdict(r)
         item.pop("stats_count")
+        item.pop("version_model")
         for key in LIMITS:
             if item[key] is not None and not _finite(key, item[key]):
                 item[key] = None
