@@ -45,6 +45,7 @@ from device.config_checks import (
     scalars_as_text,
 )
 from device.errors import SightwireError
+from device.outputs import MAX_THREADS  # one bound for the config and every --threads
 from device.secrets import resolve_secret
 
 if sys.version_info >= (3, 11):
@@ -88,7 +89,7 @@ class ModelConfig(_Strict):
     # faster here when their test accuracies are within 0.5 points (device.autotune).
     variant: Literal["auto", "int8", "float", "edgetpu"] = "auto"
     # None: the runtime's choice; "auto": the count with the most frames/s, measured.
-    threads: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] | None = None
+    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | Literal["auto"] | None = None
 
     @field_validator("threads", mode="wrap")
     @classmethod
@@ -96,7 +97,7 @@ class ModelConfig(_Strict):
         try:
             return handler(value)
         except ValidationError:  # one line, not one per member of the union
-            raise ValueError('1..64 or "auto"') from None
+            raise ValueError(f'1..{MAX_THREADS} or "auto"') from None
 
 
 class Roi(_Strict):
