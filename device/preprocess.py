@@ -179,6 +179,10 @@ def area_resize(rgb: np.ndarray, width: int, height: int, mode: str = AREA) -> n
     return cv2.resize(rgb, (width, height), interpolation=interpolation)
 
 
+# A quantized value this close under a half rounds up like the half it stands for.
+HALF_TOLERANCE = 1e-4
+
+
 def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, int]) -> np.ndarray:
     """Map each uint8 pixel value to the model's input value (normalized, quantized)."""
     values = (np.arange(256, dtype=np.float64) - spec.mean) / spec.std
@@ -189,7 +193,11 @@ def lookup_table(spec: InputSpec, dtype: np.dtype, quantization: tuple[float, in
     if scale == 0:  # an integer input without quantization: raw pixels
         return np.arange(256).astype(dtype)
     info = np.iinfo(dtype)
-    q = np.round(values / scale + zero_point)
+    # Round halves up, counting as a half what float32's scale leaves a hair under one:
+    # with the trainer's input (scale 2/255, zero point 127) every grey level lies exactly
+    # half a step from two codes, and ``np.round`` then kept levels 0..127 and moved the
+    # rest down one, giving 127 and 128 (mid-grey, where grey textures sit) one code.
+    q = np.floor(values / scale + zero_point + 0.5 + HALF_TOLERANCE)
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

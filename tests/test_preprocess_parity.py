@@ -269,7 +269,7 @@ def _detail(dtype: type, scale: float, zero_point: int) -> dict:
 @pytest.mark.parametrize(
     ("dtype", "scale", "zero_point"),
     [
-        (np.uint8, 0.007843137718737125, 127),  # the trainer's int8 export
+        (np.uint8, 0.007720107678323984, 125),  # an input range calibrated on grey tiles
         (np.uint8, 0.0078125, 128),  # Coral's models
         (np.int8, 0.0078125, 0),
         (np.float32, 0.0, 0),
@@ -307,8 +307,19 @@ def test_an_identity_table_costs_no_lookup():
     tensor = pre.from_fitted(frame)
     assert tensor.shape == (1, 8, 8, 3) and np.shares_memory(tensor, frame)
     np.testing.assert_array_equal(tensor[0], frame)
-    # The usual normalization is no identity, even where most entries map to themselves.
-    assert not Preprocessor(InputSpec(8, 8), _detail(np.uint8, 0.007843137718737125, 127)).identity
+    # Coral's input grid (1/128 around 128) is not the pixel grid: it needs the table.
+    assert not Preprocessor(InputSpec(8, 8), _detail(np.uint8, 0.0078125, 128)).identity
+
+
+def test_the_trainers_int8_input_takes_pixels_as_they_are():
+    """The trainer's int8 input (scale 2/255 as float32, zero point 127) puts every grey
+    level exactly half a step between two codes. Rounded one way throughout, the table is
+    the identity; ``np.round`` on float32's scale kept 0..127 and moved 128..255 down one,
+    so mid-grey 127 and 128 shared a code."""
+    spec = InputSpec(224, 224)  # mean 127.5, std 127.5
+    table = lookup_table(spec, np.uint8, (0.007843137718737125, 127))
+    np.testing.assert_array_equal(table, np.arange(256))
+    assert Preprocessor(spec, _detail(np.uint8, 0.007843137718737125, 127)).identity
 
 
 def test_a_frame_prepared_for_the_previous_model_is_prepared_again(images, reference, tmp_path):
