@@ -14,8 +14,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from device.images import load_image  # noqa: E402
 from device.preprocess import InputSpec  # noqa: E402
+from tests.int8_helpers import photo_tiles, tiny_network  # noqa: E402
 from trainer import int8_bias  # noqa: E402
 from trainer.export import to_tflite  # noqa: E402
 
@@ -24,21 +24,9 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def exported(reference):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(24, 3, strides=2, activation="relu6")(inputs)
-    x = keras.layers.Conv2D(48, 3, activation="relu6")(x)
-    pooled = keras.layers.GlobalAveragePooling2D()(x)
-    # a trained head has a bias (the converter drops an all-zero one)
-    logits = keras.layers.Dense(4, bias_initializer="random_normal", name="probs")(pooled)
-    model = keras.Model(inputs, logits)
-    tiles = []
-    for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
-        rgb = load_image(reference / name)
-        for top in range(0, rgb.shape[0] - SIZE * 4, SIZE * 4):
-            for left in range(0, rgb.shape[1] - SIZE * 4, SIZE * 4):
-                tiles.append(rgb[top : top + SIZE * 4 : 4, left : left + SIZE * 4 : 4])
-    images = np.array(tiles[:120], dtype=np.uint8)
+    model = tiny_network(SIZE, [24, 48], classes=4)
+    names = ("cat.bmp", "parrot.jpg", "grace_hopper.bmp")
+    images = photo_tiles(reference, names, SIZE, stride=SIZE * 4, limit=120)
     spec = InputSpec(SIZE, SIZE)
     models, record = to_tflite(model, images, spec)
     return model, images, spec, models, record

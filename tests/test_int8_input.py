@@ -13,9 +13,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from device.images import load_image  # noqa: E402
 from device.preprocess import InputSpec, Preprocessor, lookup_table  # noqa: E402
 from device.runtime import find_runtime  # noqa: E402
+from tests.int8_helpers import photo_tiles, tiny_network  # noqa: E402
 from trainer import int8_bias  # noqa: E402
 from trainer.export import to_tflite  # noqa: E402
 
@@ -24,19 +24,9 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def grey_exported(reference):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu6")(inputs)
-    pooled = keras.layers.GlobalAveragePooling2D()(x)
-    logits = keras.layers.Dense(3, bias_initializer="random_normal")(pooled)
-    model = keras.Model(inputs, logits)
-    rgb = load_image(reference / "grace_hopper.bmp")
-    tiles = [
-        rgb[top : top + SIZE * 4 : 4, left : left + SIZE * 4 : 4]
-        for top in range(0, rgb.shape[0] - SIZE * 4, SIZE * 2)
-        for left in range(0, rgb.shape[1] - SIZE * 4, SIZE * 2)
-    ]
-    grey = 60 + np.array(tiles[:40], dtype=np.float32) * (130 / 255)  # 60..190 only
+    model = tiny_network(SIZE, [16], classes=3)
+    tiles = photo_tiles(reference, ["grace_hopper.bmp"], SIZE, stride=SIZE * 2, limit=40)
+    grey = 60 + tiles.astype(np.float32) * (130 / 255)  # 60..190 only
     images = np.round(grey).astype(np.uint8)
     assert images.min() >= 60 and images.max() <= 190
     spec = InputSpec(SIZE, SIZE)
