@@ -125,13 +125,23 @@ def test_bad_numbers_are_one_line_naming_the_flag(tmp_path, capsys, flag, value,
     assert line.endswith(message), line
 
 
+def test_max_pool_without_the_multiscale_head_is_refused(tmp_path, capsys):
+    """The maxima are taken from the multi-scale taps: without them the flag would do
+    nothing, silently."""
+    data = photos(tmp_path / "ds")
+    line = refused(
+        capsys, "train", data, "--out", tmp_path / "new", "--max-pool", "--no-multiscale"
+    )
+    assert line.endswith("--max-pool adds to the multi-scale head: drop --no-multiscale"), line
+
+
 def test_good_arguments_get_past_the_checks(tmp_path):
     """The control: the same checks pass good arguments (nothing refused, nothing made)."""
     from trainer.verbs import train as train_verb
 
     data = photos(tmp_path / "ds")
     parser = verb_parser(VERBS["train"], train_verb)
-    argv = [data, "--out", tmp_path / "new", "--dropout", "0", "--threads", "2"]
+    argv = [data, "--out", tmp_path / "new", "--dropout", "0", "--threads", "2", "--max-pool"]
     train_verb.check(parser.parse_args([str(a) for a in argv]))
     assert not (tmp_path / "new").exists()
 

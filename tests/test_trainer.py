@@ -258,26 +258,83 @@ def test_trainer_int8_export_passes_edgetpu_preflight(trained):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
-def test_multiscale_taps_from_the_cache_equal_a_full_pass_and_end_with_the_backbone():
+@pytest.mark.parametrize("max_pool", [False, True], ids=["average", "average+max"])
+def test_multiscale_taps_from_the_cache_equal_a_full_pass_and_end_with_the_backbone(max_pool):
     """Stage 1 and 2 train on the cached tensor run through ``top``: that must give the
     very features the exported network computes from the image, and the plain
     backbone's pooled features must stay the last columns (the linear baseline reads
     them there)."""
     import keras
 
-    from trainer.model import feature_extractor, load_backbone, split_backbone, tap_start
+    from trainer.model import cache_cut, feature_extractor, load_backbone, split_backbone
 
     backbone = load_backbone(96, 0.35, "none")
-    cache = tap_start(backbone)
+    cache = cache_cut(backbone, len(backbone.layers) - 1, True, max_pool)
     images = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
-    cut, pooled = feature_extractor(backbone, cache, multiscale=True).predict_on_batch(images)
-    _, top = split_backbone(backbone, cache, multiscale=True)
+    cut, pooled = feature_extractor(backbone, cache, True, max_pool).predict_on_batch(images)
+    _, top = split_backbone(backbone, cache, True, max_pool)
     own = keras.ops.convert_to_numpy(backbone(images))
     assert pooled.shape[1] > own.shape[1]
     np.testing.assert_allclose(pooled[:, -own.shape[1] :], own, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(top(cut)), pooled, rtol=1e-4, atol=1e-5)
     _, plain = feature_extractor(backbone, cache).predict_on_batch(images)
     np.testing.assert_allclose(plain, own, rtol=1e-4, atol=1e-5)
+
+
+def test_max_pooled_head_exports_as_one_xnnpack_part_without_a_shared_scale(
+    reference, imagenet_weights, tmp_path
+):
+    """With ``max_pool`` the exported head is one dense layer per part of its input: the
+    same function as the trained head on the joined vector, but no maximum joins a
+    concatenation (int8 gives every input of one the same scale and carries it back
+    into the backbone's maps: a third of the taps' resolution was lost that way). The
+    int8 model keeps every op in one XNNPACK part and passes the Edge TPU preflight."""
+    import keras
+
+    from device.preprocess import InputSpec
+    from device.runtime import find_runtime
+    from tests.int8_helpers import photo_tiles
+    from trainer.edgetpu import preflight
+    from trainer.export import to_tflite
+    from trainer.features import normalize
+    from trainer.model import assemble, cache_cut, feature_extractor, load_backbone, make_head
+
+    keras.utils.set_random_seed(0)
+    # Real weights: a random backbone's activations vanish with depth, and int8 parts of
+    # such different scales are not what a real training writes.
+    backbone = load_backbone(96, 1.0, str(imagenet_weights))
+    cache = cache_cut(backbone, len(backbone.layers) - 1, True, max_pool=True)
+    averages = int(feature_extractor(backbone, cache, True).outputs[1].shape[-1])
+    images = photo_tiles(reference, ["grace_hopper.bmp"], 96, stride=48, limit=20)
+    _, feats = feature_extractor(backbone, cache, True, max_pool=True).predict_on_batch(
+        normalize(images[:4])
+    )
+    assert feats.shape[1] > averages  # the maxima come first, the averages as before
+    head = make_head(3, 0.1)
+    head.build((None, feats.shape[1]))
+    kernel = np.random.default_rng(1).normal(0, 1, (feats.shape[1], 3)).astype(np.float32)
+    head.get_layer("probs").set_weights([kernel, np.array([0.1, -0.2, 0.3], np.float32)])
+    model = assemble(backbone, head, True, max_pool=True)  # one dense layer per part
+    np.testing.assert_allclose(
+        model.predict_on_batch(normalize(images[:4])),
+        head.predict_on_batch(feats),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    models, _ = to_tflite(model, images, InputSpec(96, 96))
+    interpreter = find_runtime().interpreter_class(model_content=models["int8"])
+    interpreter.allocate_tensors()
+    details = interpreter._get_ops_details()
+    ops = [op["op_name"] for op in details]
+    assert "REDUCE_MAX" in ops
+    assert ops.count("DELEGATE") == 1, ops[-12:]
+    # No maximum joins a concatenation: int8 would give it the averages' one scale and
+    # carry that scale back into the backbone's maps.
+    maxima_out = {int(t) for op in details if op["op_name"] == "REDUCE_MAX" for t in op["outputs"]}
+    joined = {int(t) for op in details if op["op_name"] == "CONCATENATION" for t in op["inputs"]}
+    assert not maxima_out & joined
+    (tmp_path / "int8.tflite").write_bytes(models["int8"])
+    assert preflight(tmp_path / "int8.tflite").first_fallback is None  # the Edge TPU too
 
 
 def test_weights_made_for_another_alpha_are_one_line(imagenet_weights, capfd):

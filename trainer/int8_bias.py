@@ -44,18 +44,24 @@ class Head:
 
 def find_head(model_bytes: bytes) -> Head | None:
     """The last ``FULLY_CONNECTED`` op with a bias (None: no such op, nothing to correct)."""
+    with_bias = [head for head in fully_connected_ops(model_bytes) if head.bias >= 0]
+    return with_bias[-1] if with_bias else None
+
+
+def fully_connected_ops(model_bytes: bytes) -> list[Head]:
+    """Every ``FULLY_CONNECTED`` op in graph order (bias -1 where it has none). A head
+    split by input part (``trainer.model.split_head``) is several, their logits added."""
     model = tflite.Model.GetRootAsModel(model_bytes, 0)
     graph = model.Subgraphs(0)
-    head = None
+    found = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         code = model.OperatorCodes(op.OpcodeIndex())
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         inputs = [int(k) for k in op.InputsAsNumpy()] if op.InputsLength() else []
-        fully_connected = builtin == tflite.BuiltinOperator.FULLY_CONNECTED
-        if fully_connected and len(inputs) == 3 and inputs[2] >= 0:
-            head = Head(*inputs)
-    return head
+        if builtin == tflite.BuiltinOperator.FULLY_CONNECTED and len(inputs) >= 2:
+            found.append(Head(inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else -1))
+    return found
 
 
 def _interpreter(model_bytes: bytes) -> Any:
@@ -73,19 +79,28 @@ def tensor_per_image(
     model_bytes: bytes, images: np.ndarray, spec: InputSpec, index: int | None = None
 ) -> np.ndarray:
     """Tensor ``index`` (default: the output), dequantized, for each uint8 image."""
+    return tensors_per_image(model_bytes, images, spec, [index])[0]
+
+
+def tensors_per_image(
+    model_bytes: bytes, images: np.ndarray, spec: InputSpec, indices: list[int | None]
+) -> list[np.ndarray]:
+    """Several tensors (None: the output), dequantized, per image, in one pass."""
     interpreter = _interpreter(model_bytes)
     detail = interpreter.get_input_details()[0]
     prepare = Preprocessor(spec, detail)
-    index = interpreter.get_output_details()[0]["index"] if index is None else index
-    tensor = next(t for t in interpreter.get_tensor_details() if t["index"] == index)
-    scale, zero_point = tensor["quantization"]
-    rows = []
+    output = interpreter.get_output_details()[0]["index"]
+    wanted = [output if i is None else i for i in indices]
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    rows: list[list[np.ndarray]] = [[] for _ in wanted]
     for image in images:
         interpreter.set_tensor(detail["index"], prepare.from_fitted(image))
         interpreter.invoke()
-        raw = interpreter.get_tensor(index).reshape(-1).astype(np.float64)
-        rows.append((raw - zero_point) * scale if scale else raw)
-    return np.array(rows)
+        for k, index in enumerate(wanted):
+            scale, zero_point = details[index]["quantization"]
+            raw = interpreter.get_tensor(index).reshape(-1).astype(np.float64)
+            rows[k].append((raw - zero_point) * scale if scale else raw)
+    return [np.array(r) for r in rows]
 
 
 def head_inputs(model_bytes: bytes, images: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -100,14 +115,21 @@ def corrected(
 ) -> tuple[bytes, dict[str, float]] | None:
     """The int8 model with its head's bias corrected, and what was measured; None when
     either model has no head op to correct (a model of another shape)."""
-    head_f, head_q = find_head(float_bytes), find_head(int8_bytes)
-    if head_f is None or head_q is None:
+    head_q = find_head(int8_bytes)
+    parts_f, parts_q = fully_connected_ops(float_bytes), fully_connected_ops(int8_bytes)
+    if find_head(float_bytes) is None or head_q is None or len(parts_f) != len(parts_q):
         return None
     images = images[:MAX_IMAGES]
-    shift = head_inputs(int8_bytes, images, spec) - head_inputs(float_bytes, images, spec)
-    weights = _tensor_values(float_bytes, head_f.weights).astype(np.float64)  # (classes, d)
-    logit_shift = weights @ shift.mean(axis=0)
-    patched = subtract_from_bias(int8_bytes, head_q, logit_shift)
+    # A head split by input part: every part's drift moves the logits, one bias takes it.
+    quantized = tensors_per_image(int8_bytes, images, spec, [q.features for q in parts_q])
+    floats = tensors_per_image(float_bytes, images, spec, [f.features for f in parts_f])
+    shifts = [q - f for q, f in zip(quantized, floats, strict=True)]
+    logit_shift = sum(
+        _tensor_values(float_bytes, f.weights).astype(np.float64) @ d.mean(axis=0)  # (classes,)
+        for f, d in zip(parts_f, shifts, strict=True)
+    )
+    shift = np.concatenate(shifts, axis=1)
+    patched = subtract_from_bias(int8_bytes, head_q, np.asarray(logit_shift))
     measured = {
         "images": len(images),
         "mean_feature_shift": float(np.abs(shift.mean(axis=0)).mean()),

@@ -26,6 +26,7 @@ from trainer.checks import INPUT_SIZES  # one range for the CLI's early check an
 
 BLOCKS = 17  # MobileNetV2: block 0 (expanded_conv) .. block 16
 TAP_BLOCK = 13  # multi-scale taps: the input of block 13 (14x14 at 224) and every block above
+MAX_TAP_BLOCK = 7  # max-pooled taps: the input of block 7 (14x14 at 224) and every layer above
 
 
 def load_backbone(input_size: int, alpha: float, weights: str) -> keras.Model:
@@ -90,52 +91,95 @@ def cut_index(backbone: keras.Model, fine_tune_layers: int) -> int:
     return max(starts) if starts else block_starts(backbone)[0]
 
 
-def tap_start(backbone: keras.Model) -> int:
-    """Layer index of the first multi-scale tap (the start of block ``TAP_BLOCK``)."""
-    return block_starts(backbone)[TAP_BLOCK - 1]
+def tap_start(backbone: keras.Model, block: int = TAP_BLOCK) -> int:
+    """Layer index of the first multi-scale tap (the start of ``block``)."""
+    return block_starts(backbone)[block - 1]
 
 
-def pooled_features(backbone: keras.Model, multiscale: bool) -> keras.KerasTensor:
-    """What the head reads: the backbone's pooled output, or with ``multiscale`` the
-    pooled input of block ``TAP_BLOCK``, of every later block and of the last 1x1 conv,
-    concatenated before it. The backbone's own 1280 features stay the last columns.
+def tap_tensors(backbone: keras.Model, block: int) -> list[keras.KerasTensor]:
+    """The input of ``block``, of every later block and of the last 1x1 conv."""
+    first = tap_start(backbone, block)
+    taps = [backbone.layers[i].input for i in block_starts(backbone) if i >= first]
+    taps.append(backbone.get_layer("Conv_1").input)
+    return taps
+
+
+def pooled_features(
+    backbone: keras.Model, multiscale: bool, max_pool: bool = False
+) -> keras.KerasTensor:
+    """What the head reads, one vector (``pooled_parts`` joined); the backbone's own
+    1280 features are its last columns."""
+    parts = pooled_parts(backbone, multiscale, max_pool)
+    return parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="with_max")(parts)
+
+
+def pooled_parts(
+    backbone: keras.Model, multiscale: bool, max_pool: bool = False
+) -> list[keras.KerasTensor]:
+    """What the head reads, in parts: the backbone's pooled output; or with
+    ``multiscale`` the pooled input of block ``TAP_BLOCK``, of every later block and of
+    the last 1x1 conv, concatenated before it; with ``max_pool`` first one part per tap
+    for its spatial maximum, from the input of block ``MAX_TAP_BLOCK`` up to the input of
+    the last 1x1 conv (the maximum of that conv's own 1280 outputs was the noisiest part
+    in int8 and is left out: int8 fell 2 points under float on a split with it).
+
+    Why maxima: a defect a few pixels wide lights up a few cells of a 14x14 map, and an
+    average over all 196 cells dilutes it into the texture around it; the maximum keeps
+    it whole. Why parts: int8 makes every input of a concatenation share one scale, and
+    the converter carries that scale back through REDUCE_MAX into the backbone's own
+    maps, so one joined vector of maxima (up to ~35) and averages (up to ~6) coarsened
+    every tap to a third of its resolution. ``assemble`` gives each part its own head.
     """
     if not multiscale:
-        return backbone.output
-    taps = [backbone.layers[i].input for i in block_starts(backbone) if i >= tap_start(backbone)]
-    taps.append(backbone.get_layer("Conv_1").input)
+        return [backbone.output]
     pooled = [
-        keras.layers.GlobalAveragePooling2D(name=f"tap_{i}_pool")(t) for i, t in enumerate(taps)
+        keras.layers.GlobalAveragePooling2D(name=f"tap_{i}_pool")(t)
+        for i, t in enumerate(tap_tensors(backbone, TAP_BLOCK))
     ]
     # Two concatenations, not one of six inputs: XNNPACK takes a concatenation of at most
     # five, and a sixth split the int8 model into two delegated parts with the
     # concatenation run outside them, between. The same values, in the same order.
     joined = keras.layers.Concatenate(name="taps")(pooled)
-    return keras.layers.Concatenate(name="multiscale")([joined, backbone.output])
+    averages = keras.layers.Concatenate(name="multiscale")([joined, backbone.output])
+    if not max_pool:
+        return [averages]
+    maps = tap_tensors(backbone, MAX_TAP_BLOCK)
+    return [*(max_pooled(t, f"tap_{i}_max") for i, t in enumerate(maps)), averages]
 
 
-def cache_cut(backbone: keras.Model, cut: int, multiscale: bool) -> int:
+def max_pooled(tensor: keras.KerasTensor, name: str) -> keras.KerasTensor:
+    """Spatial maximum: one REDUCE_MAX, which XNNPACK and the Edge TPU (runtime 14+) both
+    run. A full-size MaxPooling2D would need a reshape after it that TFLite turns into
+    shape arithmetic, splitting the int8 graph into two XNNPACK parts."""
+    return keras.layers.GlobalMaxPooling2D(name=name)(tensor)
+
+
+def cache_cut(backbone: keras.Model, cut: int, multiscale: bool, max_pool: bool = False) -> int:
     """Where features are cached: the fine-tuning cut, or lower to reach every tap."""
-    return min(cut, tap_start(backbone)) if multiscale else cut
+    if not multiscale:
+        return cut
+    return min(cut, tap_start(backbone, MAX_TAP_BLOCK if max_pool else TAP_BLOCK))
 
 
 def split_backbone(
-    backbone: keras.Model, cache: int, multiscale: bool = False
+    backbone: keras.Model, cache: int, multiscale: bool = False, max_pool: bool = False
 ) -> tuple[keras.Model, keras.Model]:
     """(bottom, top): bottom maps images to the cached tensor, top maps it to what the
     head reads. Layers of ``top`` below the fine-tuning cut stay frozen (``set_trainable_top``).
     """
     cut_tensor = backbone.layers[cache].input
     bottom = keras.Model(backbone.input, cut_tensor, name="frozen_bottom")
-    top = keras.Model(cut_tensor, pooled_features(backbone, multiscale), name="trainable_top")
+    features = pooled_features(backbone, multiscale, max_pool)
+    top = keras.Model(cut_tensor, features, name="trainable_top")
     return bottom, top
 
 
-def feature_extractor(backbone: keras.Model, cache: int, multiscale: bool = False) -> keras.Model:
+def feature_extractor(
+    backbone: keras.Model, cache: int, multiscale: bool = False, max_pool: bool = False
+) -> keras.Model:
     """Normalized image → [cached tensor, pooled features], in one forward pass."""
-    return keras.Model(
-        backbone.input, [backbone.layers[cache].input, pooled_features(backbone, multiscale)]
-    )
+    features = pooled_features(backbone, multiscale, max_pool)
+    return keras.Model(backbone.input, [backbone.layers[cache].input, features])
 
 
 def make_head(n_classes: int, dropout: float, name: str = "head") -> keras.Sequential:
@@ -175,9 +219,35 @@ def set_trainable_top(
                 layer.momentum = 0.9
 
 
-def assemble(backbone: keras.Model, head: keras.Model, multiscale: bool = False) -> keras.Model:
+def assemble(
+    backbone: keras.Model, head: keras.Model, multiscale: bool = False, max_pool: bool = False
+) -> keras.Model:
     """The exported network: normalized image in [-1, 1] → class probabilities."""
-    features = keras.Model(backbone.input, pooled_features(backbone, multiscale), name="backbone")
+    parts = pooled_parts(backbone, multiscale, max_pool)
     inputs = keras.Input(backbone.input.shape[1:], name="image")
-    outputs = head(features(inputs, training=False), training=False)
+    if len(parts) == 1:
+        features = keras.Model(backbone.input, parts[0], name="backbone")
+        outputs = head(features(inputs, training=False), training=False)
+    else:
+        features = keras.Model(backbone.input, parts, name="backbone")
+        outputs = split_head(head, list(features(inputs, training=False)))
     return keras.Model(inputs, outputs, name="sightwire_classifier")
+
+
+def split_head(head: keras.Model, parts: list[keras.KerasTensor]) -> keras.KerasTensor:
+    """The trained head as one dense layer per part of its input, logits added, then
+    softmax: the same function as the head on the joined parts (its kernel cut by rows),
+    but each part keeps its own int8 scale (``pooled_parts``). The bias sits on the last
+    part's layer, the one ``trainer.int8_bias`` corrects."""
+    if not head.built:  # a head never trained (tests): its weights as initialized
+        head.build((None, sum(int(part.shape[-1]) for part in parts)))
+    kernel, bias = head.get_layer("probs").get_weights()
+    logits, start = [], 0
+    for k, part in enumerate(parts):
+        width, last = int(part.shape[-1]), k == len(parts) - 1
+        dense = keras.layers.Dense(kernel.shape[1], use_bias=last, name=f"logits_{k}")
+        logits.append(dense(part))
+        dense.set_weights([kernel[start : start + width], *([bias] if last else [])])
+        start += width
+    summed = keras.layers.Add(name="logits")(logits)
+    return keras.layers.Activation("softmax", name="probs")(summed)

@@ -34,6 +34,7 @@ class Prepared:
     backbone: keras.Model
     scratch: bool
     multiscale: bool
+    max_pool: bool  # the head also reads the taps' spatial maximum
     base_cut: int  # the layer whose input is cached: no fine-tuning cut or tap is below it
     feats: dict[str, Features]  # split -> features at base_cut
     pretrained: list[np.ndarray]  # backbone weights before any fine-tuning
@@ -90,9 +91,12 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
         base = cut_index(backbone, len(backbone.layers))
     else:
         base = cache_cut(
-            backbone, min(cuts or [cut_index(backbone, opts.fine_tune_layers)]), opts.multiscale
+            backbone,
+            min(cuts or [cut_index(backbone, opts.fine_tune_layers)]),
+            opts.multiscale,
+            opts.max_pool,
         )
-    extractor = feature_extractor(backbone, base, opts.multiscale)
+    extractor = feature_extractor(backbone, base, opts.multiscale, opts.max_pool)
     aug = augmenter(opts.augment_strength, opts.fit.seed, opts.vertical_flip)
     show = opts.show_progress
     feats = {
@@ -117,6 +121,7 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
         backbone,
         scratch,
         opts.multiscale,
+        opts.multiscale and opts.max_pool,
         base,
         feats,
         backbone.get_weights(),

@@ -51,7 +51,7 @@ def fit_stages(
     (cross-validation); by default the train and validation splits are used.
     """
     prep.backbone.set_weights(prep.pretrained)
-    _, top = split_backbone(prep.backbone, prep.base_cut, prep.multiscale)
+    _, top = split_backbone(prep.backbone, prep.base_cut, prep.multiscale, prep.max_pool)
     frozen = prep.backbone.layers[prep.base_cut : cut]
     feats = prep.feats
     train, y_train = feats["train"].with_views(views), prep.y["train"]

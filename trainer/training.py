@@ -112,7 +112,7 @@ def export_bundle(
     watch: Stopwatch,
 ) -> dict[str, Any]:
     """The trained model as a bundle: Keras file, float and int8 TFLite, manifest."""
-    model = assemble(prep.backbone, result.head, prep.multiscale)
+    model = assemble(prep.backbone, result.head, prep.multiscale, prep.max_pool)
     opts.out.mkdir(parents=True, exist_ok=True)
     clear_bundle(opts.out)
     model.save(opts.out / KERAS_FILE)
@@ -129,6 +129,7 @@ def export_bundle(
             "fine_tune_from": prep.backbone.layers[cut].name,
             "fine_tune_kept": result.kept_fine_tune,
             "multiscale": prep.multiscale,
+            "max_pool": prep.max_pool,
             "fit": cfg.to_dict(),
             "augment_views": views,
             "int8_bias_correction": correction,

@@ -60,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "colour detail)",
     )
     m.add_argument(
+        "--max-pool",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the multi-scale head also reads each tap's spatial maximum, from block 7 "
+        "(14x14 at 224) up: a defect a few pixels wide survives a maximum where an "
+        "average over the whole map dilutes it",
+    )
+    m.add_argument(
         "--crop",
         choices=["none", "center"],
         default="none",
@@ -188,6 +196,8 @@ def check(args: argparse.Namespace) -> None:
         )
     if not 0 <= args.dropout < 1:
         raise SightwireError(f"--dropout must be at least 0 and below 1, got {args.dropout:g}")
+    if args.max_pool and not args.multiscale:
+        raise SightwireError("--max-pool adds to the multi-scale head: drop --no-multiscale")
     for name, value in (
         ("--batch-size", args.batch_size),
         ("--representative", args.representative),
@@ -237,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         fine_tune_layers=max(1, args.fine_tune_layers),
         multiscale=args.multiscale,
+        max_pool=args.max_pool,
         augment_copies=max(0, args.augment_copies),
         augment_strength=args.augment_strength,
         vertical_flip=args.vertical_flip,
