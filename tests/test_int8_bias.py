@@ -79,3 +79,42 @@ def test_the_correction_is_the_mean_feature_shift_through_the_weights(exported):
 def test_without_validation_images_nothing_is_changed(exported):
     record = exported[-1]
     assert record["applied"] is False and record["why"] == "no validation images"
+
+
+def test_a_head_split_by_part_is_corrected_for_every_parts_drift(reference):
+    """``--max-pool`` exports one dense layer per pooled part, logits added, the bias on
+    the last: the correction must take every part's drift through its own weights into
+    that one bias (the drift of the part without a bias would be left in otherwise)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(24, 3, strides=2, activation="relu6")(inputs)
+    parts = [keras.layers.GlobalMaxPooling2D()(x), keras.layers.GlobalAveragePooling2D()(x)]
+    dense = [
+        keras.layers.Dense(4, use_bias=False)(parts[0]),
+        keras.layers.Dense(4, bias_initializer="random_normal")(parts[1]),
+    ]
+    model = keras.Model(inputs, keras.layers.Add()(dense))
+    names = ("cat.bmp", "parrot.jpg", "grace_hopper.bmp")
+    images = photo_tiles(reference, names, SIZE, stride=SIZE * 4, limit=120)
+    spec = InputSpec(SIZE, SIZE)
+    models, _ = to_tflite(model, images, spec)
+    ops_f = int8_bias.fully_connected_ops(models["float"])
+    ops_q = int8_bias.fully_connected_ops(models["int8"])
+    assert len(ops_f) == len(ops_q) == 2
+    assert sorted(op.bias >= 0 for op in ops_q) == [False, True]
+
+    fixed, _ = int8_bias.corrected(models["float"], models["int8"], images, spec)
+    floats = int8_bias.tensors_per_image(models["float"], images, spec, [o.features for o in ops_f])
+    quants = int8_bias.tensors_per_image(models["int8"], images, spec, [o.features for o in ops_q])
+    expected = sum(
+        int8_bias._tensor_values(models["float"], f.weights).astype(np.float64)
+        @ (q - v).mean(axis=0)
+        for f, q, v in zip(ops_f, quants, floats, strict=True)
+    )
+    head = int8_bias.find_head(models["int8"])
+    assert fixed == int8_bias.subtract_from_bias(models["int8"], head, expected)
+    # and it is not the last part's drift alone
+    alone = int8_bias._tensor_values(models["float"], ops_f[-1].weights).astype(np.float64) @ (
+        quants[-1] - floats[-1]
+    ).mean(axis=0)
+    assert fixed != int8_bias.subtract_from_bias(models["int8"], head, alone)
