@@ -281,6 +281,7 @@ def test_multiscale_taps_from_the_cache_equal_a_full_pass_and_end_with_the_backb
     np.testing.assert_allclose(plain, own, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # a real-weights conversion, ~30 s; CI runs it with the slow set
 def test_max_pooled_head_exports_as_one_xnnpack_part_without_a_shared_scale(
     reference, imagenet_weights, tmp_path
 ):
