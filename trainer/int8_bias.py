@@ -115,10 +115,11 @@ def corrected(
 ) -> tuple[bytes, dict[str, float]] | None:
     """The int8 model with its head's bias corrected, and what was measured; None when
     either model has no head op to correct (a model of another shape)."""
-    head_q = find_head(int8_bytes)
     parts_f, parts_q = fully_connected_ops(float_bytes), fully_connected_ops(int8_bytes)
-    if find_head(float_bytes) is None or head_q is None or len(parts_f) != len(parts_q):
+    biased = [q for q in parts_q if q.bias >= 0]
+    if not biased or len(parts_f) != len(parts_q):
         return None
+    head_q = biased[-1]  # find_head's choice, from the ops already read
     images = images[:MAX_IMAGES]
     # A head split by input part: every part's drift moves the logits, one bias takes it.
     quantized = tensors_per_image(int8_bytes, images, spec, [q.features for q in parts_q])

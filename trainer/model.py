@@ -239,8 +239,6 @@ def split_head(head: keras.Model, parts: list[keras.KerasTensor]) -> keras.Keras
     softmax: the same function as the head on the joined parts (its kernel cut by rows),
     but each part keeps its own int8 scale (``pooled_parts``). The bias sits on the last
     part's layer, the one ``trainer.int8_bias`` corrects."""
-    if not head.built:  # a head never trained (tests): its weights as initialized
-        head.build((None, sum(int(part.shape[-1]) for part in parts)))
     kernel, bias = head.get_layer("probs").get_weights()
     logits, start = [], 0
     for k, part in enumerate(parts):
