@@ -17,6 +17,7 @@ import pytest
 from device.bundle import load_bundle, sha256_file
 from device.classifier import Classifier
 from device.images import load_image
+from trainer.pooling import FLOOR, MARGIN
 from trainer.synthetic import make_dataset
 
 TRAIN_ARGS = [
@@ -223,6 +224,36 @@ def test_export_redoes_tflite_from_the_keras_model(transferred, tmp_path):
     agree = int(np.sum(new_int8.argmax(1) == old_int8.argmax(1)))
     assert agree >= n - 1, f"new int8 agrees with the trained one on {agree} of {n}"
     assert np.mean(old_int8.argmax(1) == _truth(out, split)) > 0.6  # so agreeing means much
+
+
+@pytest.mark.slow
+def test_a_run_without_a_pooling_flag_records_what_validation_chose(transferred):
+    """No ``--max-pool``/``--no-max-pool``: the choice, its figures and what the exported
+    network reads agree, in the manifest and in metrics.json."""
+    _, out = transferred
+    trainer = json.loads((out / "manifest.json").read_text())["trainer"]
+    pooling = json.loads((out / "report" / "metrics.json").read_text())["pooling"]
+    assert trainer["max_pool_chosen_by"] == pooling["chosen_by"] == "validation"
+    avg, both = pooling["val_loss"]["averages"], pooling["val_loss"]["averages+maxima"]
+    keep = both < avg * (1 - MARGIN) and avg - both >= FLOOR
+    assert trainer["max_pool"] == pooling["max_pool"] == keep
+    names = _nested_names(out / "model.keras")
+    assert any(name.endswith("_max") for name in names) == trainer["max_pool"], names
+
+
+def _nested_names(path: Path) -> list[str]:
+    """Every layer name of a saved model, nested models included."""
+    import keras
+
+    def walk(model) -> list[str]:
+        names = []
+        for layer in model.layers:
+            names.append(layer.name)
+            if isinstance(layer, keras.Model):
+                names += walk(layer)
+        return names
+
+    return walk(keras.models.load_model(path))
 
 
 def _answers(bundle: Path, variant: str, images: list[Path]) -> np.ndarray:

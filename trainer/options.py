@@ -25,7 +25,7 @@ class TrainOptions:
     weights: str = "imagenet"
     fine_tune_layers: int = 20
     multiscale: bool = True
-    max_pool: bool = False  # also the taps' spatial maximum (trainer.model.pooled_features)
+    max_pool: bool | None = None  # the taps' spatial maxima too; None: validation chooses
     augment_copies: int = 3
     augment_strength: float = 1.0
     vertical_flip: bool = False

@@ -34,7 +34,7 @@ class Prepared:
     backbone: keras.Model
     scratch: bool
     multiscale: bool
-    max_pool: bool  # the head also reads the taps' spatial maximum
+    max_pool: bool  # the head also reads the taps' spatial maximum (trainer.pooling)
     base_cut: int  # the layer whose input is cached: no fine-tuning cut or tap is below it
     feats: dict[str, Features]  # split -> features at base_cut
     pretrained: list[np.ndarray]  # backbone weights before any fine-tuning
@@ -81,6 +81,8 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
 
     backbone = load_backbone(opts.input_size, opts.alpha, opts.weights)
     scratch = opts.weights.lower() == "none"
+    # Maxima are cached when asked for, and when validation is to choose (trainer.pooling).
+    max_pool = opts.multiscale and (opts.max_pool or (opts.max_pool is None and not scratch))
     if scratch:
         # Random frozen features are worthless (they vanish with depth): train all but
         # the stem, with batch norm learning, and let validation pick the best epoch.
@@ -94,9 +96,9 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
             backbone,
             min(cuts or [cut_index(backbone, opts.fine_tune_layers)]),
             opts.multiscale,
-            opts.max_pool,
+            max_pool,
         )
-    extractor = feature_extractor(backbone, base, opts.multiscale, opts.max_pool)
+    extractor = feature_extractor(backbone, base, opts.multiscale, max_pool)
     aug = augmenter(opts.augment_strength, opts.fit.seed, opts.vertical_flip)
     show = opts.show_progress
     feats = {
@@ -121,7 +123,7 @@ def prepare(opts: TrainOptions, watch: Stopwatch, cuts: list[int] | None = None)
         backbone,
         scratch,
         opts.multiscale,
-        opts.multiscale and opts.max_pool,
+        max_pool,
         base,
         feats,
         backbone.get_weights(),

@@ -33,6 +33,7 @@ from trainer.fit import FitConfig
 from trainer.metrics import finish_report
 from trainer.model import assemble, cut_index, load_backbone
 from trainer.options import Stopwatch, TrainOptions
+from trainer.pooling import PoolingChoice, settle_pooling
 from trainer.prepare import Prepared, prepare
 from trainer.stages import Trained, fit_stages, stage1_speedup
 from trainer.tables import fine_tune_verdict, print_results, print_summary
@@ -49,6 +50,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
         search_cuts = candidate_cuts(load_backbone(opts.input_size, opts.alpha, "none"))
     prep = prepare(opts, watch, search_cuts)
+    prep, pooling = settle_pooling(prep, opts.max_pool, opts.fit.seed)
+    console.print(pooling.line())
+    watch.lap("choose_pooling")
     baseline = linear_baseline(prep.last_layer(), prep.y, opts.fit.seed)
     watch.lap("linear_baseline")
     cfg, views = opts.fit, 1 + opts.augment_copies
@@ -73,8 +77,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         if len(prep.y["val"])
         else None
     )
-    manifest = export_bundle(opts, prep, result, cfg, cut, views, calibration, watch)
+    manifest = export_bundle(opts, prep, result, cfg, cut, views, calibration, watch, pooling)
     sections = {
+        "pooling": pooling.to_dict(),
         "speed": stage1_speedup(prep, result, watch),
         "baseline_linear_head": baseline,
         "search": search_record,
@@ -110,6 +115,7 @@ def export_bundle(
     views: int,
     calibration: dict[str, Any] | None,
     watch: Stopwatch,
+    pooling: PoolingChoice,
 ) -> dict[str, Any]:
     """The trained model as a bundle: Keras file, float and int8 TFLite, manifest."""
     model = assemble(prep.backbone, result.head, prep.multiscale, prep.max_pool)
@@ -130,6 +136,7 @@ def export_bundle(
             "fine_tune_kept": result.kept_fine_tune,
             "multiscale": prep.multiscale,
             "max_pool": prep.max_pool,
+            "max_pool_chosen_by": pooling.chosen_by,
             "fit": cfg.to_dict(),
             "augment_views": views,
             "int8_bias_correction": correction,

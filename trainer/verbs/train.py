@@ -62,10 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--max-pool",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=None,
         help="the multi-scale head also reads each tap's spatial maximum, from block 7 "
         "(14x14 at 224) up: a defect a few pixels wide survives a maximum where an "
-        "average over the whole map dilutes it",
+        "average over the whole map dilutes it (default: chosen on the validation split)",
     )
     m.add_argument(
         "--crop",
