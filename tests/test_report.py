@@ -258,6 +258,11 @@ def test_optional_sections_render_whatever_they_hold(trained, tmp_path):
             "coverage_at_suggested": 0.5,
             "per_class": {c: {"threshold": 0.61, "coverage": 0.5, "predicted": 3} for c in labels},
         }
+        metrics["pooling"] = {
+            "max_pool": True,
+            "chosen_by": "validation",
+            "val_loss": {"averages": 0.2523, "averages+maxima": 0.2086},
+        }
         metrics["cross_validation"] = {
             "folds": 3,
             "accuracy": [0.5, 0.6, 0.7],
@@ -292,6 +297,10 @@ def test_optional_sections_render_whatever_they_hold(trained, tmp_path):
         assert phrase in words, phrase
     assert [r for r in parsed.rows if r == ("search", "best")] == [("search", "best")]
     assert "3 folds over the training split: accuracy 60.0% ± 8.0%" in words
+    assert (
+        "The head reads the taps' averages and spatial maxima (chosen on validation: the "
+        "logistic head's log loss 0.2086 with the maxima, 0.2523 without)"
+    ) in " ".join(words.split())
     assert ("Background shortcut" in words) and ("Near duplicates" in words)
     doctor_imgs = [s for section, s in parsed.imgs if section == "doctor"]
     assert doctor_imgs == [thumb] * 3  # the example and both sides of the pair

@@ -81,6 +81,7 @@ def models_section(inputs: Inputs) -> str:
         "cannot tell two models apart by a few points.</p>"
     )
     body.append(baseline_html(inputs))
+    body.append(pooling_html(inputs.metrics.get("pooling")))
     body.append(cross_validation_html(inputs.metrics.get("cross_validation")))
     return section("models", "Models", "\n".join(b for b in body if b))
 
@@ -88,6 +89,25 @@ def models_section(inputs: Inputs) -> str:
 def _spread(result: dict[str, Any]) -> str:
     text = interval_text(result)
     return f"<br><span class=note>{e(text)}</span>" if text else ""
+
+
+def pooling_html(pooling: Any) -> str:
+    """What the head reads and who decided (``trainer.pooling``): a user comparing two
+    bundles sees why one reads the spatial maxima and the other does not."""
+    p = as_dict(pooling)
+    if "max_pool" not in p:
+        return ""
+    what = "the taps' averages and spatial maxima" if p["max_pool"] else "the taps' averages"
+    loss = as_dict(p.get("val_loss"))
+    avg, both = loss.get("averages"), loss.get("averages+maxima")
+    if isinstance(avg, (int, float)) and isinstance(both, (int, float)):
+        why = (
+            f"chosen on validation: the logistic head's log loss {both:.4f} with the maxima, "
+            f"{avg:.4f} without"
+        )
+    else:
+        why = str(p.get("chosen_by", "?"))
+    return f"<p>The head reads {e(what)} ({e(why)}).</p>"
 
 
 def cross_validation_html(cv: Any) -> str:
