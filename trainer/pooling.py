@@ -32,7 +32,7 @@ class PoolingChoice:
     """What the head reads and why (the manifest and metrics keep ``to_dict``)."""
 
     max_pool: bool
-    chosen_by: str  # "validation", "option", or why validation could not choose
+    chosen_by: str  # "validation", "--max-pool", "--no-max-pool", or why it could not be
     val_loss: dict[str, float] | None = None  # logistic head's loss per feature set
 
     def to_dict(self) -> dict[str, Any]:
