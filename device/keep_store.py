@@ -59,9 +59,18 @@ class Pending:
 
 
 def new_id(now: float, counter: int) -> str:
-    """``20261122T100000123Z-000042``: ids sort in keeping order."""
+    """``20261122T100000123Z-000042``: the time kept (UTC, ms) and a counter."""
     stamp = datetime.fromtimestamp(now, timezone.utc)
     return stamp.strftime("%Y%m%dT%H%M%S") + f"{stamp.microsecond // 1000:03d}Z-{counter:06d}"
+
+
+def id_after(item_id: str) -> str:
+    """The first id that sorts after ``item_id``: its counter's next, or 1 ms later."""
+    stamp, counter = item_id.split("-")
+    if int(counter) < 999_999:
+        return f"{stamp}-{int(counter) + 1:06d}"
+    when = datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+    return new_id(when.timestamp() + 0.001, 0)
 
 
 def write_atomic(folder: Path, name: str, data: bytes) -> None:
@@ -95,6 +104,8 @@ class KeepStore:
         self._pairs: deque[tuple[str, int]] = deque()  # (id, bytes), oldest first
         self._queue: queue.Queue[Pending | None] = queue.Queue(cfg.queue)
         self._counter = 0
+        self._newest: str | None = None  # the last id given or found: ids only go up
+        self._id_lock = threading.Lock()  # next_id: worker thread; _scan: writer thread
         self._thread: threading.Thread | None = None
 
     # --- worker thread -----------------------------------------------------------------
@@ -104,8 +115,16 @@ class KeepStore:
         return self.error is None
 
     def next_id(self) -> str:
-        self._counter = (self._counter + 1) % 1_000_000
-        return new_id(time.time(), self._counter)
+        """An id after every one given or on disk, so that ids sort in keeping order and
+        eviction takes the oldest even when the clock went back (a Pi without a real-time
+        clock boots at the last time it saved, until NTP answers)."""
+        with self._id_lock:
+            self._counter = (self._counter + 1) % 1_000_000
+            item_id = new_id(time.time(), self._counter)
+            if self._newest is not None and item_id <= self._newest:
+                item_id = id_after(self._newest)
+            self._newest = item_id
+            return item_id
 
     def submit(self, item: Pending) -> bool:
         """Queue a frame for writing; False (counted in ``dropped``) when full or off."""
@@ -214,6 +233,9 @@ class KeepStore:
                         found.setdefault(kept["id"], {})[kept["ext"]] = size
                 except FileNotFoundError:
                     continue  # taken away meanwhile (pull)
+        if found:
+            with self._id_lock:
+                self._newest = max(self._newest or "", max(found))
         pairs = []
         for item_id, sizes in sorted(found.items()):
             if len(sizes) == 2:
@@ -227,6 +249,12 @@ class KeepStore:
         return others
 
     def _write(self, item: Pending) -> None:
+        if any((self.path / f"{item.id}{ext}").exists() for ext in (".json", ".jpg")):
+            # An id taken before the start-up count ran, with the clock set back onto a
+            # kept frame's: that frame is never overwritten, this one is dropped.
+            self.dropped += 1
+            log.warning("kept frame %s is already on disk: not overwritten", item.id)
+            return
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(item.image)).save(
             buf, "JPEG", quality=self.cfg.quality

@@ -199,6 +199,47 @@ def test_the_store_evicts_the_oldest_pairs_to_respect_both_caps(tmp_path):
     assert store.bytes <= 2.5 * pair and store.evicted == 4
 
 
+def test_ids_keep_their_order_when_the_clock_went_back(tmp_path):
+    """A Pi without a real-time clock boots at the last time it saved: frames kept before
+    read as later than frames kept after. Eviction must still take the oldest kept."""
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    before = "20991231T235959999Z-999999"  # kept while the clock read later than it now does
+    (folder / f"{before}.jpg").write_bytes(b"kept before the reboot")
+    (folder / f"{before}.json").write_bytes(b'{"format": 1}')
+    store = KeepStore(KeepConfig(enabled=True, path=folder, max_files=3, queue=50))
+    store.start()
+    wait_until(lambda: store.files == 1, what="the store to count the pair on disk")
+    ids = fill(store, 2)
+    store.stop()
+    assert ids == sorted(ids) and ids[0] > before, ids
+    assert ids[0] == "21000101T000000000Z-000000"  # the counter wrapped: 1 ms later
+    store = KeepStore(KeepConfig(enabled=True, path=folder, max_files=3, queue=50))
+    store.start()
+    wait_until(lambda: store.files == 3, what="the restarted store to count three pairs")
+    ids += fill(store, 1)
+    store.stop()
+    assert sorted(p.stem for p in folder.glob("*.json")) == ids  # the oldest kept went
+    assert (store.files, store.evicted) == (3, 1)
+
+
+def test_a_kept_frame_is_never_overwritten_by_one_with_its_id(tmp_path):
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    (folder / f"{KEPT_ID}.jpg").write_bytes(b"old frame")
+    (folder / f"{KEPT_ID}.json").write_bytes(b'{"format": 1}')
+    store = KeepStore(KeepConfig(enabled=True, path=folder, queue=50))
+    store.start()
+    # The id a worker took before the start-up count ran, from a clock set back onto it.
+    assert store.submit(Pending(KEPT_ID, frame(1), {"format": 1, "id": KEPT_ID}))
+    ids = fill(store, 1)
+    store.stop()
+    assert (folder / f"{KEPT_ID}.jpg").read_bytes() == b"old frame"
+    assert (folder / f"{KEPT_ID}.json").read_bytes() == b'{"format": 1}'
+    assert (store.kept, store.dropped, store.files) == (1, 1, 2)
+    assert (folder / f"{ids[0]}.json").is_file()
+
+
 def test_the_rate_limit_caps_automatic_keeps_per_minute(model, frames, tmp_path):
     data = config(None, model, frames, tmp_path / "kept", sample_every=1, per_minute=3)
     data["mqtt"]["enabled"] = False
