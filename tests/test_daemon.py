@@ -430,7 +430,8 @@ def test_a_folder_played_once_is_classified_to_its_end_and_run_exits_0(
 
 
 @pytest.mark.mqtt
-def test_sigterm_stops_the_daemon_cleanly(broker, recorder, model, images, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_a_signal_stops_the_daemon_cleanly(sig, broker, recorder, model, images, tmp_path):
     password = "s3cret-pw-must-not-leak"
     config = tmp_path / "sightwire.toml"
     config.write_text(
@@ -450,14 +451,14 @@ def test_sigterm_stops_the_daemon_cleanly(broker, recorder, model, images, tmp_p
     try:
         recorder.wait_for(f"{BASE}/state", timeout=60)
         recorder.wait_for(f"{BASE}/event", timeout=30)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err[-2000:]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "stopping" in err
     assert password not in err and password not in out
     late = Recorder(broker, f"{BASE}/status")
     try:

@@ -2,7 +2,7 @@
 
 All settings come from one TOML file (``deploy/sightwire.toml`` is the annotated
 example); any key can be overridden with ``--set section.key=value`` and the common ones
-have their own flags. SIGTERM/SIGINT stop it cleanly: ``offline`` is published
+have their own flags. SIGTERM/SIGINT/SIGHUP stop it cleanly: ``offline`` is published
 (retained), threads are joined, exit status 0. A pipeline that gives up (capture
 threads hung in a camera driver) stops the same way but exits 1, for systemd to restart.
 """
@@ -146,11 +146,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
-    """SIGTERM (systemd stop) and SIGINT (Ctrl-C) set ``stop``; main thread only."""
+    """SIGTERM (systemd stop), SIGINT (Ctrl-C) and SIGHUP (the terminal or SSH session it
+    runs in closed) set ``stop``; main thread only. Left to its default, a hang-up killed
+    the daemon with no ``offline`` but the broker's last will."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)):
         previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     return previous
 
