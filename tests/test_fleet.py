@@ -432,3 +432,19 @@ def test_the_fleet_acl_confines_each_station_and_only_the_rollout_user_commands(
         for c in clients:
             c.close()
         broker.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--prefix", "a/#"], "--prefix: must be a topic path without '#'"),
+        (["--prefix", ""], "--prefix: must be a topic path"),
+        (["--broker", "127.0.0.1:99999"], "--broker (port): Input should be less than"),
+    ],
+)
+def test_fleet_names_the_option_that_is_wrong(args, expected, capsys):
+    from device.cli import main
+
+    assert main(["fleet", "status", "--broker", "127.0.0.1:1", *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sightwire fleet: error: " + expected), err

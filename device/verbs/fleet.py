@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from device.config import ConfigError, MqttConfig
+from pydantic import ValidationError
+
+from device.config import ConfigError, MqttConfig, describe_errors
 from device.errors import SightwireError
 from device.fleet import status as fleet_status
 from device.fleet.link import Link
@@ -140,8 +142,21 @@ def mqtt_config(args: argparse.Namespace) -> MqttConfig:
         }
     try:
         return MqttConfig.model_validate(data)
-    except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()[-1]) from None
+    except ValidationError as exc:
+        why = describe_errors(exc, MqttConfig, prefix="mqtt.")
+        for key, option in _OPTIONS.items():
+            why = why.replace(f"{key}:", f"{option}:")
+        raise ConfigError(why) from None
+
+
+# What the user typed, for each key an error names (the config file's names mean nothing here).
+_OPTIONS = {
+    "mqtt.prefix": "--prefix",
+    "mqtt.host": "--broker (host)",
+    "mqtt.port": "--broker (port)",
+    "mqtt.username": "--username",
+    "mqtt.password": "--password-file",
+}
 
 
 def gather(args: argparse.Namespace) -> tuple[fleet_status.Fleet, Link]:
