@@ -135,6 +135,44 @@ def test_max_pool_without_the_multiscale_head_is_refused(tmp_path, capsys):
     assert line.endswith("--max-pool adds to the multi-scale head: drop --no-multiscale"), line
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--head-epochs", "0", "--head-epochs must be at least 1, got 0"),
+        ("--min-per-class", "0", "--min-per-class must be at least 1, got 0"),
+        ("--fine-tune-epochs", "-1", "--fine-tune-epochs must be at least 0, got -1"),
+        ("--augment-copies", "-1", "--augment-copies must be at least 0, got -1"),
+        ("--augment-strength", "-3", "--augment-strength must be at least 0, got -3"),
+        ("--search", "-1", "--search must be at least 0, got -1"),
+        ("--max-recall-drop", "-1", "--max-recall-drop must be at least 0, got -1"),
+        ("--alpha", "0", "--alpha must be above 0, got 0"),
+        ("--head-lr", "-1", "--head-lr must be above 0, got -1"),
+        ("--fine-tune-lr", "nan", "--fine-tune-lr must be above 0, got nan"),
+        ("--search-minutes", "-1", "--search-minutes must be above 0, got -1"),
+        ("--target-precision", "2", "--target-precision must be above 0 and at most 1, got 2"),
+        ("--folds", "1", "--folds must be 0 (off) or at least 2, got 1"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_before_training(tmp_path, capsys, option, value, message):
+    """Each got past the checks once: ``--head-epochs 0`` ended in a traceback after
+    minutes of work, ``--alpha 0`` and ``--folds 1`` trained and said nothing."""
+    data = photos(tmp_path / "ds")
+    line = refused(capsys, "train", data, "--out", tmp_path / "new", option, value)
+    assert line.endswith(message), line
+    assert not (tmp_path / "new").exists()
+
+
+def test_force_never_deletes_the_weights_file_the_run_needs(tmp_path, capsys):
+    data = photos(tmp_path / "ds")
+    out = tmp_path / "wdir"
+    weights = out / "w.weights.h5"
+    out.mkdir()
+    weights.write_bytes(b"the user's only copy")
+    line = refused(capsys, "train", data, "--out", out, "--force", "--weights", weights)
+    assert f"--out {out} holds the --weights file {weights}: --force would delete it" in line
+    assert weights.read_bytes() == b"the user's only copy"
+
+
 def test_good_arguments_get_past_the_checks(tmp_path):
     """The control: the same checks pass good arguments (nothing refused, nothing made)."""
     from trainer.verbs import train as train_verb

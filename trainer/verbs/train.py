@@ -201,9 +201,35 @@ def check(args: argparse.Namespace) -> None:
     for name, value in (
         ("--batch-size", args.batch_size),
         ("--representative", args.representative),
+        ("--head-epochs", args.head_epochs),
+        ("--min-per-class", args.min_per_class),
     ):
         if value < 1:
             raise SightwireError(f"{name} must be at least 1, got {value}")
+    for name, value in (
+        ("--fine-tune-epochs", args.fine_tune_epochs),
+        ("--fine-tune-layers", args.fine_tune_layers),
+        ("--augment-copies", args.augment_copies),
+        ("--augment-strength", args.augment_strength),
+        ("--search", args.search),
+        ("--max-recall-drop", args.max_recall_drop),
+    ):
+        if value < 0:
+            raise SightwireError(f"{name} must be at least 0, got {value:g}")
+    for name, value in (
+        ("--alpha", args.alpha),
+        ("--head-lr", args.head_lr),
+        ("--fine-tune-lr", args.fine_tune_lr),
+        ("--search-minutes", 1 if args.search_minutes is None else args.search_minutes),
+    ):
+        if not value > 0:  # also nan
+            raise SightwireError(f"{name} must be above 0, got {value:g}")
+    if not 0 < args.target_precision <= 1:
+        raise SightwireError(
+            f"--target-precision must be above 0 and at most 1, got {args.target_precision:g}"
+        )
+    if args.folds == 1 or args.folds < 0:
+        raise SightwireError(f"--folds must be 0 (off) or at least 2, got {args.folds}")
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise SightwireError(f"--threads must be 1..{MAX_THREADS}, got {args.threads}")
     if args.baseline and is_within(args.baseline, args.out):  # --force would delete it
@@ -212,6 +238,16 @@ def check(args: argparse.Namespace) -> None:
             f"--out {args.out} {what} the --baseline bundle: write the new bundle to another folder"
         )
     check_out_dir(args.out, args.force, keep_safe=(args.data,))
+    weights = Path(args.weights).expanduser()
+    if (
+        args.weights.lower() not in ("imagenet", "none")
+        and args.force
+        and is_within(weights, args.out)
+    ):
+        raise SightwireError(
+            f"--out {args.out} holds the --weights file {weights}: --force would delete it; "
+            "move the file or write the bundle to another folder"
+        )
     if args.baseline:
         from trainer.compare import check_baseline
 
