@@ -9,12 +9,19 @@ from pathlib import Path
 from device.errors import SightwireError
 
 
-def check_output_file(path: Path, flag: str) -> None:
+def check_output_file(path: Path, flag: str, suffixes: tuple[str, ...] = ()) -> None:
     """``path`` can be written as a file: not a folder, under a folder one can write to
-    (made on write if missing)."""
+    (made on write if missing). With ``suffixes``, an existing file is overwritten only
+    when its name ends in one of them: ``--json`` given a photo's path by a slip of the
+    tab key must not replace the photo."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise SightwireError(f"{flag} {path} is a folder: name a file")
+    if suffixes and path.exists() and path.suffix.lower() not in suffixes:
+        raise SightwireError(
+            f"{flag} {path} exists and is not a {' or '.join(suffixes)} file: "
+            "name a new file (it is never overwritten)"
+        )
     _writable_parent(path, flag)
 
 

@@ -285,3 +285,21 @@ def test_evaluate_reads_the_same_photos_as_the_trainer(tmp_path):
     ds = scan(data, show_progress=False)
     assert sorted(set(names)) == ds.classes == ["daisy", "tulip"]
     assert sorted(paths) == sorted(item.path for item in ds.items)
+
+
+def test_evaluate_never_writes_over_a_photo_or_into_the_dataset(tmp_path, capsys):
+    """``--json`` once replaced a dataset photo with JSON, and ``--out`` put the charts
+    in a class folder, where the next training read them as photos of that class."""
+    data = photos(tmp_path / "ds")
+    photo = data / "daisy" / "daisy_0.png"
+    before = photo.read_bytes()
+    line = refused(capsys, "evaluate", tmp_path / "bundle", data, "--json", photo)
+    assert line.endswith(
+        f"--json {photo} exists and is not a .json file: name a new file (it is never overwritten)"
+    ), line
+    assert photo.read_bytes() == before
+    line = refused(capsys, "evaluate", tmp_path / "bundle", data, "--out", data / "daisy")
+    assert f"--out {data / 'daisy'} is inside the dataset folder {data}" in line
+    assert sorted(p.name for p in (data / "daisy").iterdir()) == [
+        f"daisy_{i}.png" for i in range(6)
+    ]

@@ -134,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.models:
         raise SightwireError("name a BUNDLE to benchmark (or --compare A.json B.json)")
     if args.json:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", (".json",))
     if args.plot:
-        check_output_file(args.plot, "--plot")
+        check_output_file(args.plot, "--plot", (".png",))
     if args.plot and args.plot.suffix.lower() != ".png":
         raise SightwireError(f"--plot {args.plot}: expected a .png file name")
     if args.plot and importlib.util.find_spec("matplotlib") is None:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from device.errors import SightwireError
 from device.outputs import check_output_dir, check_output_file, thread_count
 
 HELP = (
@@ -35,13 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.checks import check_data_dir
+    from trainer.checks import check_data_dir, is_within
 
     check_data_dir(args.data)
     if args.json:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", (".json",))
     if args.out:
         check_output_dir(args.out, "--out")
+        if is_within(args.out, args.data):
+            raise SightwireError(
+                f"--out {args.out} is inside the dataset folder {args.data}: its charts would "
+                "be read as photos of a class next time; write them outside the dataset"
+            )
     from rich.table import Table
 
     from device.bundle import load_bundle
