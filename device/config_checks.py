@@ -100,14 +100,26 @@ def takes_text(annotation: Any) -> bool:
     )
 
 
+def takes_number(annotation: Any) -> bool:
+    """A number key (int or float, maybe optional), where pydantic would take ``true`` as 1."""
+    members = _members(annotation)
+    return bool(members) and all(m in (int, float) for m in members)
+
+
 def scalars_as_text(model: type[BaseModel], data: Any) -> Any:
     """A TOML number or date given to a string key, as its text: ``device_id = 123`` is
-    the device ``"123"``, not an error (booleans and arrays stay errors)."""
+    the device ``"123"``, not an error (booleans and arrays stay errors). A boolean given
+    to a number key goes on as its text, for the number's own check to refuse: left as
+    it is, pydantic read ``threshold = true`` as 1.0 and ``port = true`` as port 1."""
     if not isinstance(data, dict):
         return data
     fixed = None
     for name, value in data.items():
         field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is not None and isinstance(value, bool) and takes_number(field.annotation):
+            fixed = dict(data) if fixed is None else fixed
+            fixed[name] = str(value).lower()
+            continue
         if field is None or isinstance(value, bool) or not isinstance(value, _SCALARS):
             continue
         if takes_text(field.annotation):

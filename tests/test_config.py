@@ -513,3 +513,27 @@ def test_print_config_masks_a_camera_urls_credentials(url, shown, capsys):
     for form in ("toml", "json"):
         assert main([*args, "--print-config", form]) == 0
         assert CAMERA_PASSWORD not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "mqtt.port=true",
+        "inference.threshold=true",
+        "inference.debounce=true",
+        "keep.max_files=false",
+    ],
+)
+def test_a_switch_given_to_a_number_is_refused_not_read_as_one(override, tmp_path):
+    """pydantic took ``true`` as 1: ``threshold = true`` made every frame uncertain at 1.0,
+    ``port = true`` connected to port 1."""
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}: Input should be a valid (integer|number)"):
+        load_config(None, ["model.path=m", override])
+    section, leaf = key.split(".")
+    path = write(tmp_path, f'[model]\npath = "m"\n[{section}]\n{leaf} = true\n')
+    with pytest.raises(ConfigError, match=rf"{key}: Input should be a valid"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="threshold: Input should be a valid number"):
+        validate(InferenceConfig, {"threshold": True}, "set")  # cmd/set's JSON
+    assert load_config(None, ["model.path=m", "inference.threshold=1"]).inference.threshold == 1
