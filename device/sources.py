@@ -316,6 +316,7 @@ class ReopeningSource:
         self.reopens = 0  # opens after the first one
         self.failures = 0
         self.bad_frames = 0
+        self._skipped_seen = 0  # the source's own count of skipped files, already added
         self.ended = False  # a finite source without loop reached its end: no more frames
         self.busy_since: float | None = None  # monotonic start of the open()/read() under way
         # The last frame at the model's size, from a source that makes one (picamera2).
@@ -371,6 +372,8 @@ class ReopeningSource:
                 self._close()
                 self._failed("failed", exc)
                 continue
+            finally:
+                self._count_skipped()
             try:
                 frame = normalize_frame(raw)
             except BadFrame as exc:
@@ -388,6 +391,14 @@ class ReopeningSource:
             self.fitted = getattr(self.source, "fitted", None)
             return None if self.stop.is_set() else frame
         return None
+
+    def _count_skipped(self) -> None:
+        """Files a folder source skipped inside its ``read`` (corrupt, too large) are
+        unusable frames too: ``stats`` shows them in ``bad_frames``."""
+        skipped = getattr(self.source, "skipped", 0)
+        if isinstance(skipped, int) and skipped > self._skipped_seen:
+            self.bad_frames += skipped - self._skipped_seen
+            self._skipped_seen = skipped
 
     def _bad_frame(self, exc: BadFrame) -> None:
         """Skip one unusable frame; a source that delivers only such frames is reopened."""

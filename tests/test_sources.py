@@ -125,6 +125,19 @@ def test_reopening_source_waits_for_a_source_that_fails_to_open(tmp_path, caplog
     assert reopening.failures >= 3 and 1 <= len(failures) < reopening.failures
 
 
+def test_files_a_folder_source_skips_count_as_bad_frames(tmp_path):
+    """``stats.bad_frames`` is what tells a remote operator that the replayed folder has
+    unusable files: the log line alone is on the Pi."""
+    folder = colour_folder(tmp_path / "replay")
+    (folder / "b2.jpg").write_bytes(b"not a jpeg")
+    (folder / "b3.png").write_bytes(b"")
+    reopening = ReopeningSource(FolderSource(folder), min_s=0.01, max_s=0.02)
+    frames = [reopening.read() for _ in range(6)]  # two passes over the three good files
+    assert all(f is not None for f in frames)
+    assert reopening.bad_frames == 4  # two bad files, two passes
+    assert reopening.failures == 0
+
+
 def test_reopening_source_returns_none_when_stopped(tmp_path):
     """Stopped in the middle of a 30 s backoff wait: ``read`` returns None at once."""
     stop = threading.Event()
