@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -93,12 +94,17 @@ class _Client(mqtt.Client):
             raise
 
 
+def client_id(cfg: MqttConfig) -> str:
+    """The MQTT client id: ``mqtt.client_id``, else one per device id."""
+    return cfg.client_id or f"sightwire-{cfg.device_id}"
+
+
 def make_client(cfg: MqttConfig, status_topic: str) -> _Client:
     """A paho client as ``[mqtt]`` describes it: id and session, last will (``offline``
     on ``status_topic``), credentials, TLS, reconnect backoff, queue limit, quiet logs."""
     client = _Client(
         mqtt.CallbackAPIVersion.VERSION2,
-        client_id=cfg.client_id or f"sightwire-{cfg.device_id}",
+        client_id=client_id(cfg),
         clean_session=not cfg.persistent_session,
         protocol=mqtt.MQTTv311,
     )
@@ -134,6 +140,29 @@ def make_client(cfg: MqttConfig, status_topic: str) -> _Client:
     return client
 
 
+class ShortLinks:
+    """Links the broker closes within seconds of accepting them, in a row: what a second
+    client with the same client id does (the broker drops the older one on each connect,
+    and each reconnects), which paho reports only as "Unspecified error"."""
+
+    WINDOW_S = 10.0
+    SUSPECT = 3  # short links in a row before it is said
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self.in_a_row = 0
+
+    def connected(self) -> None:
+        self._since = time.monotonic()
+
+    def closed(self) -> bool:
+        """Count a closed link; True when it is time to say so (at 3, 4, 6, 10, ...)."""
+        short = self._since is not None and time.monotonic() - self._since < self.WINDOW_S
+        self._since = None
+        self.in_a_row = self.in_a_row + 1 if short else 0
+        return self.in_a_row >= self.SUSPECT and log_this_time(self.in_a_row - self.SUSPECT + 1)
+
+
 class Publisher:
     """One paho client publishing one device's topics under ``<prefix>/<device_id>``."""
 
@@ -156,6 +185,7 @@ class Publisher:
         self._pending: deque[tuple[str, str]] = deque()  # QoS>0 messages while offline
         self._retained_commands: set[str] = set()  # names that came retained at this connect
         self._failed_attempts = 0
+        self._short_links = ShortLinks()
         self._refused = False
         self._timer: threading.Timer | None = None
         self._started = False
@@ -228,6 +258,7 @@ class Publisher:
             return
         self.connects += 1
         self._failed_attempts = 0
+        self._short_links.connected()
         log.info(
             "mqtt: %s %s:%d",
             "reconnected to" if self.connects > 1 else "connected to",
@@ -275,6 +306,15 @@ class Publisher:
             self._up.clear()
         if was and self._started:
             log.warning("mqtt: disconnected (%s); reconnecting", reason_code)
+            if self._short_links.closed():
+                log.warning(
+                    "mqtt: the broker closed the link %d times in a row within %.0f s of "
+                    "accepting it: is another client connected as %r? Two stations with "
+                    "one mqtt.device_id take the link from each other: give each its own",
+                    self._short_links.in_a_row,
+                    ShortLinks.WINDOW_S,
+                    client_id(self.cfg),
+                )
         elif self._refused:
             self._refused = False
         elif self._started:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -66,6 +68,26 @@ def test_broker_retained_message_reaches_a_late_subscriber(broker):
     msg = late.wait_for("sightwire/test/state")
     late.close()
     assert msg.retain and msg.payload == b'{"label": "cat"}'
+
+
+@pytest.mark.mqtt
+def test_two_publishers_with_one_device_id_are_told_why_the_link_keeps_dropping(broker, caplog):
+    """The broker drops the older of two clients with one id at each connect and both
+    reconnect: paho says only "Unspecified error", so the daemon names the likely cause."""
+    caplog.set_level(logging.WARNING, logger="device.publisher")
+    cfg = MqttConfig(
+        host=broker.host, port=broker.port, device_id="twin", reconnect_min_s=1, reconnect_max_s=1
+    )
+    said = "is another client connected as 'sightwire-twin'? Two stations with one"
+    first, second = Publisher(cfg).start(), Publisher(cfg).start()
+    try:
+        deadline = time.monotonic() + 40
+        while said not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        first.stop()
+        second.stop()
+    assert said in caplog.text, caplog.text[-2000:]
 
 
 @pytest.mark.mqtt
