@@ -409,3 +409,30 @@ def test_export_refuses_what_would_break_the_bundle_before_writing(trained, tmp_
     proc = sightwire("export", str(bundle), "--no-progress")
     assert proc.returncode == 1 and "not a split written by sightwire train" in proc.stderr
     Classifier.open(bundle, "int8")  # still a working bundle
+
+
+@pytest.mark.slow  # a whole small training up to its export, ~40 s
+def test_ctrl_c_during_the_export_leaves_no_half_bundle(tmp_path):
+    """Interrupted once ``model.keras`` was written, a run left a folder that held only
+    it: not a bundle, and the next run asked for ``--force``."""
+    import signal
+    import time
+
+    data = make_dataset(tmp_path / "data", classes=2, per_class=12, size=32, seed=3)
+    out = tmp_path / "bundle"
+    argv = [sys.executable, "-m", "device.cli", "train", str(data), "--out", str(out)]
+    argv += ["--weights", "none", "--input-size", "96", "--alpha", "0.35", "--no-doctor"]
+    argv += ["--head-epochs", "3", "--fine-tune-epochs", "1", "--no-progress"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "model.keras").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no model.keras in 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert not out.exists(), sorted(p.name for p in out.iterdir())

@@ -255,6 +255,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    made = not Path(args.out).expanduser().exists()  # removed again if the run fails
     check(args)
     empty_out_dir(args.out)  # --force: nothing of an earlier bundle survives
 
@@ -304,7 +305,17 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         fit=fit,
     )
-    train(opts)
+    try:
+        train(opts)
+    except BaseException:
+        # Ctrl-C or a failure before the manifest: a half bundle (a model.keras alone)
+        # would only make the next run ask for --force. check_out_dir allowed emptying it.
+        out = Path(args.out).expanduser()
+        if not (out / "manifest.json").is_file():
+            empty_out_dir(out)
+            if made and out.is_dir():
+                out.rmdir()
+        raise
     if args.baseline:
         from trainer.compare import exit_status
 
