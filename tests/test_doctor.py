@@ -425,6 +425,28 @@ def test_a_shortcut_too_few_photos_cannot_measure_is_not_reported_ok(tmp_path, c
     out = capsys.readouterr().out
     assert "n/a" not in out
     assert "note shortcuts: background shortcuts not measured: too few photos" in out
+    # Skipped is not passed: the file-property check did not run either.
+    assert "file properties identical" not in out
+    assert "note shortcuts: file-property shortcuts not measured: too few photos" in out
+
+
+def test_a_group_of_copies_across_classes_counts_in_each_class_for_its_share(tmp_path, capsys):
+    """Six copies of one photo, one filed under ``alone`` (its only photo) and five under
+    ``zebra``: the group was reported as ``alone (6)``, a class of one photo."""
+    data = make_dataset(tmp_path / "d", classes=2, per_class=8, size=32, seed=5)
+    first, second = sorted(p for p in data.iterdir() if p.is_dir())
+    copy = sorted(first.iterdir())[0].read_bytes()
+    shutil.rmtree(first)
+    (data / "alone").mkdir()
+    (data / "alone" / "copy0.png").write_bytes(copy)
+    zebra = second.rename(data / "zebra")
+    for i in range(1, 6):
+        (zebra / f"copy{i}.png").write_bytes(copy)
+    argv = ["doctor", str(data), "--weights", "none", "--min-per-class", "1", "--no-progress"]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "groups that are a large share of a class: zebra (5)" in out, out
+    assert "large share of a class: alone" not in out
 
 
 def test_cli_prints_findings_and_writes_strict_json(tmp_path, capsys):

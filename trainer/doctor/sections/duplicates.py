@@ -6,6 +6,7 @@ module only ranks, lists and judges them.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -146,10 +147,13 @@ def duplicates_section(
         )
     if within:
         counts = ds.counts()
+        # Per class: a group may hold copies from several classes (a label conflict),
+        # and only its members in a class are a share of that class.
         big = [
-            (len(g), ds.classes[labels[g[0]]])
+            (n, ds.classes[label])
             for g in groups
-            if len(g) >= max(3, BIG_GROUP_SHARE * counts[ds.classes[labels[g[0]]]])
+            for label, n in Counter(int(labels[i]) for i in g).items()
+            if n >= max(3, BIG_GROUP_SHARE * counts[ds.classes[label]])
         ]
         severity = "warning" if big else "note"
         message = (

@@ -132,11 +132,18 @@ def shortcuts_section(
                 "add photos, then run the doctor again",
             )
         )
-    if file == "ok":
-        fine.append(
-            f"file properties {figure('file')}"
-            if cues["file"].score is not None
-            else "file properties identical in all files"
+    if file == "ok" and cues["file"].score is not None:
+        fine.append(f"file properties {figure('file')}")
+    elif file == "ok" and (cues["file"].note or "").startswith("identical"):
+        fine.append("file properties identical in all files")
+    elif file == "ok":  # skipped, not passed: a class with one photo cannot be measured
+        findings.append(
+            Finding(
+                "shortcuts",
+                "note",
+                "file-property shortcuts not measured: too few photos per class",
+                "add photos, then run the doctor again",
+            )
         )
     if fine:
         if len(fine) == 2:
