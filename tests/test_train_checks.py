@@ -292,3 +292,27 @@ def test_evaluate_never_writes_over_a_photo_or_into_the_dataset(tmp_path, capsys
     assert sorted(p.name for p in (data / "daisy").iterdir()) == [
         f"daisy_{i}.png" for i in range(6)
     ]
+
+
+def test_a_user_split_without_validation_photos_of_a_class_says_so(tmp_path, capsys):
+    """Training went on with ``val 0`` in the table and nothing else said: early stopping
+    and the thresholds were tuned without that class."""
+    import numpy as np
+
+    from trainer.tables import print_dataset
+
+    root = tmp_path / "ds"
+    photos(root / "train", ("daisy", "iris"))
+    photos(root / "val", ("daisy",), per_class=2)
+    photos(root / "test", ("daisy", "iris"), per_class=2)
+    ds = scan(root, show_progress=False)
+    parts = {
+        side: np.array([i for i, it in enumerate(ds.items) if it.split == side], dtype=int)
+        for side in ("train", "val", "test")
+    }
+    print_dataset(ds, parts)
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())
+    assert "no val photos of iris: early stopping and every choice made on validation" in out
+    assert "add some to val/iris" in out
+    assert "no test photos" not in out

@@ -22,6 +22,16 @@ def print_dataset(ds: Dataset, parts: dict[str, np.ndarray]) -> None:
         row = [int(np.sum(labels[parts[s]] == i)) for s in ("train", "val", "test")]
         table.add_row(name, str(int(np.sum(labels == i))), *map(str, row))
     console.print(table)
+    for side, why in (
+        ("val", "early stopping and every choice made on validation leave it out"),
+        ("test", "its accuracy is not measured"),
+    ):
+        names = [n for i, n in enumerate(ds.classes) if not np.any(labels[parts[side]] == i)]
+        if names:
+            where = f"; add some to {side}/{names[0]}" if ds.user_split else ""
+            console.print(
+                f"[yellow]no {side} photos of[/] {', '.join(names)}: {why}{where}", highlight=False
+            )
     for path, why in ds.unreadable:
         console.print(f"[yellow]skipped unreadable image[/] {path}: {why}")
     if ds.ignored:
