@@ -316,3 +316,9 @@ def test_a_user_split_without_validation_photos_of_a_class_says_so(tmp_path, cap
     assert "no val photos of iris: early stopping and every choice made on validation" in out
     assert "add some to val/iris" in out
     assert "no test photos" not in out
+
+
+def test_classes_named_like_split_folders_are_explained(tmp_path):
+    root = photos(tmp_path / "ds", ("train", "test"))
+    with pytest.raises(DatasetError, match=r"test/, train/ are read as the folders of your own"):
+        scan(root, show_progress=False)

@@ -115,9 +115,16 @@ def scan(
         sources = [(None, d) for d in top]
     classes = sorted({d.name for _, d in sources})
     if len(classes) < min_classes:
+        names = "/, ".join(p.name for p in top)
+        how = (
+            f"; {names}/ are read as the folders of your own split "
+            "(DATA/{train,val,test}/<class>/): give classes other names than those"
+            if user_split
+            else ""
+        )
         raise DatasetError(
             f"{root}: found {len(classes)} class folder(s); need at least {min_classes} "
-            "(one sub-folder of images per class)"
+            f"(one sub-folder of images per class){how}"
         )
     odd = [name for name in classes if name != name.strip() or not name.isprintable()]
     if odd:  # labels.txt holds one name per line, read back stripped

@@ -47,8 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="photos per class for the occlusion maps (default 2; 50 invokes each)",
     )
-    parser.add_argument("--min-per-class", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--min-per-class", type=int, default=2, help="fewest readable photos a class may have"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed of the split and of the checks' folds"
+    )
     parser.add_argument(
         "--no-thumbnails", action="store_true", help="leave thumbnails out of doctor.json"
     )
