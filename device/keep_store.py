@@ -249,6 +249,10 @@ class KeepStore:
         return others
 
     def _write(self, item: Pending) -> None:
+        if not self.path.is_dir():  # removed while running (a clean-up by hand): again
+            log.warning("keep.path %s was removed: made again, counts start over", self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._scan(clean=False)
         if any((self.path / f"{item.id}{ext}").exists() for ext in (".json", ".jpg")):
             # An id taken before the start-up count ran, with the clock set back onto a
             # kept frame's: that frame is never overwritten, this one is dropped.

@@ -449,3 +449,19 @@ def test_the_daemon_keeping_into_a_folder_of_photos_deletes_none_of_them(model, 
     assert (stats["files"], stats["evicted"]) == (1, 3)
     ours = [p.name for p in victim.iterdir() if p.name not in theirs and p.name != "sub"]
     assert len(ours) == 2 and {Path(n).suffix for n in ours} == {".jpg", ".json"}
+
+
+def test_a_keep_folder_removed_while_running_is_made_again(tmp_path, caplog):
+    """Keeping went off until a restart, with a message naming a ``.tmp-`` file."""
+    folder = tmp_path / "kept"
+    store = KeepStore(KeepConfig(enabled=True, path=folder, max_files=5, queue=50))
+    store.start()
+    fill(store, 2)
+    wait_until(lambda: store.kept == 2, what="two kept frames")
+    shutil.rmtree(folder)
+    ids = fill(store, 1)
+    store.stop()
+    assert store.error is None, store.error
+    assert sorted(p.stem for p in folder.glob("*.json")) == ids
+    assert (store.kept, store.files) == (3, 1)
+    assert "was removed: made again" in caplog.text
