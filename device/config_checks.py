@@ -151,6 +151,21 @@ def field_at(model: type[BaseModel], parts: list[str]) -> Any:
     return field
 
 
+def unknown_key(model: type[BaseModel], key: str) -> str:
+    """Why a dotted ``key`` names no field: the keys it could have been, or the value it
+    tries to reach into."""
+    parts = key.split(".")
+    current: type[BaseModel] | None = model
+    for depth, part in enumerate(parts):
+        if current is None:
+            return f"{'.'.join(parts[:depth])} is not a section"
+        field = current.model_fields.get(part)
+        if field is None:
+            return f"unknown key (allowed: {', '.join(current.model_fields)})"
+        current = model_in(field.annotation)
+    return "unknown key"
+
+
 def is_section(field: Any) -> bool:
     """A ``[table]`` of the file (``model``, ``mqtt.tls``), not a value that happens to be
     a model too (``source.roi`` also takes ``[x, y, w, h]``)."""
@@ -162,8 +177,8 @@ def override_value(model: type[BaseModel], key: str, text: str, parsed: Any) -> 
     """A ``--set`` value for the key it is meant for: a string key takes a number, date or
     boolean as the text typed (``mqtt.prefix=2024-01-01``, ``mqtt.password=0123``)."""
     field = field_at(model, key.split("."))
-    if field is None:
-        return parsed
+    if field is None:  # named as typed, not as a key of the config file it is laid over
+        raise ValueError(unknown_key(model, key))
     if is_section(field) and not isinstance(parsed, dict):
         example = next(iter(field.annotation.model_fields))
         raise ValueError(f"{key} is a section; set one of its keys, e.g. {key}.{example}")

@@ -166,7 +166,7 @@ def test_override_into_a_value_is_an_error(tmp_path):
     path = write(tmp_path, '[model]\npath = "m"\n[mqtt]\nport = 1000\n')
     with pytest.raises(ConfigError, match=r"mqtt.port is not a section"):
         load_config(path, ["mqtt.port.x=1"])
-    with pytest.raises(ConfigError, match=r"mqtt.port: Input should be a valid integer"):
+    with pytest.raises(ConfigError, match=r"--set mqtt.port.x: mqtt.port is not a section"):
         load_config(None, ["model.path=m", "mqtt.port.x=1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["model.path"])
@@ -537,3 +537,13 @@ def test_a_switch_given_to_a_number_is_refused_not_read_as_one(override, tmp_pat
     with pytest.raises(ConfigError, match="threshold: Input should be a valid number"):
         validate(InferenceConfig, {"threshold": True}, "set")  # cmd/set's JSON
     assert load_config(None, ["model.path=m", "inference.threshold=1"]).inference.threshold == 1
+
+
+def test_an_unknown_set_key_is_named_as_typed_not_blamed_on_the_file(tmp_path):
+    """``-c base.toml --set foo=1`` said ``base.toml: foo: unknown key``."""
+    path = write(tmp_path, '[model]\npath = "m"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["foo=1"])
+    assert str(err.value).startswith("--set foo: unknown key (allowed: model, source,")
+    with pytest.raises(ConfigError, match=r"^--set source.roi.q: unknown key \(allowed: x, y"):
+        load_config(path, ["source.roi.q=1"])
