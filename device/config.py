@@ -402,7 +402,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     try:
         value = override_value(Config, key, text, parse_value(text))
     except ValueError as exc:
-        raise ConfigError(f"--set {key}: {exc}") from None
+        shown = key if key.isprintable() else repr(key)  # one line, whatever was typed
+        raise ConfigError(f"--set {shown}: {exc}") from None
     set_value(data, key, value)
 
 

@@ -1129,9 +1129,8 @@ def proc_sample(pid: int) -> dict[str, int]:
 
 @pytest.mark.mqtt
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize(
-    "soak_s", [pytest.param(SOAK_S, marks=[pytest.mark.slow] if SOAK_S > 60 else [])]
-)
+@pytest.mark.slow  # a minute of the daemon at full speed (CI runs the slow set too)
+@pytest.mark.parametrize("soak_s", [SOAK_S])
 def test_soak_memory_and_descriptors_stay_flat(
     broker, recorder, alternating, reference, tmp_path, soak_s, figures
 ):

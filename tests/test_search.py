@@ -85,6 +85,7 @@ def bounded(tmp_path_factory, imagenet_weights: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # a second search run (~65 s of setup)
 def test_search_minutes_lets_no_trial_start_after_the_deadline(bounded: Path):
     """The deadline (60 ms) passes during the first trial: that one is finished and
     kept, no second one starts, and its model is the one exported."""
@@ -94,6 +95,7 @@ def test_search_minutes_lets_no_trial_start_after_the_deadline(bounded: Path):
     assert search["trials"][0]["seconds"] > 0.06
 
 
+@pytest.mark.slow  # a second search run (~65 s of setup)
 def test_folds_cross_validate_the_training_split_and_record_each_fold(bounded: Path):
     metrics = json.loads((bounded / "report" / "metrics.json").read_text())
     cv = metrics["cross_validation"]
