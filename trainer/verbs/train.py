@@ -198,32 +198,32 @@ def check(args: argparse.Namespace) -> None:
         raise SightwireError(f"--dropout must be at least 0 and below 1, got {args.dropout:g}")
     if args.max_pool and not args.multiscale:
         raise SightwireError("--max-pool adds to the multi-scale head: drop --no-multiscale")
-    for name, value in (
-        ("--batch-size", args.batch_size),
-        ("--representative", args.representative),
-        ("--head-epochs", args.head_epochs),
-        ("--min-per-class", args.min_per_class),
+    minutes = 1 if args.search_minutes is None else args.search_minutes
+    for rule, holds, values in (
+        (
+            "at least 1",
+            lambda v: v >= 1,
+            ("batch_size", "representative", "head_epochs", "min_per_class"),
+        ),
+        (
+            "at least 0",
+            lambda v: v >= 0,
+            (
+                "fine_tune_epochs",
+                "fine_tune_layers",
+                "augment_copies",
+                "augment_strength",
+                "search",
+                "max_recall_drop",
+            ),
+        ),
+        ("above 0", lambda v: v > 0, ("alpha", "head_lr", "fine_tune_lr", "search_minutes")),
     ):
-        if value < 1:
-            raise SightwireError(f"{name} must be at least 1, got {value}")
-    for name, value in (
-        ("--fine-tune-epochs", args.fine_tune_epochs),
-        ("--fine-tune-layers", args.fine_tune_layers),
-        ("--augment-copies", args.augment_copies),
-        ("--augment-strength", args.augment_strength),
-        ("--search", args.search),
-        ("--max-recall-drop", args.max_recall_drop),
-    ):
-        if value < 0:
-            raise SightwireError(f"{name} must be at least 0, got {value:g}")
-    for name, value in (
-        ("--alpha", args.alpha),
-        ("--head-lr", args.head_lr),
-        ("--fine-tune-lr", args.fine_tune_lr),
-        ("--search-minutes", 1 if args.search_minutes is None else args.search_minutes),
-    ):
-        if not value > 0:  # also nan
-            raise SightwireError(f"{name} must be above 0, got {value:g}")
+        for dest in values:
+            value = minutes if dest == "search_minutes" else getattr(args, dest)
+            if not holds(value):  # also nan
+                flag = "--" + dest.replace("_", "-")
+                raise SightwireError(f"{flag} must be {rule}, got {value:g}")
     if not 0 < args.target_precision <= 1:
         raise SightwireError(
             f"--target-precision must be above 0 and at most 1, got {args.target_precision:g}"
