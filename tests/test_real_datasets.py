@@ -1,16 +1,16 @@
 """The figures of docs/training-figures.md, on the shared real datasets (slow: minutes each).
 
-Each dataset is trained with the shared ImageNet weights at 224x224, defaults
-otherwise, and the exported models are evaluated with the device runtime on the test
-split. Promises checked: int8 within 1 point of float (2 on the magnetic tiles, see
+Each dataset is trained with the shared ImageNet weights at 224x224, defaults otherwise,
+and the exported models are evaluated with the device runtime on the test split.
+Promises checked: int8 within 1 point of float (2 on the magnetic tiles, see
 ``INT8_MARGIN``); on the magnetic tiles and the flowers the float model at least a point
-above a frozen-backbone logistic-regression head on the last layer (the multi-scale head measured +1.6 and +2.9 with the default
-``--resize area``); on NEU, where that head is already at 100%, no more than one test
-image below it (one image is 0.4 points: the noise floor of a 270-image test set). And
-absolute floors, a little under the documented figures for both models (NEU 100%,
-magnetic tiles 90.21% / 90.21%, flowers 95.19% / 95.19%, float / int8), because the
-relative claims alone would pass a preprocessing bug that drags the model and the
-baseline down together.
+above a frozen-backbone logistic-regression head on the last layer (the multi-scale head
+measured +1.6 and +2.9 with the default ``--resize area``); on NEU, where that head is
+already at 100%, no more than one test image below it (one image is 0.4 points: the
+noise floor of a 270-image test set). And absolute floors, a little under the documented
+figures for both models (NEU 100%, magnetic tiles 90.21% / 90.21%, flowers 95.19% /
+95.19%, float / int8), because the relative claims alone would pass a preprocessing bug
+that drags the model and the baseline down together.
 """
 
 from __future__ import annotations
