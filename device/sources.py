@@ -13,7 +13,10 @@ not exist) are errors at start-up. It also checks every frame (``normalize_frame
 grey, RGBA and 16-bit frames are converted, anything else (empty, float, odd shapes) is
 counted and skipped, and a source that delivers only such frames is reopened. It
 records when a call into the source started (``busy_since``), so the pipeline's
-watchdog can tell a hung driver from a slow one.
+watchdog can tell a hung driver from a slow one. An OpenCV source that does not open
+says why in that one line where the system can tell at once (``device.source_probe``:
+no such device, no permission, busy, refused, unknown host, no such file); ``-v`` adds
+OpenCV's and FFmpeg's own messages where they may tell more.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ from device.config_checks import mask_userinfo
 from device.errors import ImageError, SightwireError, log_this_time, one_line
 from device.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageTooLarge, load_image, to_rgb
 from device.picamera import ModelInput, ModelSized, Picamera2Source
+from device.source_probe import (
+    Finding,
+    camera_node,
+    device_problem,
+    file_problem,
+    probe_endpoint,
+    stream_endpoint,
+)
 from device.stderr import verbose
 
 log = logging.getLogger(__name__)
@@ -199,14 +210,19 @@ class OpenCVSource:
         self.name = (
             f"camera {target}" if isinstance(target, int) else f"opencv {mask_userinfo(target)}"
         )
+        # Where a stream's TCP connection goes, asked before OpenCV is (source_probe).
+        self.endpoint = None if isinstance(target, int) or self.is_file else stream_endpoint(target)
         self._cap: Any = None
 
     def open(self) -> None:
         cv2 = self.cv2
+        network = probe_endpoint(*self.endpoint) if self.endpoint else None
+        if network is not None and network.final:  # no such host, or refused: OpenCV too
+            raise SourceError(self._cannot_open(network))
         cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():
-            cap.release()
-            raise SourceError(f"{self.name}: cannot open" + ("" if verbose() else " (-v: why)"))
+            cap.release()  # first: the device must not look busy because of this very cap
+            raise SourceError(self._cannot_open(network or self._why_not()))
         if not self.is_file:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
             if self.size:
@@ -215,6 +231,21 @@ class OpenCVSource:
             if self.fps:
                 cap.set(cv2.CAP_PROP_FPS, self.fps)
         self._cap = cap
+
+    def _why_not(self) -> Finding | None:
+        """What the device node or the file says, now that OpenCV failed to open it."""
+        if isinstance(self.target, int):
+            node = camera_node(self.target)
+            return device_problem(node) if node else None
+        return file_problem(self.target) if self.is_file else None
+
+    def _cannot_open(self, finding: Finding | None) -> str:
+        """One line: the source, why where it could be learned, and ``-v`` where OpenCV's
+        and FFmpeg's own messages may tell more."""
+        text = f"{self.name}: cannot open" + (f": {finding.text}" if finding else "")
+        if (finding is None or not finding.final) and not verbose():
+            text += " (-v: why)"
+        return text
 
     def read(self) -> np.ndarray:
         if self._cap is None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import importlib.util
 import logging
+import os
+import pwd
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -17,6 +25,14 @@ from PIL import Image
 
 from device.config import Roi, SourceConfig
 from device.config_checks import mask_userinfo
+from device.source_probe import (
+    Finding,
+    device_problem,
+    file_problem,
+    holders,
+    probe_endpoint,
+    stream_endpoint,
+)
 from device.sources import (
     BadFrame,
     FolderSource,
@@ -29,6 +45,8 @@ from device.sources import (
     make_source,
     normalize_frame,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
 
@@ -223,13 +241,247 @@ def test_opencv_video_file_without_loop_ends(video):
     source.close()
 
 
-def test_opencv_missing_camera_fails_to_open():
+@pytest.mark.parametrize("index", [63, 263])  # 263: OpenCV's "V4L2, camera 63"
+def test_opencv_missing_camera_says_which_device_node_is_missing(index):
+    """The journal line names the missing node and what there is instead, without -v."""
     if Path("/dev/video63").exists():
         pytest.skip("/dev/video63 exists here")
-    source = OpenCVSource(63)
+    source = OpenCVSource(index)
     assert not source.paced
-    with pytest.raises(SourceError, match="camera 63: cannot open"):
+    with pytest.raises(SourceError) as err:
         source.open()
+    message = str(err.value)
+    assert message.startswith(f"camera {index}: cannot open: /dev/video63: no such device (")
+    nodes = sorted(Path("/dev").glob("video[0-9]*"))
+    assert ("no /dev/video* at all" in message) == (not nodes), message
+    assert "-v" not in message and "\n" not in message
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def open_error(target: int | str) -> str:
+    with pytest.raises(SourceError) as err:
+        OpenCVSource(target).open()
+    return str(err.value)
+
+
+def test_a_stream_whose_port_refuses_says_cannot_connect_at_once():
+    port = free_port()
+    started = time.monotonic()
+    message = open_error(f"rtsp://admin:S3cretPW@127.0.0.1:{port}/live")
+    assert time.monotonic() - started < 5
+    assert message == (
+        f"opencv rtsp://***@127.0.0.1:{port}/live: cannot open: "
+        f"cannot connect to 127.0.0.1:{port} (connection refused)"
+    )
+
+
+def test_a_stream_host_that_does_not_resolve_is_named():
+    """``.invalid`` never resolves (RFC 6761)."""
+    message = open_error("rtsp://camera.invalid/live")
+    assert message.startswith(
+        "opencv rtsp://camera.invalid/live: cannot open: cannot resolve camera.invalid ("
+    ), message
+    assert "-v" not in message
+
+
+@pytest.fixture
+def hangs_up() -> Iterator[int]:
+    """A TCP port that accepts every connection and closes it at once."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                server.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_a_host_that_answers_without_a_stream_sends_to_v(hangs_up):
+    """The network is fine: what is wrong (path, password, codec) only FFmpeg can say."""
+    message = open_error(f"http://127.0.0.1:{hangs_up}/video.mjpg")
+    assert message == (
+        f"opencv http://127.0.0.1:{hangs_up}/video.mjpg: cannot open: "
+        f"127.0.0.1:{hangs_up} answers, but OpenCV cannot read a stream there (-v: why)"
+    )
+
+
+def test_a_port_that_never_answers_is_waited_for_only_the_probes_timeout():
+    """A full accept queue drops SYNs, as a host behind a dropping firewall does."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        started = time.monotonic()
+        finding = probe_endpoint("127.0.0.1", port, timeout=0.5)
+        took = time.monotonic() - started
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+    # Not final: a slow link may still carry the stream, so OpenCV gets its turn.
+    assert finding == Finding(f"127.0.0.1:{port} did not answer within 0.5 s", False)
+    assert 0.4 < took < 3
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("rtsp://u:p@cam.lan/live", ("cam.lan", 554)),
+        ("RTSPS://cam:8322/live", ("cam", 8322)),
+        ("http://[::1]/mjpg", ("::1", 80)),
+        ("https://cam/snap", ("cam", 443)),
+        ("rtmp://media/app", ("media", 1935)),
+        ("tcp://10.0.0.9:5000", ("10.0.0.9", 5000)),
+        ("tcp://10.0.0.9", None),  # FFmpeg wants a port here
+        ("tcp://0.0.0.0:5000?listen=1", None),  # OpenCV waits for a sender
+        ("udp://@:1234", None),  # connectionless
+        ("rtsp://cam:high/live", None),  # not a port
+        # A "/" in a password: parsers disagree on the host, and "u" is half a secret.
+        ("rtsp://u:1234/x@cam/live", None),
+    ],
+)
+def test_the_endpoint_a_stream_probe_connects_to(url, endpoint, monkeypatch):
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    assert stream_endpoint(url) == endpoint
+
+
+def test_no_probe_of_an_http_camera_behind_a_proxy(monkeypatch):
+    """FFmpeg connects to the proxy: a refused camera port would be the wrong answer."""
+    monkeypatch.setenv("http_proxy", "http://proxy.lan:3128")
+    assert stream_endpoint("http://cam.lan/video") is None
+    assert stream_endpoint("rtsp://cam.lan/live") == ("cam.lan", 554)
+
+
+def test_a_video_file_that_does_not_open_says_why(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "folder.mp4").mkdir()
+    assert open_error(str(tmp_path / "gone.mp4")).endswith(": cannot open: no such file")
+    assert open_error(str(tmp_path / "empty.mp4")).endswith(": cannot open: the file is empty")
+    assert open_error(str(tmp_path / "folder.mp4")).endswith(": a folder, not a video file")
+    assert open_error(str(broken)) == (
+        f"opencv {broken}: cannot open: the file (5132 bytes) is not a video OpenCV can read "
+        "(-v: why)"
+    )
+
+
+def test_a_device_path_that_is_not_a_camera():
+    """``source.url = "/dev/video0"`` is a device path OpenCV takes; /dev/null is none."""
+    assert (
+        open_error("/dev/null")
+        == "opencv /dev/null: cannot open: /dev/null is not a V4L2 video device"
+    )
+
+
+def as_nobody(call) -> str:
+    """``call()`` in a child process that runs as user nobody, its answer as text."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, str(call()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        text = answer.read()
+    os.waitpid(pid, 0)
+    return text
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_a_device_or_file_this_user_may_not_open_names_user_and_group():
+    """What a daemon run as a user outside the ``video`` group meets on a Pi."""
+    try:
+        video = grp.getgrnam("video").gr_gid
+    except KeyError:
+        pytest.skip("no video group here")
+    with tempfile.TemporaryDirectory() as tmp:  # not tmp_path: nobody may not enter it
+        folder = Path(tmp)
+        folder.chmod(0o755)
+        node, clip = folder / "video9", folder / "clip.mp4"
+        try:
+            os.mknod(node, 0o660 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+        except PermissionError:
+            pytest.skip("mknod is not allowed here")
+        os.chown(node, 0, video)
+        clip.write_bytes(b"video")
+        clip.chmod(0o600)
+        user = pwd.getpwuid(65534).pw_name
+        assert as_nobody(lambda: device_problem(str(node)).text) == (
+            f"{node}: permission denied for user {user} "
+            f"(group video may use it: sudo usermod -aG video {user}, then restart)"
+        )
+        assert as_nobody(lambda: file_problem(str(clip))) == str(Finding("permission denied", True))
+
+
+def test_a_busy_device_names_who_holds_it(tmp_path):
+    """``holders``: what a busy camera's line says (a real V4L2 queue is needed to be
+    busy: here any file held open by another process, and by this one)."""
+    held = tmp_path / "video0"
+    held.write_bytes(b"")
+    code = "import sys; f = open(sys.argv[1]); print('ready', flush=True); sys.stdin.read()"
+    other = subprocess.Popen(
+        [sys.executable, "-c", code, str(held)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == b"ready\n"
+        assert [h for h in holders(str(held)) if f"(pid {other.pid})" in h]
+        with open(held):
+            assert any(h.startswith(f"this process (pid {os.getpid()}") for h in holders(str(held)))
+    finally:
+        other.communicate(b"", timeout=10)
+    assert holders(str(held)) == []
+
+
+def test_the_reopen_line_in_the_daemons_journal_says_why(tmp_path, reference):
+    """What a user on a Pi reads in the journal: ``sightwire run`` on a stream whose
+    port refuses, every retry the same line, the reason in it, the password not."""
+    port = free_port()
+    argv = [sys.executable, "-m", "device.cli", "run", "--no-mqtt", "--variant", "int8"]
+    argv += ["--model", str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite")]
+    argv += [
+        "--source",
+        "opencv",
+        "--set",
+        f'source.url="rtsp://admin:S3cretPW@127.0.0.1:{port}/live"',
+    ]
+    argv += ["--set", "source.reopen_min_s=0.2", "--set", "source.reopen_max_s=0.4"]
+    run = subprocess.run(
+        [*argv, "--duration", "2"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if "cannot open" in ln]
+    assert len(lines) >= 2, run.stderr  # attempts 1, 2, 4, ...
+    reason = f"cannot open: cannot connect to 127.0.0.1:{port} (connection refused); retrying in"
+    assert all(f"opencv rtsp://***@127.0.0.1:{port}/live: {reason}" in ln for ln in lines)
+    assert "S3cretPW" not in run.stderr and "-v" not in run.stderr
 
 
 def test_opencv_video_path_must_exist(tmp_path):
@@ -283,7 +535,8 @@ def test_a_stream_password_never_reaches_logs_or_errors(caplog):
         reopening.stop.set()
         reader.join(20)
     assert reopening.failures >= 2
-    assert "***@127.0.0.1:1/stream: cannot open" in caplog.text
+    reason = "cannot open: cannot connect to 127.0.0.1:1 (connection refused)"
+    assert f"***@127.0.0.1:1/stream: {reason}" in caplog.text
     assert "S3cretPW" not in caplog.text
 
 
