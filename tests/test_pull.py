@@ -141,17 +141,18 @@ def test_pull_leaves_a_frame_that_differs_from_one_in_the_inbox(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, status",
     [
-        (["--", "-oProxyCommand=x"], "neither a folder here nor [user@]host"),
-        (["pi", "--remote-dir", "relative"], "--remote-dir 'relative'"),
-        (["pi", "--remote-dir", "/x y"], "no spaces"),
-        (["pi", "--ssh-opt", "nonsense"], "--ssh-opt 'nonsense'"),
+        (["--", "-oProxyCommand=x"], "neither a folder here nor [user@]host", 1),
+        (["pi", "--remote-dir", "relative"], "--remote-dir 'relative'", 2),
+        (["pi", "--remote-dir", "/x y"], "no spaces", 2),
+        (["pi", "--ssh-opt", "nonsense"], "--ssh-opt 'nonsense'", 2),
     ],
 )
-def test_pull_rejects_bad_arguments_in_one_line(tmp_path: Path, args, message):
+def test_pull_rejects_bad_arguments_in_one_line(tmp_path: Path, args, message, status):
+    """A flag's value that breaks its rule is a usage error (2), as in ``deploy``."""
     proc = sightwire("pull", "--inbox", str(tmp_path / "inbox"), *args)
-    assert proc.returncode != 0
+    assert proc.returncode == status, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
@@ -220,3 +221,91 @@ def test_frames_the_daemons_store_wrote_are_pulled_and_readable(tmp_path: Path):
     assert sorted(f.jpeg.stem for f in found.frames) == ids
     assert {f.device for f in found.frames} == {"cam7"}
     assert {f.said for f in found.frames} == {"ok"}  # no label yet: the top class
+
+
+ORPHAN = "20261122T100009000Z-000009"
+
+
+def test_an_orphan_sidecar_is_named_and_counted_not_hidden(tmp_path: Path):
+    """A ``.json`` whose ``.jpg`` was deleted by hand: nothing to pull, and the summary
+    must not say the device is empty while it stays there. It is not removed: pull
+    removes only what arrived, and the sidecar may be the only record of a label."""
+    store, inbox = tmp_path / "kept", tmp_path / "inbox"
+    keep_frame(store, "20261122T100000123Z-000001", [("ok", 0.48)])
+    keep_frame(store, ORPHAN, [("ok", 0.5)], operator_label="defect")
+    (store / f"{ORPHAN}.jpg").unlink()
+    sidecar = (store / f"{ORPHAN}.json").read_bytes()
+    proc = sightwire("pull", str(store), "--inbox", str(inbox))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (
+        f"orphan sidecar: {ORPHAN}.json has no .jpg beside it: nothing to pull, left there "
+        "(the daemon removes such a half at its next start)"
+    ) in proc.stdout.splitlines()
+    assert proc.stdout.splitlines()[-1].endswith(
+        "0 unusable, 0 left on the device; 1 orphan sidecar(s) without their .jpg left there"
+    )
+    assert [p.name for p in store.iterdir()] == [f"{ORPHAN}.json"]
+    assert (store / f"{ORPHAN}.json").read_bytes() == sidecar
+    assert sorted(p.name for p in (inbox / "kept").iterdir()) == [
+        "20261122T100000123Z-000001.jpg",
+        "20261122T100000123Z-000001.json",
+    ]
+
+
+def test_the_sidecar_a_cut_short_pull_left_is_cleared_by_the_next(tmp_path: Path):
+    """A pull cut short between removing a frame's ``.jpg`` and its ``.json``: the inbox
+    holds the whole frame, so the next pull removes the sidecar (nothing is lost); with
+    ``--no-remove`` it says so and leaves it; a sidecar that differs from the inbox's
+    stays. Never a ``.jpg``."""
+    store, inbox = tmp_path / "kept", tmp_path / "inbox"
+    keep_frame(store, ORPHAN, [("ok", 0.5)])
+    keep_frame(store, "20261122T100010000Z-000010", [("ok", 0.5)])
+    first = sightwire("pull", str(store), "--inbox", str(inbox), "--no-remove")
+    assert first.returncode == 0 and "pulled 2 frame(s)" in first.stdout, first.stdout
+    (store / f"{ORPHAN}.jpg").unlink()  # where the first pull was cut short
+    stray = "20261122T100010000Z-000010"
+    (store / f"{stray}.jpg").unlink()
+    (store / f"{stray}.json").write_text('{"format": 1}')  # not the inbox's copy
+    landed = {p.name: p.read_bytes() for p in (inbox / "kept").iterdir()}
+
+    kept = sightwire("pull", str(store), "--inbox", str(inbox), "--no-remove")
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert f"orphan sidecar: {ORPHAN}.json: its frame is in {inbox / 'kept'} already; left" in (
+        kept.stdout
+    )
+    assert "2 orphan sidecar(s) without their .jpg left there" in kept.stdout
+    assert sorted(p.name for p in store.iterdir()) == [f"{ORPHAN}.json", f"{stray}.json"]
+
+    again = sightwire("pull", str(store), "--inbox", str(inbox))
+    assert again.returncode == 0, again.stdout + again.stderr
+    lines = again.stdout.splitlines()
+    assert (
+        f"orphan sidecar: {ORPHAN}.json: its frame is in {inbox / 'kept'} already "
+        "(a pull cut short), so removed there"
+    ) in lines
+    assert f"orphan sidecar: {stray}.json has no .jpg beside it" in again.stdout
+    assert lines[-1].startswith("pulled 0 frame(s)")
+    assert lines[-1].endswith(
+        "0 left on the device; 1 orphan sidecar(s) without their .jpg left there; "
+        "1 orphan sidecar(s) removed (their frames were pulled before)"
+    )
+    assert [p.name for p in store.iterdir()] == [f"{stray}.json"]
+    assert {p.name: p.read_bytes() for p in (inbox / "kept").iterdir()} == landed
+    assert sorted(landed) == [f"{ORPHAN}.jpg", f"{ORPHAN}.json", f"{stray}.jpg", f"{stray}.json"]
+
+
+def test_orphan_sidecars_over_ssh(sshd: Sshd, tmp_path: Path):  # noqa: F811
+    store, inbox = tmp_path / "pi-kept", tmp_path / "inbox"
+    keep_frame(store, ORPHAN, [("ok", 0.5)])
+    keep_frame(store, "20261122T100010000Z-000010", [("ok", 0.5)])
+    opts = [x for opt in sshd.ssh_opts for x in ("--ssh-opt", opt)]
+    args = ["pull", sshd.host, "--remote-dir", str(store), "--inbox", str(inbox), *opts]
+    assert sightwire(*args, "--no-remove").returncode == 0
+    for frame_id in (ORPHAN, "20261122T100010000Z-000010"):
+        (store / f"{frame_id}.jpg").unlink()
+    (store / "20261122T100010000Z-000010.json").write_text("{}")
+    proc = sightwire(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{ORPHAN}.json: its frame is in {inbox / '127.0.0.1'} already" in proc.stdout
+    assert "20261122T100010000Z-000010.json has no .jpg beside it" in proc.stdout
+    assert [p.name for p in store.iterdir()] == ["20261122T100010000Z-000010.json"]

@@ -19,6 +19,14 @@ all the same: it moves to the inbox, is listed in one line, and ``sightwire revi
 lists it again; it is removed from the device like the rest, where it would only be
 listed at every pull. A folder (a copied SD card, a mounted share) is pulled the same
 way, with the checksums computed here before the copy.
+
+An **orphan sidecar** (an ``<id>.json`` whose ``.jpg`` is gone: a pull cut short between
+its two removals, or an image deleted by hand; the daemon never leaves one, it writes the
+``.jpg`` first and evicts the ``.json`` first) has nothing to pull and is named in one
+line each and counted in the summary. Where the inbox already holds its whole frame with
+the same sidecar (the cut-short pull), it is removed like a pulled one: nothing is lost.
+Any other is left there (the daemon removes such halves at its next start): a sidecar
+may hold the only record of an operator's label, and pull removes only what arrived.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.errors import SightwireError, one_line
+from device.errors import SightwireError, UsageError, one_line
 from device.keep_store import KEPT_NAME
 from device.remote import Remote, call, is_host, is_ssh_option, remote_dir
 from device.review.frames import SidecarError, frame_of, jpeg_problem
@@ -94,6 +102,8 @@ class Report:
     bytes: int = 0
     problems: list[str] = field(default_factory=list)  # one line each
     left: list[str] = field(default_factory=list)  # ids left at the source, with why
+    orphans: list[str] = field(default_factory=list)  # sidecars without a .jpg left, with why
+    cleared: list[str] = field(default_factory=list)  # such sidecars removed: the inbox has all
 
 
 def sha256_of(path: Path) -> str:
@@ -117,6 +127,31 @@ def parse_listing(text: str) -> dict[str, str]:
 def complete_ids(sums: dict[str, str]) -> list[str]:
     """Ids with both files listed: a ``.jpg`` alone is a write in progress."""
     return sorted(n[:-5] for n in sums if n.endswith(".json") and f"{n[:-5]}.jpg" in sums)
+
+
+def orphan_sidecars(sums: dict[str, str]) -> list[str]:
+    """Sidecars listed without their ``.jpg``: never a write in progress (the ``.jpg`` is
+    written first), but a pull cut short after removing the ``.jpg``, or a hand's delete."""
+    return sorted(n for n in sums if n.endswith(".json") and f"{n[:-5]}.jpg" not in sums)
+
+
+def sort_orphans(
+    names: list[str], sums: dict[str, str], dest: Path, remove: bool, report: Report
+) -> None:
+    """``cleared``: orphan sidecars whose whole frame, this very sidecar included, is in
+    ``dest`` already; the others are listed in ``orphans`` and stay at the source."""
+    for name in names:
+        jpeg, sidecar = dest / f"{name[:-5]}.jpg", dest / name
+        landed = jpeg.is_file() and sidecar.is_file() and sha256_of(sidecar) == sums[name]
+        if landed and remove:
+            report.cleared.append(name)
+        elif landed:
+            report.orphans.append(f"{name}: its frame is in {dest} already; left (--no-remove)")
+        else:
+            report.orphans.append(
+                f"{name} has no .jpg beside it: nothing to pull, left there "
+                "(the daemon removes such a half at its next start)"
+            )
 
 
 class FolderSource:
@@ -232,15 +267,19 @@ def pull(source: FolderSource | SshSource, inbox: Path, remove: bool) -> Report:
     ids = complete_ids(sums)
     dest = inbox / source.name
     staging = inbox / INCOMING / source.name
+    sort_orphans(orphan_sidecars(sums), sums, dest, remove, report)
     if not ids:
+        if report.cleared:
+            source.remove(report.cleared)
         return report
     staging.mkdir(parents=True, exist_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
     source.fetch([n for i in ids for n in (f"{i}.jpg", f"{i}.json")], staging)
     report.pulled = land(ids, sums, staging, dest, report)
-    if remove and report.pulled:
+    if remove and (report.pulled or report.cleared):
         # Every .jpg before any .json: a pair without its sidecar no longer counts.
-        source.remove([f"{i}.jpg" for i in report.pulled] + [f"{i}.json" for i in report.pulled])
+        jpegs = [f"{i}.jpg" for i in report.pulled]
+        source.remove(jpegs + [f"{i}.json" for i in report.pulled] + report.cleared)
     shutil.rmtree(staging, ignore_errors=True)
     return report
 
@@ -253,13 +292,13 @@ def source_of(args: argparse.Namespace) -> FolderSource | SshSource:
         raise PullError(f"{args.source!r}: neither a folder here nor [user@]host")
     remote = remote_dir(args.remote_dir)
     if remote is None:
-        raise PullError(
+        raise UsageError(
             f"--remote-dir {args.remote_dir!r}: expected an absolute path of letters, "
             "digits and ._+-/ (no spaces, no ..)"
         )
     for opt in args.ssh_opt:
         if not is_ssh_option(opt):
-            raise PullError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
+            raise UsageError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
     if not shutil.which("ssh") or not shutil.which("rsync"):
         raise PullError("pull needs ssh and rsync here (apt install openssh-client rsync)")
     return SshSource(args.source, remote, args.ssh_opt)
@@ -279,10 +318,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"unusable: {line}")
     for line in report.left:
         print(f"left on the device: {line}")
+    for line in report.orphans:
+        print(f"orphan sidecar: {line}")
+    for name in report.cleared:
+        print(
+            f"orphan sidecar: {name}: its frame is in {inbox / source.name} already "
+            "(a pull cut short), so removed there"
+        )
     where = "left in place (--no-remove)" if args.no_remove else "removed there"
+    orphans = ""
+    if report.orphans:
+        orphans += f"; {len(report.orphans)} orphan sidecar(s) without their .jpg left there"
+    if report.cleared:
+        n = len(report.cleared)
+        orphans += f"; {n} orphan sidecar(s) removed (their frames were pulled before)"
     print(
         f"pulled {len(report.pulled)} frame(s) ({report.bytes / (1 << 20):.1f} MiB) from "
         f"{source.name} into {inbox / source.name}, {where}; {len(report.problems)} unusable, "
-        f"{len(report.left)} left on the device"
+        f"{len(report.left)} left on the device{orphans}"
     )
+    # Orphans leave 0: no pull can fetch an image that is gone, and the next run would fail too.
     return 1 if report.left else 0
