@@ -25,7 +25,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 
 from device import __version__
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 
 GROUP = "sightwire.verbs"
 TRAIN_PACKAGES = {"tensorflow", "keras", "sklearn", "matplotlib", "keras_tuner", "tflite", "rich"}
@@ -175,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     verb = VERBS[top.verb]
     try:
         return _run(verb, rest, verbose)
-    except SightwireError as exc:
+    except SightwireError as exc:  # a UsageError (a flag's value): 2, as argparse's own
         print(f"sightwire {verb.name}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

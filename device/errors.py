@@ -1,8 +1,8 @@
 """One exception type for every failure a user can fix; errors kept to one line each.
 
-The CLI prints ``SightwireError`` as one line on stderr and exits non-zero; anything
-else is a bug and keeps its traceback. ``one_line``, ``log_this_time`` and ``ErrorLog``
-are how the rest of the code keeps its messages one line and the journal short.
+The CLI prints ``SightwireError`` as one line on stderr and exits 1 (a ``UsageError``:
+2); anything else is a bug and keeps its traceback. ``one_line``, ``log_this_time`` and
+``ErrorLog`` are how the rest of the code keeps its messages one line and the journal short.
 """
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ import logging
 
 class SightwireError(Exception):
     """A failure caused by input or environment, explained in one line."""
+
+
+class UsageError(SightwireError):
+    """A command line that cannot work as typed: a flag's value out of its range or
+    format, or flags that contradict each other (exit 2, as argparse's own errors).
+
+    A file or folder that is missing, unreadable or holds bad data is a plain
+    ``SightwireError`` (exit 1): the command was right, the world around it was not."""
 
 
 class BundleError(SightwireError):

@@ -408,15 +408,15 @@ def test_compare_puts_files_side_by_side(bench_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "status"),
     [
-        (["bench", "/nonexistent/bundle"], "model not found"),
-        (["bench", "--compare", "/nonexistent.json"], "file not found"),
-        (["bench"], "name a BUNDLE"),
+        (["bench", "/nonexistent/bundle"], "model not found", 1),
+        (["bench", "--compare", "/nonexistent.json"], "file not found", 1),
+        (["bench"], "name a BUNDLE", 2),  # a usage error, as argparse's
     ],
 )
-def test_bad_input_is_one_line(argv, message, capsys):
-    assert main(argv) == 1
+def test_bad_input_is_one_line(argv, message, status, capsys):
+    assert main(argv) == status
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sightwire bench: error:") and message in err[0]
 

@@ -22,6 +22,7 @@ from device.config import (
     validate,
 )
 from device.config_print import to_json, to_toml
+from device.errors import UsageError
 from device.verbs.run import parse_broker
 
 if sys.version_info >= (3, 11):
@@ -223,7 +224,7 @@ def test_parse_broker_forms():
     assert parse_broker("h") == {"mqtt.host": "h"}
     assert parse_broker("h:1884") == {"mqtt.host": "h", "mqtt.port": 1884}
     assert parse_broker("[::1]:1884") == {"mqtt.host": "::1", "mqtt.port": 1884}
-    with pytest.raises(ConfigError, match="not a number"):
+    with pytest.raises(UsageError, match="not a number"):  # --broker's value: exit 2
         parse_broker("h:x")
 
 

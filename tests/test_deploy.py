@@ -580,7 +580,7 @@ def test_deploy_refuses_a_bundle_with_a_wrong_hash(bundle: Path):
 )
 def test_deploy_rejects_hostile_or_bad_arguments(bundle: Path, extra, message):
     proc = sightwire("deploy", str(bundle), *extra, "--dry-run")
-    assert proc.returncode == 1, proc.stdout
+    assert proc.returncode == 2, proc.stdout  # a flag's value: a usage error
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 

@@ -498,17 +498,17 @@ def test_the_doctor_sees_the_pixels_training_sees():
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "status"),  # 2: a flag's value out of range (a usage error)
     [
-        (["/no/such/folder"], "dataset folder not found"),
-        (["{data}", "--border", "0.9"], "--border must be between"),
-        (["{data}", "--weights", "/no/such.h5"], "weights file not found"),
+        (["/no/such/folder"], "dataset folder not found", 1),
+        (["{data}", "--border", "0.9"], "--border must be between", 2),
+        (["{data}", "--weights", "/no/such.h5"], "weights file not found", 1),
     ],
 )
-def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, message):
+def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, message, status):
     data = make_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
     argv = [a.format(data=data) for a in argv]
-    assert main(["doctor", *argv, "--no-progress"]) == 1
+    assert main(["doctor", *argv, "--no-progress"]) == status
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
 

@@ -445,6 +445,6 @@ def test_the_fleet_acl_confines_each_station_and_only_the_rollout_user_commands(
 def test_fleet_names_the_option_that_is_wrong(args, expected, capsys):
     from device.cli import main
 
-    assert main(["fleet", "status", "--broker", "127.0.0.1:1", *args]) == 1
+    assert main(["fleet", "status", "--broker", "127.0.0.1:1", *args]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sightwire fleet: error: " + expected), err

@@ -84,7 +84,7 @@ def test_a_source_path_without_source_says_which_source(tmp_path, model, capsys,
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_a_duration_that_never_ends_or_never_starts_is_refused(model, capsys, value):
     code = main(["run", "--model", str(model), "--no-mqtt", f"--duration={value}"])
-    assert code == 1
+    assert code == 2  # a flag's value: a usage error
     assert "--duration must be a positive number of seconds" in capsys.readouterr().err
 
 

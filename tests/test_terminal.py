@@ -103,21 +103,21 @@ def test_tensorflow_start_up_notes_only_with_v():
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "status"),  # 2: a flag's value out of range (a usage error)
     [
-        (["train", "{data}", "--out", "{out}", "--input-size", "600"], "--input-size must be"),
-        (["train", "{tmp}/nope", "--out", "{out}"], "dataset folder not found"),
-        (["train", "{data}", "--out", "{out}", "--weights", "/no/w.h5"], "weights file not found"),
-        (["train", "{data}", "--out", "{full}"], "is not empty: pass --force"),
-        (["train", "{data}", "--out", "{tmp}", "--force"], "--force would delete it"),
-        (["train", "{data}", "--out", "{out}", "--val", "0.5", "--test", "0.5"], "--val + --test"),
-        (["doctor", "{data}", "--input-size", "600"], "--input-size must be"),
-        (["doctor", "{data}", "--out", "{full}"], "is not empty: pass --force"),
-        (["export", "{full}"], "Keras model not found"),
-        (["evaluate", "{full}", "{tmp}/nope"], "dataset folder not found"),
+        (["train", "{data}", "--out", "{out}", "--input-size", "600"], "--input-size must be", 2),
+        (["train", "{tmp}/nope", "--out", "{out}"], "dataset folder not found", 1),
+        (["train", "{data}", "--out", "{out}", "--weights", "/x.h5"], "weights file not found", 1),
+        (["train", "{data}", "--out", "{full}"], "is not empty: pass --force", 1),
+        (["train", "{data}", "--out", "{tmp}", "--force"], "--force would delete it", 1),
+        (["train", "{data}", "--out", "{out}", "--val", "0.5", "--test", "0.5"], "--val +", 2),
+        (["doctor", "{data}", "--input-size", "600"], "--input-size must be", 2),
+        (["doctor", "{data}", "--out", "{full}"], "is not empty: pass --force", 1),
+        (["export", "{full}"], "Keras model not found", 1),
+        (["evaluate", "{full}", "{tmp}/nope"], "dataset folder not found", 1),
     ],
 )
-def test_argument_errors_come_in_one_line_before_tensorflow(tmp_path, argv, message):
+def test_argument_errors_come_in_one_line_before_tensorflow(tmp_path, argv, message, status):
     data = tmp_path / "data"
     (data / "a").mkdir(parents=True)
     full = tmp_path / "full"
@@ -125,7 +125,7 @@ def test_argument_errors_come_in_one_line_before_tensorflow(tmp_path, argv, mess
     (full / "stale.txt").write_text("from before")
     names = {"data": data, "out": tmp_path / "new", "full": full, "tmp": tmp_path}
     proc = probe(*(a.format(**names) for a in argv))
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == status, proc.stderr
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0], proc.stderr
     assert err[0].startswith(f"sightwire {argv[0]}: error: ")

@@ -2,7 +2,8 @@
 
 Importing TensorFlow takes seconds; a typo in a folder name or ``--input-size 300``
 must be answered at once, in one line. Nothing here imports more than the standard
-library and ``device.outputs`` (the output-path checks every verb shares).
+library and ``device.outputs`` (the output-path checks every verb shares). A flag's value
+out of range is a ``UsageError`` (exit 2); a missing or unusable path is not (exit 1).
 ``trainer.model`` checks the input size again for callers that skip the CLI.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 from device.outputs import check_output_dir
 
 # MobileNetV2 is fully convolutional: its 224 ImageNet weights run at any size; above 224
@@ -21,7 +22,7 @@ INPUT_SIZES = range(96, 513)  # trainer.model uses this one
 
 def check_input_size(size: int) -> None:
     if size not in INPUT_SIZES:
-        raise SightwireError(
+        raise UsageError(
             f"--input-size must be between {INPUT_SIZES.start} and {INPUT_SIZES.stop - 1}, "
             f"got {size}"
         )
@@ -39,7 +40,7 @@ def check_data_dir(path: Path, what: str = "dataset folder") -> Path:
 
 def check_fraction(name: str, value: float, low: float = 0.0, high: float = 0.9) -> None:
     if not low <= value <= high:
-        raise SightwireError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+        raise UsageError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
 
 
 def check_weights(weights: str) -> None:

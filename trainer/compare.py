@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from device.bundle import load_bundle
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 from device.labelled import list_labelled
 from device.review.labelling import field_images
 from trainer.console import console
@@ -84,7 +84,7 @@ def judge(
 def check_baseline(bundle: Path, data: Path, max_recall_drop: float) -> None:
     """Before any training: the old bundle opens, recorded its split, knows every class."""
     if not 0 <= max_recall_drop <= 1:
-        raise SightwireError(f"--max-recall-drop must be 0..1, got {max_recall_drop:g}")
+        raise UsageError(f"--max-recall-drop must be 0..1, got {max_recall_drop:g}")
     old = load_bundle(bundle)
     old_sides(bundle)
     _, names = list_labelled(data)

@@ -1,5 +1,6 @@
 """Progress bars and tables for long trainer work (rich), quiet when asked; TensorFlow
-imported without its start-up chatter."""
+imported without its start-up chatter. Progress and notes go to stderr (``console``), a
+verb's result to stdout (``result_console``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress bars and notes, beside the command's output
+# What a command prints as its result (``evaluate``'s tables): on stdout, where
+# ``sightwire evaluate ... > result.txt`` keeps it.
+result_console = Console()
 # ``--no-progress`` for code deep in the chain that has no options at hand (Keras
 # callbacks); set once by the verb.
 _progress = {"on": True}

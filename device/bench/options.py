@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.errors import SightwireError
+from device.errors import UsageError
 
 SCHEMA = "sightwire-bench/1"
 # CPU models are timed in rounds of this many invokes each, every model in turn: long
@@ -62,19 +62,20 @@ class BenchOptions:
 
 
 def check_options(opts: BenchOptions) -> None:
-    """Refuse impossible settings before anything is loaded."""
+    """Refuse impossible settings before anything is loaded: a flag's value, so a
+    ``UsageError`` (exit 2)."""
     if not opts.threads or any(t < 1 for t in opts.threads):
-        raise SightwireError("--threads takes positive counts, e.g. 1,2,4")
+        raise UsageError("--threads takes positive counts, e.g. 1,2,4")
     if opts.runs < 1:
-        raise SightwireError("--runs must be at least 1")
+        raise UsageError("--runs must be at least 1")
     if opts.warmup < 0:
-        raise SightwireError("--warmup must be 0 or more")
+        raise UsageError("--warmup must be 0 or more")
     if opts.loop_frames < 1:
-        raise SightwireError("--loop-frames must be at least 1")
+        raise UsageError("--loop-frames must be at least 1")
     unknown = [f for f in opts.frame_formats if f not in FRAME_FORMATS]
     if unknown or not opts.frame_formats:
-        raise SightwireError(
+        raise UsageError(
             f"--frame-formats {','.join(unknown)}: expected {', '.join(FRAME_FORMATS)}"
         )
     if opts.source_fps is not None and not 0 < opts.source_fps <= 1000:
-        raise SightwireError("--source-fps must be in (0, 1000]")
+        raise UsageError("--source-fps must be in (0, 1000]")

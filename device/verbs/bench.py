@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 from device.outputs import MAX_THREADS, check_output_file
 
 HELP = (
@@ -127,18 +127,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare:
         if args.models:
-            raise SightwireError("--compare takes JSON files only; leave out BUNDLE")
+            raise UsageError("--compare takes JSON files only; leave out BUNDLE")
         results = [bench_report.load_result(p) for p in args.compare]
         bench_report.show([bench_report.compare_tab(results, [p.name for p in args.compare])])
         return 0
     if not args.models:
-        raise SightwireError("name a BUNDLE to benchmark (or --compare A.json B.json)")
+        raise UsageError("name a BUNDLE to benchmark (or --compare A.json B.json)")
     if args.json:
         check_output_file(args.json, "--json", (".json",))
     if args.plot:
         check_output_file(args.plot, "--plot", (".png",))
     if args.plot and args.plot.suffix.lower() != ".png":
-        raise SightwireError(f"--plot {args.plot}: expected a .png file name")
+        raise UsageError(f"--plot {args.plot}: expected a .png file name")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise SightwireError(bench_report.MATPLOTLIB_HINT)  # now, not after the timings
 

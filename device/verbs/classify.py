@@ -14,7 +14,7 @@ import sys
 
 from device.classifier import Classifier
 from device.config import InferenceConfig
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 from device.images import MAX_PIXELS, load_image
 from device.outputs import pixel_limit, thread_count
 from device.postprocess import Decision, PostProcessor
@@ -79,9 +79,9 @@ def describe(path: str, decision: Decision, post: PostProcessor, raw: bool) -> s
 
 def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise SightwireError(f"--threshold must be between 0 and 1, got {args.threshold}")
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.top_k < 1:
-        raise SightwireError(f"--top-k must be at least 1, got {args.top_k}")
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     clf = Classifier.open(args.model, args.variant, args.threads)
     post = decider(clf, args)
     failed = 0

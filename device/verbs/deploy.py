@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.bundle import Bundle, extract_zip, load_bundle
+from device.errors import UsageError
 from device.models_dir import (
     CURRENT,
     PARTIAL,
@@ -170,33 +171,35 @@ def _manifest_shas(bundle: Bundle) -> dict[str, str]:
 
 
 def validate(args: argparse.Namespace) -> None:
+    """The flags' values, before any file is read: one that breaks its format is a
+    ``UsageError`` (exit 2)."""
     if not is_host(args.host):
-        raise DeployError(
+        raise UsageError(
             f"--host {args.host!r}: expected [user@]host (IPv6 or odd names: "
             "give an alias from ~/.ssh/config)"
         )
     remote = remote_dir(args.remote_dir)
     if remote is None:
-        raise DeployError(
+        raise UsageError(
             f"--remote-dir {args.remote_dir!r}: expected an absolute path of letters, "
             "digits and ._+-/ (no spaces, no ..)"
         )
     args.remote_dir = remote
     if args.keep < 0:
-        raise DeployError("--keep must be 0 (keep all) or more")
+        raise UsageError("--keep must be 0 (keep all) or more")
     if not _SERVICE.match(args.service):
-        raise DeployError(f"--service {args.service!r}: not a systemd unit name")
+        raise UsageError(f"--service {args.service!r}: not a systemd unit name")
     for opt in args.ssh_opt:
         if not is_ssh_option(opt):
-            raise DeployError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
+            raise UsageError(f"--ssh-opt {opt!r}: expected KEY=VALUE, e.g. Port=2222")
     if args.mqtt is not None and (
         not args.mqtt.strip("/")
         or any(c in args.mqtt for c in "#+\0")
         or args.mqtt != args.mqtt.strip()
     ):
-        raise DeployError(f"--mqtt {args.mqtt!r}: expected a base topic like sightwire/kitchen")
+        raise UsageError(f"--mqtt {args.mqtt!r}: expected a base topic like sightwire/kitchen")
     if not 0 < args.mqtt_port < 65536:
-        raise DeployError(f"--mqtt-port {args.mqtt_port}: not a port number")
+        raise UsageError(f"--mqtt-port {args.mqtt_port}: not a port number")
 
 
 @contextmanager

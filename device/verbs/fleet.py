@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from device.config import ConfigError, MqttConfig, describe_errors
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 from device.fleet import status as fleet_status
 from device.fleet.link import Link
 from device.fleet.rollout import Plan, Rollout, select
@@ -146,9 +146,14 @@ def mqtt_config(args: argparse.Namespace) -> MqttConfig:
         why = describe_errors(exc, MqttConfig, prefix="mqtt.")
         for key, option in _OPTIONS.items():
             why = why.replace(f"{key}:", f"{option}:")
-        raise ConfigError(why) from None
+        # --prefix, --broker or --username as typed: a usage error (2); a --ca, --cert or
+        # --key file, or what --password-file holds: the files (1).
+        typed = all(err["loc"] and err["loc"][0] in _TYPED for err in exc.errors())
+        raise (UsageError if typed else ConfigError)(why) from None
 
 
+# The keys whose values are typed on the command line (not read from a file).
+_TYPED = {"prefix", "host", "port", "username"}
 # What the user typed, for each key an error names (the config file's names mean nothing here).
 _OPTIONS = {
     "mqtt.prefix": "--prefix",
@@ -186,9 +191,9 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_rollout(args: argparse.Namespace) -> int:
     if args.canary < 0 or args.batch < 1 or args.max_failures < 0:
-        raise ConfigError("--canary and --max-failures must be ≥ 0, --batch ≥ 1")
+        raise UsageError("--canary and --max-failures must be ≥ 0, --batch ≥ 1")
     if args.soak < 0 or args.timeout <= 0:
-        raise ConfigError("--soak must be ≥ 0 and --timeout > 0")
+        raise UsageError("--soak must be ≥ 0 and --timeout > 0")
     if not args.bundle.exists():
         raise SightwireError(f"{args.bundle}: no such bundle")
     hashes = model_hashes(args.bundle)

@@ -17,7 +17,7 @@ import logging
 import webbrowser
 from pathlib import Path
 
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 from device.review.labelling import PROVENANCE, Labeller
 from device.review.server import ReviewServer
 
@@ -67,7 +67,7 @@ def _loopback(host: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
-        raise SightwireError(f"--port {args.port}: not a port number")
+        raise UsageError(f"--port {args.port}: not a port number")
     labeller = Labeller(Path(args.inbox), Path(args.data), args.who)
     found = labeller.scan()
     for problem in found.problems:

@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from device.config import ConfigError, load_config
+from device.config import load_config
 from device.config_print import to_json, to_toml
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 
 HELP = (
     "Run the camera → model → MQTT daemon from a TOML config "
@@ -79,11 +79,11 @@ def parse_broker(text: str) -> dict[str, Any]:
     elif text.count(":") == 1:
         host, _, port = text.partition(":")
     if not host:
-        raise ConfigError(f"--broker {text!r}: expected HOST[:PORT]")
+        raise UsageError(f"--broker {text!r}: expected HOST[:PORT]")
     values: dict[str, Any] = {"mqtt.host": host}
     if port is not None:
         if not port.isdigit():
-            raise ConfigError(f"--broker {text!r}: port {port!r} is not a number")
+            raise UsageError(f"--broker {text!r}: port {port!r} is not a number")
         values["mqtt.port"] = int(port)
     return values
 
@@ -112,9 +112,9 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
-        raise ConfigError("--max-frames must be at least 1")
+        raise UsageError("--max-frames must be at least 1")
     if args.duration is not None and not 0 < args.duration < math.inf:
-        raise ConfigError("--duration must be a positive number of seconds")
+        raise UsageError("--duration must be a positive number of seconds")
     config = load_config(args.config, args.overrides, values=flag_values(args))
     if args.print_config:
         print(to_json(config) if args.print_config == "json" else to_toml(config), end="")

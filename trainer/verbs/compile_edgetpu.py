@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from device.bundle import MANIFEST, load_bundle
-from device.errors import BundleError, SightwireError
+from device.errors import BundleError, SightwireError, UsageError
 from trainer.edgetpu import (
     COMPILED,
     CPU,
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if report.compiled:
             raise SightwireError(f"{model.name} is already compiled for the Edge TPU")
         if bundle_dir is None and Path(args.bundle).suffix.lower() == ".zip":
-            raise SightwireError("compiling writes into the bundle: unzip it and pass the folder")
+            raise UsageError("compiling writes into the bundle: unzip it and pass the folder")
         out_dir = bundle_dir or (Path(args.out) if args.out else model.parent)
         compiler = args.compiler
         if compiler and shutil.which(compiler) is None:

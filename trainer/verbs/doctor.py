@@ -64,14 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Every argument that can be checked without TensorFlow, in one line each."""
-    from device.errors import SightwireError
+    from device.errors import UsageError
     from trainer.checks import check_data_dir, check_input_size, check_out_dir, check_weights
 
     check_data_dir(args.data)
     if not 0.02 <= args.border <= 0.4:
-        raise SightwireError(f"--border must be between 0.02 and 0.4, got {args.border}")
+        raise UsageError(f"--border must be between 0.02 and 0.4, got {args.border}")
     if args.per_class < 1:
-        raise SightwireError(f"--per-class must be at least 1, got {args.per_class}")
+        raise UsageError(f"--per-class must be at least 1, got {args.per_class}")
     if args.weights.lower() != "none":
         check_input_size(args.input_size)
     check_weights(args.weights)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from device.bundle import load_bundle
-    from trainer.console import console
+    from trainer.console import console, result_console
     from trainer.evaluate import confusion_png, evaluate_folder
 
     bundle = load_bundle(args.bundle)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{m['f1']:.3f}",
                 str(m["support"]),
             )
-        console.print(table)
+        result_console.print(table)  # the result: stdout
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             confusion_png(
@@ -84,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
                 args.out / f"confusion_{variant}.png",
             )
     if "agreement_with_float" in results.get("int8", {}):
-        console.print(f"int8 agrees with float on {results['int8']['agreement_with_float']:.2%}")
+        agree = results["int8"]["agreement_with_float"]
+        result_console.print(f"int8 agrees with float on {agree:.2%}")
     for path, why in scored.unreadable:
-        console.print(
+        console.print(  # a note: stderr
             f"[yellow]skipped unreadable image[/] {path}: {why.removeprefix(f'{path}: ')}"
         )
     if args.json:

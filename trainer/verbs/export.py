@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     """What can be checked before TensorFlow is imported: the files, the recorded split
     and that the photos it names are there (a wrong --data fails now, in one line)."""
-    from device.errors import SightwireError
+    from device.errors import SightwireError, UsageError
     from trainer.checks import check_data_dir
 
     check_data_dir(args.bundle, "bundle folder")
@@ -49,7 +49,7 @@ def check(args: argparse.Namespace) -> None:
     if not keras_file.is_file():
         raise SightwireError(f"Keras model not found: {keras_file} (train writes it)")
     if args.representative < 1:
-        raise SightwireError("--representative must be at least 1")
+        raise UsageError("--representative must be at least 1")
     if args.data is not None:
         check_data_dir(args.data)
     split = read_split(args.bundle)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from device.errors import SightwireError
-from device.outputs import MAX_THREADS
+from device.errors import SightwireError, UsageError
+from device.outputs import MAX_THREADS, thread_count
 from device.preprocess import RESIZE_MODES
 from trainer.checks import (
     check_data_dir,
@@ -120,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,  # as every verb's --threads: argparse's usage error (2)
         default=None,
         help=f"TFLite threads for evaluation, 1..{MAX_THREADS} (default: the runtime's own)",
     )
@@ -184,20 +184,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Every argument that can be checked without TensorFlow, in one line each."""
+    """Every argument that can be checked without TensorFlow, in one line each: a flag's
+    value out of range is a ``UsageError`` (exit 2), a path that cannot be used is not (1)."""
     check_data_dir(args.data)
     check_input_size(args.input_size)
     check_weights(args.weights)
     for name, value in (("--val", args.val), ("--test", args.test)):
         check_fraction(name, value)
     if args.val + args.test >= 0.9:
-        raise SightwireError(
+        raise UsageError(
             f"--val + --test must leave photos to train on, got {args.val + args.test:g}"
         )
     if not 0 <= args.dropout < 1:
-        raise SightwireError(f"--dropout must be at least 0 and below 1, got {args.dropout:g}")
+        raise UsageError(f"--dropout must be at least 0 and below 1, got {args.dropout:g}")
     if args.max_pool and not args.multiscale:
-        raise SightwireError("--max-pool adds to the multi-scale head: drop --no-multiscale")
+        raise UsageError("--max-pool adds to the multi-scale head: drop --no-multiscale")
     minutes = 1 if args.search_minutes is None else args.search_minutes
     for rule, holds, values in (
         (
@@ -223,15 +224,13 @@ def check(args: argparse.Namespace) -> None:
             value = minutes if dest == "search_minutes" else getattr(args, dest)
             if not holds(value):  # also nan
                 flag = "--" + dest.replace("_", "-")
-                raise SightwireError(f"{flag} must be {rule}, got {value:g}")
+                raise UsageError(f"{flag} must be {rule}, got {value:g}")
     if not 0 < args.target_precision <= 1:
-        raise SightwireError(
+        raise UsageError(
             f"--target-precision must be above 0 and at most 1, got {args.target_precision:g}"
         )
     if args.folds == 1 or args.folds < 0:
-        raise SightwireError(f"--folds must be 0 (off) or at least 2, got {args.folds}")
-    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
-        raise SightwireError(f"--threads must be 1..{MAX_THREADS}, got {args.threads}")
+        raise UsageError(f"--folds must be 0 (off) or at least 2, got {args.folds}")
     if args.baseline and is_within(args.baseline, args.out):  # --force would delete it
         what = "is" if is_within(args.out, args.baseline) else "holds"
         raise SightwireError(
