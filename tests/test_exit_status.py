@@ -110,6 +110,8 @@ def test_train_flag_values_out_of_range_are_usage_errors(tmp_path, capsys, extra
             "--canary and --max-failures must be",
         ),
         (["fleet", "status", "--prefix", "a/#"], "--prefix: must be a topic path"),
+        (["compile-edgetpu", "{tmp}/b.zip"], "unzip it and pass the folder"),
+        (["compile-edgetpu", "{tmp}/m.tflite", "--timeout", "0"], "--timeout must be above 0"),
     ],
 )
 def test_other_verbs_flag_values_are_usage_errors(tmp_path, capsys, argv, message):

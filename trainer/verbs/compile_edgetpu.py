@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.check and Path(args.bundle).suffix.lower() == ".zip":
+        # Before the preflight: its report would only end in this line.
+        raise UsageError("compiling writes into the bundle: unzip it and pass the folder")
+    if not args.timeout > 0:  # also nan
+        raise UsageError(f"--timeout must be above 0 seconds, got {args.timeout:g}")
     model, bundle_dir = _resolve(Path(args.bundle))
     report = preflight(model)
     console = _console()
@@ -72,8 +77,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.check:
         if report.compiled:
             raise SightwireError(f"{model.name} is already compiled for the Edge TPU")
-        if bundle_dir is None and Path(args.bundle).suffix.lower() == ".zip":
-            raise UsageError("compiling writes into the bundle: unzip it and pass the folder")
         out_dir = bundle_dir or (Path(args.out) if args.out else model.parent)
         compiler = args.compiler
         if compiler and shutil.which(compiler) is None:
