@@ -197,6 +197,7 @@ class OpenCVSource:
         width: int | None = None,
         height: int | None = None,
         fps: float | None = None,
+        timeout_s: float | None = None,
     ):
         self.cv2 = _import("cv2", OPENCV_HINT)
         if not verbose():  # OpenCV's and FFmpeg's own lines, on every reopen: -v shows them
@@ -212,6 +213,9 @@ class OpenCVSource:
         )
         # Where a stream's TCP connection goes, asked before OpenCV is (source_probe).
         self.endpoint = None if isinstance(target, int) or self.is_file else stream_endpoint(target)
+        # A stream's open and read give up after this (FFmpeg's own wait is 30 s, as long as
+        # the watchdog's): the reason is then said, not "a call into the source hangs".
+        self.timeout_s = None if isinstance(target, int) or self.is_file else timeout_s
         self._cap: Any = None
 
     def open(self) -> None:
@@ -219,7 +223,12 @@ class OpenCVSource:
         network = probe_endpoint(*self.endpoint) if self.endpoint else None
         if network is not None and network.final:  # no such host, or refused: OpenCV too
             raise SourceError(self._cannot_open(network))
-        cap = cv2.VideoCapture(self.target)
+        if self.timeout_s:
+            ms = int(self.timeout_s * 1000)
+            limits = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, limits)
+        else:
+            cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():
             cap.release()  # first: the device must not look busy because of this very cap
             raise SourceError(self._cannot_open(network or self._why_not()))
@@ -288,7 +297,9 @@ def make_source(cfg: SourceConfig, model: ModelInput | None = None) -> Source:
             target = str(cfg.path)
         else:
             target = str(cfg.url)
-        return OpenCVSource(target, cfg.loop, cfg.width, cfg.height, cfg.fps)
+        # Half the watchdog: a stream that does not answer is a reason, not a stall.
+        timeout = cfg.watchdog_s / 2 if cfg.watchdog_s > 0 else None
+        return OpenCVSource(target, cfg.loop, cfg.width, cfg.height, cfg.fps, timeout)
     module = _import("picamera2", PICAMERA2_HINT)
     # A region of interest is cut from the main frame: a model-size frame would not match.
     return Picamera2Source(module, cfg.width, cfg.height, cfg.fps, None if cfg.roi else model)

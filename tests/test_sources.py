@@ -573,3 +573,48 @@ def test_opencv_and_ffmpeg_stay_quiet_on_each_reopen(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("cannot open") == 4
     assert "moov atom" not in run.stderr and "WARN" not in run.stderr, run.stderr
+
+
+@pytest.fixture
+def says_nothing() -> Iterator[int]:
+    """A TCP port that accepts every connection and never sends a byte (a camera whose
+    server is wedged, or a proxy holding the line)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for sock in (*held, server):
+        sock.close()
+
+
+def test_a_stream_that_never_answers_gives_up_at_half_the_watchdog(says_nothing):
+    """FFmpeg's own wait (30 s) is the watchdog's default: the open would be abandoned as
+    a hung call instead of failing with its reason. Half the watchdog (here 1 s) it is."""
+    url = f"rtsp://127.0.0.1:{says_nothing}/live"
+    source = make_source(SourceConfig(kind="opencv", url=url, watchdog_s=2.0))
+    outcome: list[str] = []
+
+    def open_it() -> None:
+        try:
+            source.open()
+        except SourceError as exc:
+            outcome.append(str(exc))
+
+    opener = threading.Thread(target=open_it, daemon=True)
+    opener.start()
+    opener.join(15)  # FFmpeg without the limit: 30 s
+    assert outcome == [
+        f"opencv {url}: cannot open: 127.0.0.1:{says_nothing} answers, "
+        "but OpenCV cannot read a stream there (-v: why)"
+    ]
