@@ -25,7 +25,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 
 from device import __version__
-from device.errors import SightwireError, UsageError
+from device.errors import SightwireError, UsageError, os_error_line
 
 GROUP = "sightwire.verbs"
 TRAIN_PACKAGES = {"tensorflow", "keras", "sklearn", "matplotlib", "keras_tuner", "tflite", "rich"}
@@ -189,13 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sightwire {verb.name}: error: {os_error_line(exc)}", file=sys.stderr)
         return 1
-
-
-def os_error_line(exc: OSError) -> str:
-    """``[Errno 21] Is a directory: 'out'`` as ``out: is a directory``."""
-    if exc.strerror and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
-    return str(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":

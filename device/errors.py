@@ -44,6 +44,13 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def os_error_line(exc: OSError) -> str:
+    """``[Errno 21] Is a directory: 'out'`` as ``out: is a directory``."""
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    return str(exc) or type(exc).__name__
+
+
 def log_this_time(count: int) -> bool:
     """True on the 1st, 2nd, 4th, 8th, ... occurrence of a repeated problem.
 

@@ -309,3 +309,91 @@ def test_orphan_sidecars_over_ssh(sshd: Sshd, tmp_path: Path):  # noqa: F811
     assert f"{ORPHAN}.json: its frame is in {inbox / '127.0.0.1'} already" in proc.stdout
     assert "20261122T100010000Z-000010.json has no .jpg beside it" in proc.stdout
     assert [p.name for p in store.iterdir()] == ["20261122T100010000Z-000010.json"]
+
+
+def test_a_folder_inside_the_inbox_is_refused_and_keeps_its_frames(tmp_path: Path):
+    """`pull inbox/card1 --inbox inbox` would land every frame on itself, then remove it."""
+    inbox = tmp_path / "inbox"
+    card = inbox / "card1"
+    keep_frame(card, "20261122T100000123Z-000001", [("ok", 0.48), ("defect", 0.45)])
+    for source in (card, inbox):
+        proc = sightwire("pull", str(source), "--inbox", str(inbox))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "is inside the inbox" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert sorted(p.name for p in card.iterdir()) == [
+        "20261122T100000123Z-000001.jpg",
+        "20261122T100000123Z-000001.json",
+    ]
+
+
+def test_frames_reviewed_already_do_not_come_back_to_be_labelled(tmp_path: Path):
+    """With --no-remove the device keeps its copies; a second pull must not bring back
+    the frames labelled or discarded since, or they are labelled twice."""
+    from device.review.labelling import Labeller
+
+    store, inbox, data = tmp_path / "kept", tmp_path / "inbox", tmp_path / "data"
+    for cls in ("ok", "defect"):
+        (data / cls).mkdir(parents=True)
+    ids = [f"20261122T10000{i}000Z-00000{i}" for i in range(1, 4)]
+    for frame_id in ids:
+        keep_frame(store, frame_id, [("ok", 0.48), ("defect", 0.45)])
+    first = sightwire("pull", str(store), "--inbox", str(inbox), "--no-remove")
+    assert first.returncode == 0, first.stderr
+    labeller = Labeller(inbox, data, who="tester")
+    labeller.assign(f"kept/{ids[0]}.jpg", "ok")
+    labeller.discard(f"kept/{ids[1]}.jpg")
+    again = sightwire("pull", str(store), "--inbox", str(inbox), "--no-remove")
+    assert again.returncode == 0, again.stderr
+    assert "pulled 1 frame(s)" in again.stdout, again.stdout
+    assert "skipped 2 frame(s) labelled or discarded in review already" in again.stdout
+    assert [f.key for f in Labeller(inbox, data).scan().frames] == [f"kept/{ids[2]}.jpg"]
+    assert len(list(store.iterdir())) == 6  # --no-remove: all still there
+    last = sightwire("pull", str(store), "--inbox", str(inbox))
+    assert last.returncode == 0, last.stderr
+    assert list(store.iterdir()) == []  # reviewed ones are done with: removed on the device
+    assert len(list((data / "ok").glob("*.jpg"))) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 256 KiB tmpfs (root only: CI runs as root; elsewhere skipped)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_inbox_disk_stops_at_once_and_removes_nothing(tmp_path: Path, small_disk: Path):
+    store = tmp_path / "kept"
+    for i in range(1, 9):  # ~9 KiB each: a few fit, the rest do not
+        frame = keep_frame(store, f"20261122T10000{i}000Z-00000{i}", [("ok", 0.5)])
+        frame.write_bytes(frame.read_bytes() + bytes(60_000))  # a JPEG may carry trailing bytes
+    proc = sightwire("pull", str(store), "--inbox", str(small_disk / "inbox"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "no space left on device" in proc.stderr.lower()
+    assert "nothing was removed" in proc.stderr, proc.stderr
+    assert len(list(store.iterdir())) == 16
+
+
+def test_a_source_that_cannot_be_removed_from_names_it(tmp_path: Path, small_disk: Path):
+    """A card mounted read-only: the frames are copied and verified, the line names the
+    card (not the inbox) and says the next pull will skip them."""
+    store = small_disk / "kept"
+    keep_frame(store, "20261122T100001000Z-000001", [("ok", 0.5)])
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    inbox = tmp_path / "inbox"
+    proc = sightwire("pull", str(store), "--inbox", str(inbox))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith(
+        f"sightwire pull: error: frames copied and verified, but removing "
+        f"them from {store} failed: "
+    ), line
+    assert "read-only file system" in line and str(inbox) not in line.split("failed")[0]
+    assert (inbox / "kept" / "20261122T100001000Z-000001.json").is_file()

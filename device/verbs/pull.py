@@ -32,6 +32,7 @@ may hold the only record of an operator's label, and pull removes only what arri
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import logging
 import os
@@ -42,10 +43,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.errors import SightwireError, UsageError, one_line
+from device.errors import SightwireError, UsageError, one_line, os_error_line
 from device.keep_store import KEPT_NAME
 from device.remote import Remote, call, is_host, is_ssh_option, remote_dir
 from device.review.frames import SidecarError, frame_of, jpeg_problem
+from device.review.labelling import DISCARDED, REVIEWED
 
 HELP = (
     "Fetch the frames a device kept (over SSH with rsync, or from a folder) into an inbox, "
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_DIR = "/var/lib/sightwire/kept"
 INCOMING = ".incoming"
+INBOX_HISTORY = f"INBOX/{REVIEWED}, INBOX/{DISCARDED}"
 # What a kept frame's file may be called: no shell, rsync or xargs needs quoting here.
 # Only what the keep store names (``20261122T100000123Z-000042.jpg``/``.json``): a user's
 # own ``a.jpg`` + ``a.json`` in that folder is not a kept frame, not taken, not removed.
@@ -103,6 +106,7 @@ class Report:
     problems: list[str] = field(default_factory=list)  # one line each
     left: list[str] = field(default_factory=list)  # ids left at the source, with why
     orphans: list[str] = field(default_factory=list)  # sidecars without a .jpg left, with why
+    seen: list[str] = field(default_factory=list)  # ids reviewed or discarded here already
     cleared: list[str] = field(default_factory=list)  # such sidecars removed: the inbox has all
 
 
@@ -170,11 +174,24 @@ class FolderSource:
             try:
                 shutil.copyfile(self.folder / name, staging / name)
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                    # Every other file would fail the same way: one line, nothing removed.
+                    why = (exc.strerror or one_line(exc)).lower()
+                    raise PullError(
+                        f"{staging.parent.parent}: {why} while copying {name}; nothing "
+                        f"was removed from {self.folder}"
+                    ) from None
                 log.warning("could not copy %s: %s", name, one_line(exc))
 
     def remove(self, names: list[str]) -> None:
         for name in names:
-            (self.folder / name).unlink(missing_ok=True)
+            try:
+                (self.folder / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise PullError(
+                    f"frames copied and verified, but removing them from {self.folder} "
+                    f"failed: {os_error_line(exc)} (the next pull skips what the inbox has)"
+                ) from None
 
     def close(self) -> None:
         pass
@@ -261,10 +278,28 @@ def land(
     return landed
 
 
+def reviewed_here(ids: list[str], sums: dict[str, str], inbox: Path, name: str) -> list[str]:
+    """Ids whose frame was labelled or discarded in ``review`` already (its very sidecar
+    is in ``INBOX/.reviewed/`` or ``.discarded/``): pulled again (``--no-remove``, or a
+    removal that failed) it would come back to be labelled twice."""
+    done = []
+    for frame_id in ids:
+        for folder in (REVIEWED, DISCARDED):
+            sidecar = inbox / folder / name / f"{frame_id}.json"
+            if sidecar.is_file() and sha256_of(sidecar) == sums[f"{frame_id}.json"]:
+                done.append(frame_id)
+                break
+    return done
+
+
 def pull(source: FolderSource | SshSource, inbox: Path, remove: bool) -> Report:
     report = Report()
     sums = source.listing()
     ids = complete_ids(sums)
+    report.seen = reviewed_here(ids, sums, inbox, source.name)
+    ids = [i for i in ids if i not in set(report.seen)]
+    if remove and report.seen:  # in the inbox's history already: done on the device
+        source.remove([f"{i}.jpg" for i in report.seen] + [f"{i}.json" for i in report.seen])
     dest = inbox / source.name
     staging = inbox / INCOMING / source.name
     sort_orphans(orphan_sidecars(sums), sums, dest, remove, report)
@@ -304,14 +339,29 @@ def source_of(args: argparse.Namespace) -> FolderSource | SshSource:
     return SshSource(args.source, remote, args.ssh_opt)
 
 
+def check_folder_source(source: FolderSource, inbox: Path) -> None:
+    """A folder inside the inbox is where pulled frames are: pulling it would land each
+    frame on itself and then remove it."""
+    folder, box = source.folder.resolve(), inbox.resolve()
+    if folder == box or box in folder.parents:
+        raise PullError(
+            f"{source.folder} is inside the inbox {inbox}: its frames are pulled already "
+            "(copy a card to a folder outside the inbox, or pass another --inbox)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     inbox = Path(args.inbox).expanduser()
     source = source_of(args)
     try:
+        if isinstance(source, FolderSource):
+            check_folder_source(source, inbox)
         inbox.mkdir(parents=True, exist_ok=True)
         report = pull(source, inbox, remove=not args.no_remove)
-    except OSError as exc:
-        raise PullError(f"{inbox}: {one_line(exc)}") from None
+    except OSError as exc:  # the file is named in the line: not always in the inbox
+        raise PullError(
+            os_error_line(exc) if exc.filename else f"{inbox}: {one_line(exc)}"
+        ) from None
     finally:
         source.close()
     for line in report.problems:
@@ -320,6 +370,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"left on the device: {line}")
     for line in report.orphans:
         print(f"orphan sidecar: {line}")
+    if report.seen:
+        done = "removed there" if not args.no_remove else "left there (--no-remove)"
+        print(
+            f"skipped {len(report.seen)} frame(s) labelled or discarded in review already "
+            f"({INBOX_HISTORY}), {done}"
+        )
     for name in report.cleared:
         print(
             f"orphan sidecar: {name}: its frame is in {inbox / source.name} already "
