@@ -95,9 +95,10 @@ def test_a_bad_baseline_is_refused_in_one_line_before_training(tmp_path):
     bundle = tmp_path / "old"
     bundle.mkdir()
     base = ["train", str(data), "--out", str(tmp_path / "new"), "--baseline", str(bundle)]
-    for extra, says in (([], "no manifest.json"), (["--max-recall-drop", "2"], "0..1, got 2")):
+    cases = (([], "no manifest.json", 1), (["--max-recall-drop", "2"], "0..1, got 2", 2))
+    for extra, says, status in cases:  # a flag's value out of its range: a usage error
         proc = sightwire(*base, *extra)
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == status, proc.stderr
         # one line, and TensorFlow (which logs as it loads) was never imported
         assert proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
     assert not (tmp_path / "new").exists()
@@ -190,3 +191,25 @@ def test_the_report_shows_old_and_new_per_class_with_the_field_images_apart():
     assert page.count("<table>") == 2 and "Field images" in page
     assert '<tr class="warn"><td>b recall</td><td>10</td><td>1.000</td><td>0.800</td>' in page
     assert "<td>a recall</td><td>10</td><td>0.500</td><td>1.000</td><td>+50.0 pp</td>" in page
+
+
+def test_the_verdict_says_better_only_when_it_is():
+    """Equal accuracy is accepted (nothing fell) but is not "better"; a comparison with no
+    photo from the line in its test split says so, since that is what the retrain was for."""
+    from trainer.compare import verdict_line
+
+    def block(old: float, new: float, field: int) -> dict:
+        return {
+            "accepted": True,
+            "baseline_name": "old",
+            "sets": {"all": {"n": 9, "old": {"accuracy": old}, "new": {"accuracy": new}},
+                     "field": {"n": field}},
+        }  # fmt: skip
+
+    assert verdict_line(block(1 / 3, 1 / 3, 0)) == (
+        "accepted: as good as old (33.3% → 33.3% on 9 test images (0 from the field)); "
+        "no photo from the field was in the test split"
+    )
+    assert verdict_line(block(0.5, 0.75, 3)) == (
+        "accepted: better than old (50.0% → 75.0% on 9 test images (3 from the field))"
+    )

@@ -175,7 +175,12 @@ def verdict_line(block: dict[str, Any]) -> str:
         f"test images ({(sets.get('field') or {}).get('n', 0)} from the field)"
     )
     if block.get("accepted"):
-        return f"accepted: better than {block.get('baseline_name')} ({figures})"
+        before, after = old.get("accuracy", 0), new.get("accuracy", 0)
+        how = "better than" if after > before + SLACK else "as good as"
+        line = f"accepted: {how} {block.get('baseline_name')} ({figures})"
+        if not (sets.get("field") or {}).get("n"):  # nothing from the line was tested
+            line += "; no photo from the field was in the test split"
+        return line
     why = "; ".join(block.get("reasons") or ["no verdict"])
     return f"not accepted: {why} ({figures}); keep {block.get('baseline_name')} on the line"
 
