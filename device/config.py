@@ -44,7 +44,7 @@ from device.config_checks import (
     same_folder,
     scalars_as_text,
 )
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 from device.outputs import MAX_THREADS  # one bound for the config and every --threads
 from device.secrets import resolve_secret
 
@@ -62,6 +62,11 @@ _TOPIC_UNSAFE = re.compile(r"[#+\x00]")
 
 class ConfigError(SightwireError):
     """A configuration file, override or runtime setting that cannot be used."""
+
+
+class CommandLineValueError(ConfigError, UsageError):
+    """A value given on the command line (``--set``, a flag) that breaks its rule: named
+    as typed, not blamed on the file, and a usage error (exit 2)."""
 
 
 class _Strict(BaseModel):
@@ -419,7 +424,26 @@ def load_config(
         apply_override(data, assignment)
     for key, value in (values or {}).items():
         set_value(data, key, value)
-    return validate(Config, data, str(path) if path else "config")
+    typed = {a.partition("=")[0].strip(): "--set" for a in overrides}
+    typed |= {key: "command line:" for key in values or {}}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        why = describe_errors(exc, Config)
+        where = _typed_where(exc, typed)
+        if where:
+            raise CommandLineValueError(f"{where} {why}") from None
+        raise ConfigError(f"{path or 'config'}: {why}") from None
+
+
+def _typed_where(exc: ValidationError, typed: dict[str, str]) -> str | None:
+    """``--set`` or ``command line:`` when every key the errors name was typed there (a
+    value from the command line is not the file's fault); otherwise None."""
+    keys = {".".join(str(p) for p in err["loc"]) for err in exc.errors(include_url=False)}
+    origins = {typed.get(key) for key in keys}
+    if None in origins:
+        return None
+    return "--set" if origins == {"--set"} else "command line:"
 
 
 def validate(model: type[BaseModel], data: Any, where: str, prefix: str = "") -> Any:

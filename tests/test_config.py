@@ -396,7 +396,7 @@ def test_a_number_or_date_for_a_string_key_in_the_file_is_its_text(tmp_path):
 @pytest.mark.parametrize("value", ["0", "65", "1.5", "-1", "many", "[1]"])
 def test_threads_error_is_one_plain_sentence(value):
     message = refused(f"model.threads={value}")
-    assert message.startswith('config: model.threads: 1..64 or "auto"'), message
+    assert message.startswith('--set model.threads: 1..64 or "auto"'), message
     assert "constrained" not in message and "literal" not in message
 
 
@@ -416,7 +416,8 @@ def test_threads_error_is_one_plain_sentence(value):
 )
 def test_no_error_shows_pydantic_union_internals(override):
     message = refused(override)
-    assert message.count(": ") >= 2 and message.count(";") == 0, message
+    assert message.startswith(f"--set {override.partition('=')[0]}: "), message
+    assert message.count(";") == 0, message
     for internal in ("constrained-", "literal[", "function-", "lax-or-strict", "is-instance"):
         assert internal not in message
 
@@ -548,3 +549,23 @@ def test_an_unknown_set_key_is_named_as_typed_not_blamed_on_the_file(tmp_path):
     assert str(err.value).startswith("--set foo: unknown key (allowed: model, source,")
     with pytest.raises(ConfigError, match=r"^--set source.roi.q: unknown key \(allowed: x, y"):
         load_config(path, ["source.roi.q=1"])
+
+
+def test_a_bad_value_typed_on_the_command_line_is_not_blamed_on_the_file(tmp_path, capsys):
+    """``-c d1.toml --set inference.top_k=0`` said ``d1.toml: inference.top_k: ...`` and
+    exited 1: the file was fine, the typed value was not (a usage error)."""
+    path = write(tmp_path, '[model]\npath = "m"\n[inference]\nthreshold = 2\n')
+    with pytest.raises(UsageError, match=r"^--set inference.top_k: Input should be greater"):
+        load_config(path, ["inference.top_k=0", "inference.threshold=0.5"])
+    with pytest.raises(UsageError, match=r"^command line: mqtt.device_id: must be one topic"):
+        load_config(path, ["inference.threshold=0.5"], values={"mqtt.device_id": "x#"})
+    with pytest.raises(ConfigError) as err:  # the file's own bad value: the file is named
+        load_config(path, ["inference.top_k=0"])
+    assert not isinstance(err.value, UsageError)
+    assert str(err.value).startswith(f"{path}: inference.threshold: ")
+    assert main(["run", "-c", str(path), "--set", "inference.threshold=0.5", "--broker",
+                 "h:99999", "--print-config", "json"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == (
+        "sightwire run: error: command line: mqtt.port: Input should be less than or equal "
+        "to 65535 (got 99999)"
+    )
