@@ -129,6 +129,9 @@ class Keeper:
         """Keep the newest classified frame now; its id, or ``KeepError`` saying why not."""
         if label is not None and (not isinstance(label, str) or not 1 <= len(label) <= MAX_LABEL):
             raise KeepError(f"label must be 1..{MAX_LABEL} characters")
+        if label is not None and (not label.strip() or not label.isprintable()):
+            # It becomes a class name in review: blank or a line break/control code is none.
+            raise KeepError("label must be printable text, not blank")
         if self.store is None:
             raise KeepError("keeping is off (set keep.enabled = true)")
         if not self.store.enabled:

@@ -146,10 +146,13 @@ def test_cmd_keep_keeps_the_newest_frame_with_the_operators_label(
         bad = command(recorder, "keep", '{"label": ""}')
         typo = command(recorder, "keep", '{"lbl": "defect"}')
         number = command(recorder, "keep", '{"label": 123}')
+        blank = command(recorder, "keep", '{"label": "   "}')
+        control = command(recorder, "keep", '{"label": "a\\nb"}')
     assert labelled["ok"] and plain["ok"], (labelled, plain)
     assert bad == {"command": "keep", "ok": False, "error": "label must be 1..100 characters"}
     assert typo["error"] == "lbl: unknown key (known: label)"
     assert number["error"] == "label must be a string, got int"
+    assert blank["error"] == control["error"] == "label must be printable text, not blank"
     by_id = {side["id"]: side for side in sidecars(store)}
     assert set(by_id) == {labelled["id"], plain["id"]}  # nothing kept automatically
     assert by_id[labelled["id"]]["operator_label"] == "defect"
