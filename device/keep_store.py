@@ -12,8 +12,10 @@ or evicts the names it makes itself (``KEPT_NAME``, ``TMP_NAME``): anything else
 ``keep.path`` (a user's photos, when it points at the wrong folder) is left alone and
 not counted against the caps. Any ``OSError`` (read-only or full disk, a file where the
 folder should be) turns the store off with one warning: keeping frames is a help, never
-a reason for the daemon to stop classifying. The layout is in docs/contracts.md ("Kept
-frames").
+a reason for the daemon to stop classifying. Off, it tries again every ``rescan_s`` (a
+card that ``pull`` emptied, a folder made writable) and comes back on its own once the
+folder is writable with ``RESUME_FREE`` bytes free. The layout is in docs/contracts.md
+("Kept frames").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import threading
 import time
 from collections import deque
@@ -42,6 +45,7 @@ from device.errors import one_line
 log = logging.getLogger("device.keep")
 
 TMP = ".tmp-"
+RESUME_FREE = 8 << 20  # an off store resumes only with room for a few dozen frames
 # The only names the store touches: new_id's ids (below) with .jpg or .json, and their
 # temporary names while written. ASCII digits only: str patterns' \d takes any script's.
 ID = r"[0-9]{8}T[0-9]{9}Z-[0-9]{6}"
@@ -177,8 +181,11 @@ class KeepStore:
                 item = self._queue.get(timeout=max(next_scan - time.monotonic(), 0.01))
             if item is None:
                 return
-            if self.error is not None:
-                continue  # off: drain the queue, write nothing
+            if self.error is not None:  # off: drain the queue, write nothing...
+                if time.monotonic() >= next_scan:  # ...but try again now and then
+                    next_scan = time.monotonic() + self.cfg.rescan_s
+                    self._resume()
+                continue
             try:
                 if isinstance(item, Pending):
                     self._write(item)
@@ -287,6 +294,18 @@ class KeepStore:
             self.files -= 1
             self.bytes -= old_size
             self.evicted += 1
+
+    def _resume(self) -> None:
+        """Turn an off store on again once its folder is writable and has room."""
+        try:
+            free = shutil.disk_usage(self.path).free if self.path.is_dir() else RESUME_FREE
+            if free < RESUME_FREE:
+                return  # still full: the warning that turned it off stands
+            self._open()
+        except OSError:
+            return
+        log.warning("keeping frames again in %s (was off: %s)", self.path, self.error)
+        self.error = None
 
     def _fail(self, exc: OSError) -> None:
         self.error = f"{self.path}: {one_line(exc)}"

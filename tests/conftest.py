@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -120,3 +122,24 @@ def cats(tmp_path: Path, reference: Path) -> Path:
 def shapes_dataset(tmp_path_factory) -> Path:
     """Three classes of drawn shapes, 24 images each, 64x64 (session-wide, read-only)."""
     return make_dataset(tmp_path_factory.mktemp("shapes"), classes=3, per_class=24, size=64)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``tmpfs("256k")``: a real small disk, to fill or make read-only (mounting needs
+    root: CI runs as root; elsewhere the test is skipped). Unmounted afterwards."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        argv = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+        made = subprocess.run(argv, capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

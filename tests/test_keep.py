@@ -7,6 +7,7 @@ parrot.jpg, so with a threshold of 0.5 the grey frames are the uncertain ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -468,3 +469,32 @@ def test_a_keep_folder_removed_while_running_is_made_again(tmp_path, caplog):
     assert sorted(p.stem for p in folder.glob("*.json")) == ids
     assert (store.kept, store.files) == (3, 1)
     assert "was removed: made again" in caplog.text
+
+
+def test_a_store_off_for_a_full_disk_comes_back_once_there_is_room(tmp_path, tmpfs, caplog):
+    """A full card turned keeping off until a restart: days of frames lost on a station
+    whose card ``pull`` emptied the same morning."""
+    caplog.set_level(logging.WARNING)
+    disk = tmpfs("16m")
+    folder = disk / "kept"
+    filler = disk / "filler"
+    with open(filler, "wb") as out, contextlib.suppress(OSError):  # the card is full
+        while True:
+            out.write(bytes(1 << 16))
+            out.flush()
+    store = KeepStore(KeepConfig(enabled=True, path=folder, queue=50, rescan_s=0.2))
+    store.start()
+    fill(store, 1)
+    wait_until(lambda: store.error, what="the store to turn off on the full disk")
+    time.sleep(0.5)  # a few retries on the still full disk: nothing changes
+    assert store.error is not None
+    filler.unlink()  # pull made room
+    wait_until(lambda: store.error is None, what="the store to come back")
+    ids = fill(store, 2)
+    wait_until(lambda: store.kept == 2, what="two frames kept after it came back")
+    store.stop()
+    assert sorted(p.stem for p in folder.glob("*.json")) == ids
+    assert not list(folder.glob(".tmp-*"))  # what the failed write left was cleaned
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("keeping frames is off" in m for m in messages) == 1, messages
+    assert sum("keeping frames again in" in m for m in messages) == 1, messages

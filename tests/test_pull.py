@@ -356,17 +356,8 @@ def test_frames_reviewed_already_do_not_come_back_to_be_labelled(tmp_path: Path)
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    """A real 256 KiB tmpfs (root only: CI runs as root; elsewhere skipped)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs) -> Path:
+    return tmpfs("256k")
 
 
 def test_a_full_inbox_disk_stops_at_once_and_removes_nothing(tmp_path: Path, small_disk: Path):
