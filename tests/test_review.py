@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from device.review.board import board
 from device.review.frames import Score, scan
@@ -108,6 +109,190 @@ def test_review_refuses_a_dataset_without_classes(inbox: Path, tmp_path: Path):
         Labeller(inbox, tmp_path / "empty")
 
 
+# --- a split of the user's own --------------------------------------------------------
+
+# Folders of a dataset (an image in each, except hidden ones and a Mac zip's __MACOSX).
+LAYOUTS = {
+    "classes": ["defect", "ok", "__MACOSX/defect", ".cache"],
+    "split": [
+        "train/defect", "train/ok", "train/scratch", "val/ok", "test/scratch",
+        "test/defect", "__MACOSX/train", ".git",
+    ],
+    "aliases": ["Train/defect", "Train/ok", "validation/ok", "TEST/defect"],
+    "a class named train": ["train", "defect", "ok"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_review_offers_the_classes_training_reads_and_labels_into_train(
+    inbox: Path, tmp_path: Path, layout: str
+):
+    """A user split (DATA/{train,val,test}/<class>/) offers its classes, not train/val/
+    test, and a labelled frame goes to its train/ folder: a field image training sees."""
+    from trainer.dataset import scan as scan_dataset
+
+    data = tmp_path / "data"
+    for folder in LAYOUTS[layout]:
+        (data / folder).mkdir(parents=True)
+        if not any(part.startswith((".", "__")) for part in Path(folder).parts):
+            Image.new("RGB", (16, 16), (len(folder) * 9, 80, 120)).save(data / folder / "a.jpg")
+    before = scan_dataset(data, min_per_class=1, show_progress=False, min_classes=1)
+    labeller = Labeller(inbox, data, who="tester")
+    assert labeller.classes == before.classes
+    target = labeller.assign("cam1/f2.jpg", "defect")
+    after = scan_dataset(data, min_per_class=1, show_progress=False, min_classes=1)
+    assert after.classes == before.classes and after.user_split == before.user_split
+    [item] = [it for it in after.items if it.path == target]
+    assert after.classes[item.label] == "defect"
+    assert item.split == ("train" if after.user_split else None)
+    assert set(field_images(data)) == {after.relative(item)}
+
+
+def test_a_class_only_in_val_gets_a_train_folder_when_labelled(inbox: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    for folder in ("train/ok", "val/ok", "val/scratch"):
+        (data / folder).mkdir(parents=True)
+    labeller = Labeller(inbox, data)
+    assert labeller.classes == ["ok", "scratch"]
+    assert labeller.assign("cam1/f2.jpg", "scratch") == data / "train" / "scratch" / "f2.jpg"
+    assert provenance(data)[0]["file"] == "train/scratch/f2.jpg"
+
+
+# --- all or nothing ------------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``root``, hidden ones too."""
+    return {
+        p.relative_to(root).as_posix(): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def block_log(inbox: Path, data: Path) -> dict[str, str]:
+    (data / PROVENANCE).mkdir()
+    said = f"cannot write {data / PROVENANCE}: is a directory"
+    return {"assign": said, "discard": said}
+
+
+def block_folders(inbox: Path, data: Path) -> dict[str, str]:
+    said = {}
+    for action, name in (("assign", ".reviewed"), ("discard", ".discarded")):
+        folder = inbox / name
+        folder.write_text("a file where the folder goes")
+        said[action] = f"cannot create {folder / 'cam1'}: {folder} is a file, not a folder"
+    return said
+
+
+@pytest.mark.parametrize("block", [block_log, block_folders])
+def test_an_assign_that_fails_halfway_changes_nothing(inbox: Path, data: Path, block):
+    """The provenance log, or the folder the sidecar goes to, cannot be written after the
+    JPEG could: no photo in the dataset without its log line, nothing moved, one message."""
+    labeller = Labeller(inbox, data)
+    said = block(inbox, data)
+    before = snapshot(inbox.parent)
+    with pytest.raises(ReviewError) as err:
+        labeller.assign("cam1/f2.jpg", "defect")
+    assert str(err.value) == f"{said['assign']}; nothing was changed"
+    assert snapshot(inbox.parent) == before
+    with pytest.raises(ReviewError) as err:
+        labeller.discard("cam1/f2.jpg")
+    assert str(err.value) == f"{said['discard']}; nothing was changed"
+    assert snapshot(inbox.parent) == before
+    with pytest.raises(ReviewError, match="nothing to undo"):
+        labeller.undo()
+
+
+@pytest.fixture
+def tmpfs():
+    """Mounts a real tmpfs of a given size on a folder (root only: CI runs as root;
+    elsewhere the test is skipped), as tests/test_pull.py's ``small_disk``."""
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str = "1m") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        made = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+        )
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_inbox_on_another_disk_leaves_no_copy(inbox: Path, data: Path, tmpfs):
+    """Every step but the last (removing the frame from the inbox) succeeds: it is all
+    undone, however often the key is pressed, and the message names the inbox file."""
+    cam1 = inbox / "cam1"
+    if os.geteuid() == 0:  # a card mounted read-only: root ignores a folder's mode
+        files = {p.name: p.read_bytes() for p in cam1.iterdir()}
+        shutil.rmtree(cam1)
+        tmpfs(cam1)
+        for name, body in files.items():
+            (cam1 / name).write_bytes(body)
+        subprocess.run(["mount", "-o", "remount,ro", str(cam1)], check=True)
+        why = "read-only file system"
+    else:
+        cam1.chmod(0o555)
+        why = "permission denied"
+    labeller = Labeller(inbox, data)
+    (inbox / ".reviewed").mkdir()  # exists already: its removal is not what is tested
+    before = snapshot(inbox.parent)
+    try:
+        for _ in range(3):
+            with pytest.raises(ReviewError) as err:
+                labeller.assign("cam1/f2.jpg", "defect")
+            assert str(err.value) == f"cannot remove {cam1 / 'f2.jpg'}: {why}; nothing was changed"
+            assert snapshot(inbox.parent) == before
+        with pytest.raises(ReviewError, match=f"cannot remove .*f2.jpg: {why}"):
+            labeller.discard("cam1/f2.jpg")
+        assert snapshot(inbox.parent) == before
+    finally:
+        if os.geteuid() != 0:
+            cam1.chmod(0o755)
+
+
+def test_a_full_dataset_disk_leaves_no_partial_file(inbox: Path, tmp_path: Path, tmpfs):
+    data = tmpfs(tmp_path / "data", "256k")
+    for name in ("defect", "ok"):
+        (data / name).mkdir()
+    big = inbox / "cam1" / "f2.jpg"
+    big.write_bytes(big.read_bytes() + bytes(400_000))  # a JPEG may carry trailing bytes
+    labeller = Labeller(inbox, data)
+    before = snapshot(tmp_path)
+    with pytest.raises(ReviewError) as err:
+        labeller.assign("cam1/f2.jpg", "defect")
+    target = data / "defect" / "f2.jpg"
+    assert str(err.value) == f"cannot write {target}: no space left on device; nothing was changed"
+    assert snapshot(tmp_path) == before
+    # What fits still goes in, under its own name.
+    assert labeller.assign("cam1/f4.jpg", "ok") == data / "ok" / "f4.jpg"
+    assert [r["file"] for r in provenance(data)] == ["ok/f4.jpg"]
+
+
+def test_an_undo_that_cannot_be_done_is_dropped_so_older_ones_can(inbox: Path, data: Path):
+    labeller = Labeller(inbox, data)
+    labeller.assign("cam1/f2.jpg", "defect")
+    labeller.assign("cam1/f4.jpg", "ok")
+    (data / "ok" / "f4.jpg").unlink()  # deleted by hand meanwhile
+    with pytest.raises(ReviewError) as err:
+        labeller.undo()
+    assert str(err.value) == (
+        f"cannot undo: {data / 'ok' / 'f4.jpg'} is gone (assign of cam1/f4.jpg dropped "
+        "from undo; u now undoes the one before)"
+    )
+    assert labeller.undo() == "cam1/f2.jpg"
+    assert (inbox / "cam1" / "f2.jpg").is_file() and not (data / "defect" / "f2.jpg").exists()
+    with pytest.raises(ReviewError, match="nothing to undo"):
+        labeller.undo()
+    assert [r["event"] for r in provenance(data)] == ["assign", "assign", "undo"]
+
+
 # --- the page in Chromium ------------------------------------------------------------
 
 
@@ -177,14 +362,19 @@ def review_server(inbox: Path, data: Path, start_review):
 
 
 @pytest.fixture
-def page():
+def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     if not os.access(CHROMIUM, os.X_OK) and not shutil.which("chromium"):
         pytest.skip("chromium not installed (apt-get install chromium)")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser.new_page()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    return browser.new_page()
 
 
 def press(page, key: str, done: int) -> None:
@@ -223,6 +413,73 @@ def test_keyboard_labelling_in_chromium(review_server, page, inbox: Path, data: 
     assert left == ["f1.jpg", "f3.jpg"]
     assert [r["event"] for r in provenance(data)] == ["assign", "assign", "discard", "undo"]
     assert page.locator(".card").count() == 2
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+
+
+def test_each_tab_undoes_its_own_actions_in_chromium(
+    review_server, browser, inbox: Path, data: Path
+):
+    url, _ = review_server
+    tabs = browser.new_context()
+    first, second = tabs.new_page(), tabs.new_page()
+    open_page(first, url)
+    open_page(second, url)
+    press(first, "1", 1)  # f4 → defect, in the first tab
+    press(second, "u", 1)  # the second tab has done nothing: nothing to undo
+    assert second.locator("#status").inner_text() == "nothing to undo"
+    assert (data / "defect" / "f4.jpg").is_file()
+    press(first, "u", 2)
+    assert (inbox / "cam1" / "f4.jpg").is_file() and not (data / "defect" / "f4.jpg").exists()
+    # A reload keeps the tab's history (sessionStorage is the tab's own).
+    press(first, "1", 3)
+    first.reload()
+    first.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    press(first, "u", 1)
+    assert first.locator("#status").inner_text() == "cam1/f4.jpg is back in the inbox"
+    assert [r["event"] for r in provenance(data)] == ["assign", "undo", "assign", "undo"]
+
+
+def test_a_failed_assign_says_what_failed_in_chromium(review_server, page, inbox: Path, data: Path):
+    url, _ = review_server
+    (data / PROVENANCE).mkdir()
+    open_page(page, url)
+    press(page, "1", 1)
+    status = page.locator("#status")
+    assert status.get_attribute("class") == "error"
+    assert status.inner_text() == (
+        f"cannot write {data / PROVENANCE}: is a directory; nothing was changed"
+    )
+    assert page.locator(".card").count() == 4
+    assert not list((data / "defect").iterdir()) and not (inbox / ".reviewed").exists()
+
+
+def post(url: str, body: bytes, token: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"X-Sightwire-Token": token}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_a_deeply_nested_body_is_a_bad_request(inbox: Path, data: Path, start_review):
+    review = start_review(inbox, data)
+    url = review.url()
+    base, token = url.split("#")[0], url.split("#token=")[1]
+    nested = ("[" * 2000 + "]" * 2000).encode()
+    assert post(base + "api/assign", nested, token) == (
+        400,
+        b'{"error": "malformed JSON: nested too deeply"}',
+    )
+    assert post(base + "api/undo", b'{"a": ' + nested + b"}", token)[0] == 400
+    assert get(base + "api/state", token=token)[0] == 200
+    assert not any("Traceback" in line for line in review.lines), "".join(review.lines)
 
 
 def test_the_api_wants_the_token_and_this_host(review_server):

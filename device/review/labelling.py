@@ -3,27 +3,31 @@
 The review page's server calls this module and nothing else changes files, so a script
 (or a test) that labels through ``Labeller`` does exactly what the keyboard does.
 
-- **assign**: the JPEG moves to ``DATA_DIR/<class>/`` (a new name if that one is taken),
-  its sidecar to ``INBOX/.reviewed/`` (kept, not deleted: the frame's whole story), and
-  one JSON line is appended to ``DATA_DIR/.sightwire-provenance.jsonl``: which device,
-  when it was kept and why, which model (sha256) said what, who labelled it and when,
-  and the file's name in the dataset. Training reads that log to tell field images
-  from the original photos.
+- **assign**: the JPEG moves to the class folder, ``DATA_DIR/<class>/``, or
+  ``DATA_DIR/train/<class>/`` in a dataset split by its owner
+  (``DATA_DIR/{train,val,test}/<class>/``: a photo of the line is one to train on), under
+  a new name if that one is taken; its sidecar to ``INBOX/.reviewed/`` (kept, not
+  deleted: the frame's whole story); and one JSON line is appended to
+  ``DATA_DIR/.sightwire-provenance.jsonl``: which device, when it was kept and why, which
+  model (sha256) said what, who labelled it and when, and the file's path in the dataset.
+  Training reads that log to tell field images from the original photos.
 - **discard**: both files move to ``INBOX/.discarded/`` (delete that folder at will).
-- **undo**: the last assign or discard of this labeller is moved back; an ``undo`` line
-  referring to the undone event's ``id`` is appended. The log is append-only: it is
-  read as "the last word on a file counts".
+- **undo**: the last assign or discard of this labeller (of this page, for the server:
+  ``session``) is moved back; an ``undo`` line referring to the undone event's ``id`` is
+  appended. The log is append-only: it is read as "the last word on a file counts".
 
-Files move with ``os.replace`` (one rename where inbox and dataset share a disk, a copy
-and a delete otherwise via ``shutil.move``). A lock serialises actions: the server
-answers the browser on several threads.
+Each action is all or nothing (``device.review.transfer``): every file is first copied (or hard
+linked) to a hidden temporary name in its destination folder, the log line is appended,
+the copies are renamed into place, and only then are the originals removed. A step that
+fails undoes the ones before it, so a full disk, a read-only inbox or an unwritable log
+leaves no partial copy and no file without its log line, and says which file it could
+not write. A lock serialises actions: the server answers the browser on several threads.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import shutil
 import threading
 import uuid
 from dataclasses import dataclass
@@ -33,42 +37,88 @@ from typing import Any
 
 from device.errors import SightwireError
 from device.review.frames import Decodes, KeptFrame, Scan, frame_at, scan
+from device.review.transfer import TransferFailed, free_name, transfer
 
 PROVENANCE = ".sightwire-provenance.jsonl"
 REVIEWED = ".reviewed"
 DISCARDED = ".discarded"
+# How trainer/dataset.py reads a dataset (the device may not import it; a test keeps the
+# two in step): the folders of a split the owner made, and folders that are never classes.
+SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+SKIPPED_DIRS = {"__MACOSX"}  # what a Mac adds to a zip
 
 
 class ReviewError(SightwireError):
-    """A labelling action that cannot be done (unknown frame or class, nothing to undo)."""
+    """A labelling action that cannot be done (unknown frame or class, nothing to undo,
+    a file that cannot be written: then nothing was changed)."""
+
+
+def _skipped_dir(name: str) -> bool:
+    return name.startswith(".") or name in SKIPPED_DIRS
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped_dir(p.name))
+
+
+@dataclass
+class DatasetLayout:
+    """Where a dataset's classes are, read as training reads it.
+
+    ``split``: the owner's own split (every visible top folder is ``train``, ``val``,
+    ``validation`` or ``test``, in any case); the classes are then the class folders
+    under them all, and ``train`` is the split folder labelled frames go to."""
+
+    root: Path
+    classes: list[str]
+    train: Path | None = None  # DATA_DIR/train (or Train...) in a user split, else None
+
+    @property
+    def split(self) -> bool:
+        return self.train is not None
+
+    def folder(self, label: str) -> Path:
+        """The folder a frame labelled ``label`` goes to."""
+        return (self.train or self.root) / label
+
+
+def dataset_layout(data_dir: Path) -> DatasetLayout:
+    """The class folders of a dataset, sorted (key 1 is the first), as trainer/dataset.py
+    ``scan`` finds them: ``DATA/<class>/`` or a user split ``DATA/{train,val,test}/<class>/``;
+    hidden folders and ``__MACOSX`` are never classes."""
+    if not data_dir.is_dir():
+        raise ReviewError(f"{data_dir}: no such dataset folder (one sub-folder per class)")
+    top = _class_dirs(data_dir)
+    if top and all(p.name.lower() in SPLIT_ALIASES for p in top):
+        trains = [p for p in top if SPLIT_ALIASES[p.name.lower()] == "train"]
+        train = next((p for p in trains if p.name == "train"), trains[0] if trains else None)
+        classes = sorted({d.name for split in top for d in _class_dirs(split)})
+        if not classes:
+            names = "/, ".join(p.name for p in top)
+            raise ReviewError(
+                f"{data_dir}: no class folders in {names}/ (a split of your own: "
+                "DATA/{train,val,test}/<class>/)"
+            )
+        return DatasetLayout(data_dir, classes, train or data_dir / "train")
+    if not top:
+        raise ReviewError(f"{data_dir}: no class folders in it (one sub-folder per class)")
+    return DatasetLayout(data_dir, [p.name for p in top])
 
 
 def dataset_classes(data_dir: Path) -> list[str]:
-    """The class folders of a dataset, sorted: key 1 is the first."""
-    if not data_dir.is_dir():
-        raise ReviewError(f"{data_dir}: no such dataset folder (one sub-folder per class)")
-    classes = sorted(
-        p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
-    if not classes:
-        raise ReviewError(f"{data_dir}: no class folders in it (one sub-folder per class)")
-    return classes
+    """The class names of a dataset, sorted: key 1 is the first."""
+    return dataset_layout(data_dir).classes
 
 
-def _free_name(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/stem-2.jpg``, ``-3``... when taken: never overwrite."""
-    target = folder / name
-    stem, suffix = target.stem, target.suffix
-    n = 2
-    while target.exists():
-        target = folder / f"{stem}-{n}{suffix}"
-        n += 1
-    return target
+def _transfer(moves: list[tuple[Path, Path]], log_path: Path, record: dict[str, Any]) -> None:
+    """``transfer``, with its failure as a ``ReviewError`` (what the page shows)."""
+    try:
+        transfer(moves, log_path, record)
+    except TransferFailed as exc:
+        raise ReviewError(str(exc)) from None
 
 
-def _move(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(dest))
+# --- the labeller --------------------------------------------------------------------
 
 
 @dataclass
@@ -86,17 +136,21 @@ def _now() -> str:
 
 
 class Labeller:
-    """Labels the kept frames of one inbox into one dataset folder."""
+    """Labels the kept frames of one inbox into one dataset folder.
+
+    Undo is per ``session``: the review page sends one per browser tab, so ``u`` in one
+    tab never undoes another tab's action; a script that passes none has its own."""
 
     def __init__(self, inbox: Path, data_dir: Path, who: str | None = None):
         if not inbox.is_dir():
             raise ReviewError(f"{inbox}: no such inbox folder (fill it with `sightwire pull`)")
         self.inbox = inbox
         self.data_dir = data_dir
-        self.classes = dataset_classes(data_dir)
+        self.layout = dataset_layout(data_dir)
+        self.classes = self.layout.classes
         self.who = who or getpass.getuser()
         self.log_path = data_dir / PROVENANCE
-        self._done: list[Action] = []
+        self._done: dict[str, list[Action]] = {}
         self._lock = threading.Lock()
         self._decodes = Decodes()
 
@@ -112,13 +166,17 @@ class Labeller:
             return frame
         raise ReviewError(f"{key}: no such frame in the inbox (labelled or discarded already?)")
 
+    def undoable(self, session: str = "") -> bool:
+        """Whether ``session`` has an action to undo."""
+        return bool(self._done.get(session))
+
     @property
     def can_undo(self) -> bool:
-        return bool(self._done)
+        return self.undoable()
 
     # --- actions -----------------------------------------------------------------
 
-    def assign(self, key: str, label: str) -> Path:
+    def assign(self, key: str, label: str, session: str = "") -> Path:
         """Move frame ``key`` into class ``label``; returns its path in the dataset."""
         if label not in self.classes:
             raise ReviewError(
@@ -126,56 +184,65 @@ class Labeller:
             )
         with self._lock:
             frame = self.frame(key)
-            target = _free_name(self.data_dir / label, frame.jpeg.name)
-            parked = _free_name((self.inbox / REVIEWED / key).parent, frame.sidecar.name)
+            target = free_name(self.layout.folder(label), frame.jpeg.name)
+            parked = free_name((self.inbox / REVIEWED / key).parent, frame.sidecar.name)
             action = Action(uuid.uuid4().hex, "assign", key, [])
-            self._do(action, frame.jpeg, target)
-            self._do(action, frame.sidecar, parked)
-            self._append(self._record(action, frame, label, target))
-            self._done.append(action)
+            action.moves = [(frame.jpeg, target), (frame.sidecar, parked)]
+            _transfer(action.moves, self.log_path, self._record(action, frame, label, target))
+            self._done.setdefault(session, []).append(action)
             return target
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: str, session: str = "") -> None:
         """Move frame ``key`` out of the way (``INBOX/.discarded/``), undoably."""
         with self._lock:
             frame = self.frame(key)
             folder = (self.inbox / DISCARDED / key).parent
             action = Action(uuid.uuid4().hex, "discard", key, [])
-            self._do(action, frame.jpeg, _free_name(folder, frame.jpeg.name))
-            self._do(action, frame.sidecar, _free_name(folder, frame.sidecar.name))
-            self._append(self._record(action, frame, None, None))
-            self._done.append(action)
+            action.moves = [
+                (frame.jpeg, free_name(folder, frame.jpeg.name)),
+                (frame.sidecar, free_name(folder, frame.sidecar.name)),
+            ]
+            _transfer(action.moves, self.log_path, self._record(action, frame, None, None))
+            self._done.setdefault(session, []).append(action)
 
-    def undo(self) -> str:
-        """Put the last assigned or discarded frame back in the inbox; returns its key."""
+    def undo(self, session: str = "") -> str:
+        """Put the last frame ``session`` assigned or discarded back in the inbox;
+        returns its key. An action that can no longer be undone (its file is gone, or
+        its place in the inbox taken) is dropped, so the one before it can be."""
         with self._lock:
-            if not self._done:
+            done = self._done.get(session)
+            if not done:
                 raise ReviewError("nothing to undo")
-            action = self._done[-1]
-            for src, dest in reversed(action.moves):
+            action = done[-1]
+            for src, dest in action.moves:
+                problem = None
                 if not dest.exists():
-                    raise ReviewError(f"cannot undo: {dest} is gone")
-                if src.exists():
-                    raise ReviewError(f"cannot undo: {src} exists again")
-            for src, dest in reversed(action.moves):
-                _move(dest, src)
-            self._done.pop()
-            self._append(
-                {
-                    "event": "undo",
-                    "undoes": action.id,
-                    "key": action.key,
-                    "by": self.who,
-                    "at": _now(),
-                }
-            )
+                    problem = f"{dest} is gone"
+                elif src.exists():
+                    problem = f"{src} exists again"
+                if problem:
+                    done.pop()
+                    then = "u now undoes the one before" if done else "nothing older to undo"
+                    raise ReviewError(
+                        f"cannot undo: {problem} ({action.event} of {action.key} "
+                        f"dropped from undo; {then})"
+                    )
+            record = {
+                "event": "undo",
+                "undoes": action.id,
+                "key": action.key,
+                "by": self.who,
+                "at": _now(),
+            }
+            back = [(dest, src) for src, dest in action.moves]
+            try:
+                _transfer(back, self.log_path, record)
+            except ReviewError as exc:
+                raise ReviewError(f"cannot undo: {exc}") from None
+            done.pop()
             return action.key
 
     # --- helpers -----------------------------------------------------------------
-
-    def _do(self, action: Action, src: Path, dest: Path) -> None:
-        _move(src, dest)
-        action.moves.append((src, dest))
 
     def _record(
         self, action: Action, frame: KeptFrame, label: str | None, target: Path | None
@@ -197,11 +264,6 @@ class Labeller:
             "at": _now(),
         }
         return record
-
-    def _append(self, record: dict[str, Any]) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def read_provenance(data_dir: Path) -> list[dict[str, Any]]:

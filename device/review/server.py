@@ -19,6 +19,9 @@ a frame the scan found, never by a path from the request.
     POST /api/assign        {"key": K, "class": C}
     POST /api/discard       {"key": K}
     POST /api/undo          {}
+
+API calls may carry ``X-Sightwire-Session`` (the page sends one per browser tab): undo
+undoes the last action of that session only. Without it, calls share one session.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 import sys
@@ -42,6 +46,7 @@ from device.review.labelling import Labeller
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4096
+SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The page is one static file with its own script and style; nothing else may load.
 _CSP = (
     "default-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -249,9 +254,16 @@ class Handler(BaseHTTPRequestHandler):
         given = self.headers.get("X-Sightwire-Token") or ""
         return secrets.compare_digest(given, self.server.token)
 
-    def _state(self) -> dict[str, Any]:
+    def _session(self) -> str:
+        """The page's ``X-Sightwire-Session`` (one per tab: whose undo), "" when none."""
+        session = self.headers.get("X-Sightwire-Session") or ""
+        if session and not SESSION.fullmatch(session):
+            raise ValueError("X-Sightwire-Session: 1 to 64 letters, digits, - or _")
+        return session
+
+    def _state(self, session: str) -> dict[str, Any]:
         labeller = self.server.labeller
-        return board(labeller.scan(), labeller.classes, labeller.can_undo)
+        return board(labeller.scan(), labeller.classes, labeller.undoable(session))
 
     # --- requests -----------------------------------------------------------------
 
@@ -263,7 +275,12 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/":
             self._send(HTTPStatus.OK, page_text(), "text/html; charset=utf-8")
         elif url.path == "/api/state" and self._token_ok():
-            self._json(HTTPStatus.OK, self._state())
+            try:
+                session = self._session()
+            except ValueError as exc:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": one_line(exc)})
+                return
+            self._json(HTTPStatus.OK, self._state(session))
         elif url.path == "/frame":
             self._frame(parse_qs(url.query).get("key", [""])[0])
         else:
@@ -288,9 +305,13 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             if not 0 <= length <= MAX_BODY:
                 raise ValueError("body too large")
-            body = json.loads(self.rfile.read(length) or b"{}")
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except RecursionError:  # "[[[[…": Python's json recurses per level
+                raise ValueError("malformed JSON: nested too deeply") from None
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
+            session = self._session()
         except ValueError as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": one_line(exc)})
             return
@@ -298,18 +319,19 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         try:
             if path == "/api/assign":
-                target = labeller.assign(str(body.get("key")), str(body.get("class")))
+                target = labeller.assign(str(body.get("key")), str(body.get("class")), session)
                 message = f"{body.get('key')} → {target.relative_to(labeller.data_dir)}"
             elif path == "/api/discard":
-                labeller.discard(str(body.get("key")))
+                labeller.discard(str(body.get("key")), session)
                 message = f"{body.get('key')} discarded"
             elif path == "/api/undo":
-                message = f"{labeller.undo()} is back in the inbox"
+                message = f"{labeller.undo(session)} is back in the inbox"
             else:
                 self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
                 return
         except (SightwireError, OSError) as exc:
-            self._json(HTTPStatus.CONFLICT, {"error": one_line(exc), "state": self._state()})
+            log.warning("%s", one_line(exc))
+            self._json(HTTPStatus.CONFLICT, {"error": one_line(exc), "state": self._state(session)})
             return
         log.info("%s", message)
-        self._json(HTTPStatus.OK, {"message": message, "state": self._state()})
+        self._json(HTTPStatus.OK, {"message": message, "state": self._state(session)})

@@ -284,11 +284,15 @@ def reviewed_here(ids: list[str], sums: dict[str, str], inbox: Path, name: str) 
     removal that failed) it would come back to be labelled twice."""
     done = []
     for frame_id in ids:
-        for folder in (REVIEWED, DISCARDED):
-            sidecar = inbox / folder / name / f"{frame_id}.json"
-            if sidecar.is_file() and sha256_of(sidecar) == sums[f"{frame_id}.json"]:
-                done.append(frame_id)
-                break
+        # review parks a sidecar as <id>-2.json when <id>.json is taken there
+        parked = (
+            path
+            for folder in (REVIEWED, DISCARDED)
+            for path in (inbox / folder / name).glob(f"{frame_id}*.json")
+            if path.stem == frame_id or path.stem.startswith(f"{frame_id}-")
+        )
+        if any(sha256_of(path) == sums[f"{frame_id}.json"] for path in parked):
+            done.append(frame_id)
     return done
 
 

@@ -3,8 +3,9 @@
 The command serves a page (bound to 127.0.0.1 unless ``--host`` says otherwise) showing
 the inbox's kept frames as a grid, grouped by what the model said and why the device
 kept them, most uncertain first; keys 1..9, a click on a class or ``/`` and its name put
-the selected frame into a class of DATA_DIR, ``d`` discards it, ``u`` undoes the last
-action. What each action does to the
+the selected frame into a class of DATA_DIR (into ``DATA_DIR/train/<class>/`` when
+DATA_DIR is split as ``{train,val,test}/<class>/``), ``d`` discards it, ``u`` undoes the
+tab's last action. What each action does to the
 files and the provenance log is ``device.review.labelling``; files the page cannot use
 are listed on it and here, once, at start.
 """
@@ -37,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         metavar="DATA_DIR",
-        help=f"the dataset: one folder per class; labelled frames move there, {PROVENANCE} "
-        "records where each came from",
+        help=f"the dataset: one folder per class, or your own split DATA_DIR/{{train,val,test}}/"
+        f"<class>/ (labelled frames then go to train/); {PROVENANCE} records where each "
+        "came from",
     )
     parser.add_argument(
         "--host",
@@ -82,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         )
     keys = ", ".join(f"{i + 1} {name}" for i, name in enumerate(labeller.classes[:9]))
     print(f"{len(found.frames)} frame(s) to label, {len(found.problems)} unusable; classes: {keys}")
+    if labeller.layout.split:
+        print(f"a split of your own: labelled frames go to {labeller.layout.train}/<class>/")
     print(f"review at {server.url}  (Ctrl-C to stop)", flush=True)
     for link in server.remote_urls:
         print(f"from other machines: {link}", flush=True)
