@@ -30,6 +30,8 @@ STATE_DIR=/var/lib/sightwire
 MODEL_DIR=$STATE_DIR/models
 KEPT_DIR=$STATE_DIR/kept   # [keep]: frames the model was unsure of, for `sightwire pull`
 UNIT=/etc/systemd/system/$SERVICE
+# pip constraints that keep apt's numpy (see the file): installed beside the venv.
+CONSTRAINTS=$PREFIX/pi-constraints.txt
 BROKER_CONF=/etc/mosquitto/conf.d/sightwire.conf
 BROKER_PASSWD=/etc/mosquitto/passwd
 # Coral's apt repository, signed with Google's package key (apt-key is gone:
@@ -153,6 +155,7 @@ preflight() {
   if [[ $uninstall -eq 0 ]]; then
     [[ -f $SCRIPT_DIR/$SERVICE ]] || die "$SCRIPT_DIR/$SERVICE not found: run this script from the repository's deploy/ folder"
     [[ -f $SCRIPT_DIR/sightwire.toml ]] || die "$SCRIPT_DIR/sightwire.toml (the example config) not found beside this script"
+    [[ -f $SCRIPT_DIR/pi-constraints.txt ]] || die "$SCRIPT_DIR/pi-constraints.txt (pip constraints that keep apt's numpy) not found beside this script"
     if [[ $with_broker -eq 1 ]]; then
       [[ -f $SCRIPT_DIR/mosquitto.conf ]] || die "$SCRIPT_DIR/mosquitto.conf not found beside this script"
     fi
@@ -263,9 +266,15 @@ install_venv() {
     run python3 -m venv --system-site-packages "$VENV"
   fi
   # --upgrade: a re-run brings sightwire up to date; its dependencies move only
-  # when it needs newer ones (pip's default only-if-needed strategy), so apt's
-  # numpy, which picamera2's compiled modules were built against, stays.
-  run "$VENV/bin/python" -m pip install --upgrade "$spec"
+  # when it needs newer ones (pip's default only-if-needed strategy). The
+  # constraints keep apt's numpy, which picamera2's compiled modules were built
+  # against: without them the newest OpenCV and ml-dtypes would pull in numpy 2.
+  # The venv's pip.conf names them too, so a later `pip install` there keeps them.
+  run install -m 0644 "$SCRIPT_DIR/pi-constraints.txt" "$CONSTRAINTS"
+  run_shell "printf '[install]\\nconstraint = %s\\n' $CONSTRAINTS > $VENV/pip.conf"
+  run "$VENV/bin/python" -m pip install --upgrade --constraint "$CONSTRAINTS" "$spec"
+  run_soft "the venv has its own numpy, not apt's: picamera2 may fail (see $CONSTRAINTS)" \
+    "$VENV/bin/python" -c "import numpy, sys; sys.exit(not numpy.__file__.startswith('/usr/'))"
   run "$VENV/bin/sightwire" --version
   run_soft "picamera2 is not importable in the venv: is python3-picamera2 installed?" \
     "$VENV/bin/python" -c "import picamera2"

@@ -152,6 +152,17 @@ class Classifier:
     def top_k(self, probs: np.ndarray, k: int = 5) -> Top:
         return top_k(probs, self.labels, k)
 
+    def self_test(self) -> np.ndarray:
+        """Classify one blank frame: what ``cmd/update`` and ``deploy`` ask of a model before
+        it goes live (one that opens but cannot run, or gives no usable probabilities,
+        fails here)."""
+        probs = self.classify(np.zeros((self.spec.height, self.spec.width, 3), np.uint8))
+        if probs.shape != (len(self.labels),) or not np.all(np.isfinite(probs)):
+            raise BundleError(
+                f"{self.model_path.name}: the model's test inference gave no usable probabilities"
+            )
+        return probs
+
 
 def model_location(path: Path) -> Path:
     """``model.path`` with a symlinked folder (``current``) resolved once, so that one load

@@ -5,7 +5,10 @@ and the daemon's own ``cmd/update`` (``device.ota``). Each must understand what 
 other left behind, so the layout is defined once, here:
 
 - A version folder is named ``<UTC stamp>-<name slug>-<content id>``. The stamp leads,
-  so name order is age order; a ``.partial`` suffix marks one ``deploy`` is still copying.
+  so name order is age order; a ``.partial`` suffix marks one ``deploy`` is copying. One
+  that nothing has written to for ``ABANDONED_MINUTES`` (its files' and folders' mtimes,
+  on the device's clock) is taken for a deploy that died on the way and may be removed;
+  another one may still be arriving, however old its stamp.
 - The content id is 8 hex digits of the sha256 of the bundle's ``sha256sum`` listing
   (hidden files left out, as ``deploy`` never copies them): the same bundle gets the same
   id whichever way it arrives. The daemon installs by content: a bundle a kept version
@@ -13,7 +16,11 @@ other left behind, so the layout is defined once, here:
   folder, so ``previous`` and rollback always lead to a different model.
 - ``current`` (the path ``model.path`` names) and ``previous`` are relative symlinks to
   version folders, each replaced by one ``rename(2)``: a crash leaves the old link or the
-  new one, never none.
+  new one, never none. Whoever switches ``current`` (``deploy`` or ``cmd/update``) points
+  ``previous`` at what ``current`` named before, unless that holds the same content.
+- Version folders are group-writable (``u=rwX,g=rwX,o=rX``) whoever made them: the
+  daemon (``UMask=0027``) and the deploy user share group ``sightwire``, and each must be
+  able to prune what the other installed.
 - Pruning keeps the newest versions plus whatever ``current`` and ``previous`` name and
   the newest version whose content differs from the current one (what a rollback needs,
   even where copies of one bundle were made before installing by content), and never
@@ -27,7 +34,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +45,8 @@ CURRENT = "current"
 PREVIOUS = "previous"
 PARTIAL = ".partial"
 STAGING_PREFIX = ".staging-"
+# A ``.partial`` folder nothing was written to for this long is a deploy that died.
+ABANDONED_MINUTES = 60
 # stamp, content id, and the in-progress suffix of a deploy still copying.
 VERSION = re.compile(
     r"^(?P<stamp>\d{8}T\d{6}Z)-[A-Za-z0-9._-]+-(?P<cid>[0-9a-f]{8})(?P<partial>\.partial)?$"
@@ -60,6 +69,12 @@ def version_name(name: str, cid: str, stamp: str) -> str:
     """``<stamp>-<slug>-<content id>``; the slug keeps only characters safe in a shell word."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:40] or "model"
     return f"{stamp}-{slug}-{cid}"
+
+
+def version_ere(cid: str) -> str:
+    """``VERSION`` for one content id, finished folders only, as a POSIX extended regular
+    expression (``grep -Eqx``): how shell text on a device tells a version's content."""
+    return f"[0-9]{{8}}T[0-9]{{6}}Z-[A-Za-z0-9._-]+-{cid}"
 
 
 def is_version(name: str) -> bool:
@@ -121,13 +136,14 @@ def prunable(
     entries: Sequence[str],
     current: str | None,
     keep: int,
-    stamp: str | None = None,
     previous: str | None = None,
+    abandoned: Collection[str] = (),
 ) -> list[str]:
     """Names to delete: versions beyond the newest ``keep`` (0 keeps all) that neither
     ``current`` nor ``previous`` names nor are the newest with other content than
-    ``current``'s; then, given a ``stamp``, partial copies older than it (a deploy that
-    died on the way). Anything else in the folder is the user's."""
+    ``current``'s; then the ``.partial`` copies among ``abandoned`` (found untouched for
+    ``ABANDONED_MINUTES`` where they lie: a deploy that died on the way; a partial copy's
+    name says nothing of whether it is still arriving). Anything else is the user's."""
     versions = sorted(e for e in entries if is_version(e))
     kept = set(versions[-keep:]) if keep > 0 else set(versions)
     pinned = {current, previous}
@@ -136,12 +152,9 @@ def prunable(
     if own is not None and others:
         pinned.add(others[-1])  # the previous distinct version: what a rollback needs
     doomed = [v for v in versions if v not in kept and v not in pinned]
-    if stamp is not None:
-        doomed += sorted(
-            e
-            for e in entries
-            if (m := VERSION.match(e)) and m.group("partial") and m.group("stamp") < stamp
-        )
+    doomed += sorted(
+        e for e in entries if e in abandoned and (m := VERSION.match(e)) and m.group("partial")
+    )
     return doomed
 
 
@@ -193,6 +206,7 @@ class ModelStore:
             version = version_name(name, content_id(listing), utc_stamp(now))
             target = self.root / version
             if not target.exists():
+                share_tree(bundle_root)
                 _fsync_tree(bundle_root)
                 os.rename(bundle_root, target)
                 _fsync(self.root)
@@ -251,6 +265,21 @@ class ModelStore:
         for name in doomed:
             shutil.rmtree(self.root / name, ignore_errors=True)
         return doomed
+
+
+def share_tree(root: Path) -> None:
+    """``chmod -R u=rwX,g=rwX,o=rX`` (what ``deploy`` runs on the device): readable by the
+    daemon and every user, writable by the group, whatever the umask (the unit's 0027,
+    ``mkdtemp``'s 0700), so the deploy user can prune a version ``cmd/update`` made.
+    Set-group-ID bits (the models folder's group, inherited) stay."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        if path.is_dir():
+            path.chmod((mode & 0o7000) | 0o775)
+        else:
+            path.chmod(0o775 if mode & 0o111 else 0o664)
 
 
 def _replace_link(tmp: Path, target: str, link: Path) -> None:

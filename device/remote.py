@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.errors import SightwireError
-from device.models_dir import CURRENT, PARTIAL
+from device.models_dir import ABANDONED_MINUTES, CURRENT, PARTIAL, PREVIOUS, version_ere
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,10 @@ class Remote:
         return ["ssh", *self.opts, "--", self.host, command]
 
     def rsync(self, src: Path, dest: str) -> list[str]:
+        # No -t: files and folders keep the Pi's own mtimes, which show a copy still
+        # arriving (another deploy removes only .partial copies untouched for a while).
         return [
-            "rsync", "-rt", "--exclude=.*", "-e", shlex.join(["ssh", *self.opts]),
+            "rsync", "-r", "--exclude=.*", "-e", shlex.join(["ssh", *self.opts]),
             f"{src}/", f"{self.host}:{dest}/",
         ]  # fmt: skip
 
@@ -140,36 +142,119 @@ def call(argv: list[str], stdin: str | None = None) -> Result:
         return Result(proc.returncode, out.read(), err.read())
 
 
-# Exit codes of the preparing step, explained here rather than in remote shell text.
+# Exit codes of the shell text below, explained here rather than in remote shell text.
 _PREPARE_FAILURES = {
     3: "{dir}: no such directory on the Pi (run deploy/install-pi.sh there first)",
     4: "{dir}: not writable by this user (install-pi.sh --deploy-user USER adds a user to "
     "group sightwire; it counts from the next login)",
     5: "sha256sum is missing on the Pi (coreutils)",
 }
+SAME_AS_CURRENT = 6  # prepare: `current` holds these very files; its name is on stdout
+PARTIAL_GONE = 7  # switch: the .partial copy is not there any more
+PREVIOUS_FAILED = 8  # switch: `current` switched, `previous` could not be updated
 
 
-def _remote_prepare(remote_dir: str, partial: str) -> str:
-    r = shlex.quote(remote_dir)
-    return (
-        f"test -d {r} || exit 3; test -w {r} || exit 4; "
-        f"command -v sha256sum >/dev/null || exit 5; mkdir -- {shlex.quote(partial)}"
+def _remote_prepare(remote_dir: str, partial: str, same_as: tuple[str, int] | None = None) -> str:
+    """Check the folder, then make the ``.partial`` one. ``same_as`` (content id, file
+    count): first see whether ``current`` already holds this content (its name carries
+    the id, ``sha256sum -c`` of the listing on stdin passes, no other file is there): then
+    print its name and exit ``SAME_AS_CURRENT``, making nothing."""
+    q = shlex.quote
+    r = q(remote_dir)
+    checks = (
+        f"test -d {r} || exit 3; test -w {r} || exit 4; command -v sha256sum >/dev/null || exit 5; "
     )
+    make = f"mkdir -- {q(partial)}"
+    if same_as is None:
+        return checks + make
+    cid, count = same_as
+    same = (
+        f"cur=$(readlink -- {q(f'{remote_dir}/{CURRENT}')}) && "
+        + "printf '%s\\n' \"${cur##*/}\" | grep -Eqx "
+        + q(version_ere(cid))
+        + f' && (cd -- {r} && cd -- "$cur" && '
+        + "sha256sum --check --strict --quiet - >/dev/null 2>&1 && "
+        + "test \"$(find . -type f ! -path '*/.*' | wc -l)\" -eq "
+        + f"{count}) && "
+        + "{ printf '%s\\n' \"$cur\"; exit "
+        + f"{SAME_AS_CURRENT}; }}; "
+    )
+    return checks + same + make
 
 
-def _remote_switch(remote_dir: str, version: str) -> str:
+def _remote_switch(remote_dir: str, version: str, cid: str) -> str:
+    """Make the ``.partial`` copy the version, point ``current`` at it and ``previous`` at
+    what ``current`` named before, unless that holds the same content (``ModelStore.switch``
+    does the same on the device): each link replaced by one rename. Prints
+    ``previous <target>`` when ``previous`` moved."""
     q = shlex.quote
     partial, final = f"{remote_dir}/{version}{PARTIAL}", f"{remote_dir}/{version}"
-    tmp_link, link = f"{remote_dir}/.{CURRENT}.new", f"{remote_dir}/{CURRENT}"
-    return " && ".join(
+    link, tmp_link = f"{remote_dir}/{CURRENT}", f"{remote_dir}/.{CURRENT}.new"
+    prev, tmp_prev = f"{remote_dir}/{PREVIOUS}", f"{remote_dir}/.{PREVIOUS}.new"
+    same_content = "printf '%s\\n' \"${old##*/}\" | grep -Eqx " + q(version_ere(cid))
+    return "; ".join(
         [
-            # Readable by the daemon whatever the umask on either machine was.
-            f"chmod -R u=rwX,g=rwX,o=rX -- {q(partial)}",
-            f"mv -T -- {q(partial)} {q(final)}",
-            f"ln -sfn -- {q(version)} {q(tmp_link)}",
-            f"mv -T -- {q(tmp_link)} {q(link)}",
+            f"test -d {q(partial)} || exit {PARTIAL_GONE}",
+            # Readable by the daemon whatever the umask on either machine was; writable
+            # by the group, so the daemon's cmd/update can prune it (and deploy its own).
+            f"chmod -R u=rwX,g=rwX,o=rX -- {q(partial)} && mv -T -- {q(partial)} {q(final)} "
+            "|| exit 1",
+            f"old=$(readlink -- {q(link)})",
+            f"ln -sfn -- {q(version)} {q(tmp_link)} && mv -T -- {q(tmp_link)} {q(link)} || exit 1",
+            f'if [ -n "$old" ] && [ "${{old##*/}}" != {q(version)} ] && ! {same_content}; then '
+            f'ln -sfn -- "$old" {q(tmp_prev)} && mv -T -- {q(tmp_prev)} {q(prev)} '
+            f"|| exit {PREVIOUS_FAILED}; " + "printf 'previous %s\\n' \"$old\"; fi",
         ]
     )
+
+
+# Lines of the listing step that are not names in the folder: a name holds no "/".
+_LINK_LINE = "/link "
+_ABANDONED_LINE = "/abandoned "
+
+
+def _remote_list(remote_dir: str) -> str:
+    """The folder's names, what ``current`` and ``previous`` name, and the ``.partial``
+    copies nothing has written to for ``ABANDONED_MINUTES`` (``find -mmin``, the Pi's
+    clock: a copy still arriving keeps touching its files); marked lines start with ``/``."""
+    return (
+        f"cd -- {shlex.quote(remote_dir)} || exit 3; "
+        f"for l in {CURRENT} {PREVIOUS}; do "
+        + 't=$(readlink -- "$l") && printf \''
+        + _LINK_LINE
+        + '%s %s\\n\' "$l" "$t"; done; '
+        + 'for p in *.partial; do [ -d "$p" ] && '
+        + f'new=$(find "$p" -mmin -{ABANDONED_MINUTES} -print -quit) && [ -z "$new" ] && '
+        + "printf '"
+        + _ABANDONED_LINE
+        + '%s\\n\' "$p"; done; ls -1A'
+    )
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the listing step saw: names in the folder, the names ``current`` and
+    ``previous`` point at, and the abandoned ``.partial`` copies."""
+
+    names: list[str]
+    current: str | None
+    previous: str | None
+    abandoned: set[str]
+
+
+def parse_listing(text: str) -> Listing:
+    names: list[str] = []
+    links: dict[str, str] = {}
+    abandoned: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(_LINK_LINE):
+            link, _, target = line[len(_LINK_LINE) :].partition(" ")
+            links[link] = target.rstrip("/").rsplit("/", 1)[-1]
+        elif line.startswith(_ABANDONED_LINE):
+            abandoned.add(line[len(_ABANDONED_LINE) :])
+        elif line:
+            names.append(line)
+    return Listing(names, links.get(CURRENT), links.get(PREVIOUS), abandoned)
 
 
 def _remote_reload(args: argparse.Namespace) -> str | None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,17 +36,21 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from device.bundle import load_bundle
+from device.models_dir import ModelStore, cid_of, content_id_of, version_name
 from device.verbs.deploy import (
     DEFAULT_REMOTE_DIR,
     DeployError,
     Deployment,
     Remote,
+    Step,
     add_arguments,
     payload_of,
     prunable,
     validate,
 )
 from tests.mqtt_helpers import Broker, free_port, wait_port
+from tests.test_hostile_updates import run_update
+from tests.test_ota import BIG, SMALL, make_bundle, zip_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -127,7 +135,13 @@ def test_install_dry_run_lists_every_step_and_changes_nothing(deploy_copy: Path)
         assert package in install_line.split()
     assert "mosquitto" not in install_line.split()  # only with --with-broker
     assert "python3 -m venv --system-site-packages /opt/sightwire/venv" in text
-    assert "/opt/sightwire/venv/bin/python -m pip install --upgrade 'sightwire[device]'" in text
+    constraints = "/opt/sightwire/pi-constraints.txt"
+    pip = f"/opt/sightwire/venv/bin/python -m pip install --upgrade --constraint {constraints} "
+    assert f"{pip}'sightwire[device]'" in text
+    # The constraints go in first, and the venv's own pip.conf names them for later upgrades.
+    assert f"install -m 0644 {deploy_copy}/pi-constraints.txt {constraints}" in text
+    assert f"constraint = %s\\n' {constraints} > /opt/sightwire/venv/pip.conf" in text
+    assert text.index(f"{constraints} > /opt/sightwire/venv/pip.conf") < text.index(pip)
     if not before["user sightwire"]:
         assert re.search(r"^useradd --system .* sightwire$", text, re.M)
     assert "usermod --append --groups video sightwire" in text
@@ -144,6 +158,57 @@ def test_install_dry_run_lists_every_step_and_changes_nothing(deploy_copy: Path)
     assert "systemctl enable sightwire.service" in text
     assert "libedgetpu1-std" not in text and "coral" not in text  # only with --with-edgetpu
     assert "dry run" in proc.stdout
+
+
+# What PyPI publishes (wheel metadata, cp311 manylinux aarch64) for the releases around the
+# constraints: the numpy each asks for. Read with `pip download --no-deps PKG==V --platform
+# manylinux2014_aarch64 --python-version 3.11 --only-binary=:all:` and the wheel's METADATA.
+NEEDS_NUMPY = {
+    ("opencv-python-headless", "4.11.0.86"): ">=1.23.5",
+    ("opencv-python-headless", "4.12.0.88"): ">=2,<2.3.0",
+    ("opencv-python-headless", "4.13.0.92"): ">=2",
+    ("opencv-python-headless", "5.1.0.95"): ">=2",
+    ("ml-dtypes", "0.5.4"): ">=1.23.3",
+    ("ml-dtypes", "0.6.0"): ">=2.0.0",
+    ("ml-dtypes", "0.7.0"): ">=2.0.0",
+    ("ai-edge-litert", "2.3.0"): ">=1.23.2",
+}
+BOOKWORM = {"python_version": "3.11", "numpy": "1.24.2"}  # apt's python3 and python3-numpy
+TRIXIE = {"python_version": "3.13", "numpy": "2.2.4"}
+
+
+def constraints(path: Path, python_version: str) -> dict[str, SpecifierSet]:
+    """The constraints file as pip reads it on a Pi with that Python (markers applied)."""
+    out: dict[str, SpecifierSet] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"python_version": python_version}):
+            out[canonicalize_name(req.name)] = req.specifier
+    return out
+
+
+def test_pi_constraints_keep_apt_numpy():
+    """On Bookworm the venv must keep apt's numpy 1.24 (picamera2 and simplejpeg are built
+    against it): every release the constraints allow of a dependency that needs numpy 2
+    is excluded, and the ones left accept numpy 1.24. On Trixie (numpy 2 from apt, Python
+    3.13, which numpy 1 has no wheels for) nothing is held back."""
+    pins = constraints(DEPLOY / "pi-constraints.txt", BOOKWORM["python_version"])
+    assert BOOKWORM["numpy"] in pins["numpy"] and "2.0.0" not in pins["numpy"]
+    for (name, version), numpy in NEEDS_NUMPY.items():
+        allowed = pins.get(canonicalize_name(name), SpecifierSet()).contains(version)
+        works = BOOKWORM["numpy"] in SpecifierSet(numpy)
+        assert allowed == works, (name, version, numpy)
+    assert constraints(DEPLOY / "pi-constraints.txt", TRIXIE["python_version"]) == {}
+    # What the device extra asks for leaves room inside the constraints.
+    with (REPO / "pyproject.toml").open("rb") as fh:
+        device = tomllib.load(fh)["project"]["optional-dependencies"]["device"]
+    for req in map(Requirement, device):
+        pin = pins.get(canonicalize_name(req.name))
+        if pin is not None:
+            assert any(v in req.specifier and v in pin for v in ("1.24.2", "4.11.0.86")), req
 
 
 def test_install_dry_run_is_repeatable(deploy_copy: Path):
@@ -183,7 +248,8 @@ def test_install_dry_run_with_broker_edgetpu_and_a_local_wheel(deploy_copy: Path
     )
     assert "apt-get install -y libedgetpu1-std" in text
     assert "usermod --append --groups plugdev sightwire" in text
-    assert f"pip install --upgrade '{wheel}[device]'" in text
+    constraints = "--constraint /opt/sightwire/pi-constraints.txt"
+    assert f"pip install --upgrade {constraints} '{wheel}[device]'" in text
     if not before["/etc/mosquitto/conf.d/sightwire.conf"]:
         assert (
             f"install -m 0644 {deploy_copy}/mosquitto.conf /etc/mosquitto/conf.d/sightwire.conf"
@@ -225,6 +291,13 @@ def test_install_needs_the_example_config_beside_it(deploy_copy: Path):
     proc = install(deploy_copy, "--dry-run")
     assert proc.returncode == 1
     assert "sightwire.toml (the example config) not found" in proc.stderr
+
+
+def test_install_needs_the_pip_constraints_beside_it(deploy_copy: Path):
+    (deploy_copy / "pi-constraints.txt").unlink()
+    proc = install(deploy_copy, "--dry-run")
+    assert proc.returncode == 1 and not commands(proc.stdout)
+    assert "pi-constraints.txt (pip constraints that keep apt's numpy) not found" in proc.stderr
 
 
 def test_install_without_dry_run_needs_root(deploy_copy: Path):
@@ -540,7 +613,7 @@ def test_deploy_dry_run_with_scp_and_mqtt_reload(bundle: Path):
     assert scp[:3] == ["scp", "-q", "-r"] and "Port=2222" in scp
     assert {f"{bundle}/model_int8.tflite", f"{bundle}/report"} <= set(scp)
     assert not any(".DS_Store" in word for word in scp)
-    assert all("/srv/models/" in ln or ln.endswith(" /srv/models'") for ln in lines[:4] + lines[5:])
+    assert all("/srv/models" in ln for ln in lines[:4] + lines[5:])
     assert "/srv/models//" not in proc.stdout
     assert "mosquitto_pub -h localhost -p 1883 -q 1 -t sightwire/kitchen/cmd/reload -n" in lines[4]
 
@@ -633,13 +706,12 @@ def test_prunable_keeps_the_newest_and_current_and_leaves_foreign_names():
         "20260103T000000Z-bolts-00000003",
         "20260104T000000Z-caps-00000004",
         "20260102T120000Z-caps-0000000a.partial",  # a failed earlier upload
-        "20260105T000000Z-caps-0000000b.partial",  # a newer one still on its way
+        "20260101T000000Z-caps-0000000b.partial",  # older stamp, but still being copied
         "current",
         "my-hand-copied-model",
     ]
-    doomed = prunable(
-        names, current="20260104T000000Z-caps-00000004", keep=2, stamp="20260104T000000Z"
-    )
+    dead = {"20260102T120000Z-caps-0000000a.partial", "my-hand-copied-model"}
+    doomed = prunable(names, current="20260104T000000Z-caps-00000004", keep=2, abandoned=dead)
     assert doomed == [
         "20260101T000000Z-caps-00000001",
         "20260102T000000Z-caps-00000002",
@@ -647,11 +719,18 @@ def test_prunable_keeps_the_newest_and_current_and_leaves_foreign_names():
     ]
     # A rollback (current pointing at an old version) keeps that version too.
     assert "20260101T000000Z-caps-00000001" not in prunable(
-        names, current="20260101T000000Z-caps-00000001", keep=1, stamp="20260104T000000Z"
+        names, current="20260101T000000Z-caps-00000001", keep=1
     )
-    assert prunable(names, current="x", keep=0, stamp="20260104T000000Z") == [
+    # What previous names stays, however old.
+    assert "20260101T000000Z-caps-00000001" not in prunable(
+        names, current="20260104T000000Z-caps-00000004", keep=1,
+        previous="20260101T000000Z-caps-00000001",
+    )  # fmt: skip
+    # A partial copy goes only when the device found it abandoned, whatever its stamp.
+    assert prunable(names, current="x", keep=0, abandoned=dead) == [
         "20260102T120000Z-caps-0000000a.partial"
     ]
+    assert prunable(names, current="x", keep=0) == []
 
 
 # --- sightwire deploy over real SSH --------------------------------------------------
@@ -745,6 +824,12 @@ def versions(remote: Path) -> list[str]:
     return sorted(p.name for p in remote.iterdir() if p.name != "current")
 
 
+def retouch(bundle: Path, n: int) -> Path:
+    """The same model with other content (another report): another version."""
+    (bundle / "report" / "metrics.json").write_text(json.dumps({"accuracy": n / 100}))
+    return bundle
+
+
 def test_deploy_over_ssh_switches_current_and_prunes(sshd: Sshd, bundle: Path, tmp_path: Path):
     remote = tmp_path / "pi-models"
     remote.mkdir()
@@ -753,23 +838,263 @@ def test_deploy_over_ssh_switches_current_and_prunes(sshd: Sshd, bundle: Path, t
     assert first.returncode == 0, first.stderr
     [v1] = [v for v in versions(remote) if v != "my-own-model"]
     assert os.readlink(remote / "current") == v1  # relative: the tree can move
+    assert not (remote / "previous").exists()  # nothing ran before
     for rel in ("model_int8.tflite", "labels.txt", "manifest.json", "report/metrics.json"):
         assert (remote / "current" / rel).read_bytes() == (bundle / rel).read_bytes()
     assert not (remote / "current" / ".DS_Store").exists()
     assert (remote / "current" / "model_int8.tflite").stat().st_mode & 0o004  # daemon can read
+    assert (remote / v1).stat().st_mode & 0o070 == 0o070  # the group (cmd/update) prunes it
 
     time.sleep(1.1)  # the next version gets a later stamp
     second = sightwire(
-        *sshd.deploy_args(bundle, remote, "--no-reload", "--transfer", "scp", "--keep", "1")
+        *sshd.deploy_args(
+            retouch(bundle, 2), remote, "--no-reload", "--transfer", "scp", "--keep", "1"
+        )
     )
     assert second.returncode == 0, second.stderr
-    assert "with scp" in second.stdout and f"removed 1 old version(s): {v1}" in second.stdout
-    left = versions(remote)
-    assert v1 not in left and "my-own-model" in left and len(left) == 2
     v2 = os.readlink(remote / "current")
-    assert v2 != v1 and v2 in left
+    assert "with scp" in second.stdout and v2 != v1
+    # previous → what current named before; so it is kept, --keep 1 or not.
+    assert os.readlink(remote / "previous") == v1
+    assert f"previous → {remote}/{v1} (what a rollback goes back to)" in second.stdout
+    assert "removed" not in second.stdout and versions(remote) == sorted(
+        [v1, v2, "my-own-model", "previous"]
+    )
+
+    time.sleep(1.1)
+    third = sightwire(*sshd.deploy_args(retouch(bundle, 3), remote, "--no-reload", "--keep", "1"))
+    assert third.returncode == 0, third.stderr
+    v3 = os.readlink(remote / "current")
+    assert os.readlink(remote / "previous") == v2
+    assert f"removed 1 old version(s): {v1}" in third.stdout
+    assert versions(remote) == sorted([v2, v3, "my-own-model", "previous"])
     assert (remote / "current" / "report" / "metrics.json").is_file()
-    assert not list(remote.glob("*.partial")) and not (remote / ".current.new").exists()
+    assert not list(remote.glob("*.partial")) and not list(remote.glob(".*.new"))
+
+
+def test_deploy_after_an_ota_update_keeps_what_a_rollback_needs(
+    sshd: Sshd, bundle: Path, tmp_path: Path, reference: Path
+):
+    """cmd/update, then deploy --keep 1: previous names what ran before the deploy (the
+    update's version), which is kept; the daemon's rollback reaches it."""
+    remote = tmp_path / "pi-models"
+    small = make_bundle(tmp_path / "small", reference, SMALL, "small", 128)
+    big = make_bundle(tmp_path / "big", reference, BIG, "big", 224)
+    served = tmp_path / "served"
+    served.mkdir()
+    big_zip = zip_dir(big, served / "big.zip")
+    first = version_name("small", content_id_of(small), "20260101T000000Z")
+    shutil.copytree(small, remote / first)
+    os.symlink(first, remote / "current")
+
+    outcome = run_update(remote / "current", served, f"file://{big_zip}")
+    assert outcome.error is None and outcome.installed is not None, outcome.error
+    updated = outcome.installed.version
+    assert os.readlink(remote / "previous") == first
+
+    proc = sightwire(*sshd.deploy_args(bundle, remote, "--no-reload", "--keep", "1"))
+    assert proc.returncode == 0, proc.stderr
+    deployed = os.readlink(remote / "current")
+    assert os.readlink(remote / "previous") == updated, "previous must name what ran before"
+    assert (remote / updated).is_dir()
+    assert f"removed 1 old version(s): {first}" in proc.stdout  # named by no link any more
+    assert versions(remote) == sorted([updated, deployed, "previous"])
+
+    # The daemon's own rollback (cmd/update {"rollback": true}) goes back to the update.
+    store = ModelStore.of(remote / "current")
+    assert store.rollback() == (updated, deployed)
+    assert load_bundle(remote / "current").name == "big"
+
+
+def test_deploy_of_what_current_holds_changes_nothing(sshd: Sshd, bundle: Path, tmp_path: Path):
+    """The same content again: no copy, no switch, no restart (a restart would fail here:
+    the unit does not exist); --force deploys it anyway, and previous keeps naming the
+    other model."""
+    remote = tmp_path / "pi-models"
+    remote.mkdir()
+    no_unit = ("--service", "sightwire-test-no-such-unit.service")
+    other = sightwire(*sshd.deploy_args(retouch(bundle, 1), remote, "--no-reload"))
+    assert other.returncode == 0, other.stderr
+    v0 = os.readlink(remote / "current")
+    time.sleep(1.1)
+    first = sightwire(*sshd.deploy_args(retouch(bundle, 2), remote, "--no-reload"))
+    assert first.returncode == 0, first.stderr
+    v1 = os.readlink(remote / "current")
+    before = versions(remote)
+
+    again = sightwire(*sshd.deploy_args(bundle, remote, *no_unit))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"already installed: current on {sshd.host} names {v1}" in again.stdout
+    assert "nothing copied, switched or reloaded (--force deploys it again)" in again.stdout
+    assert "copying" not in again.stdout and "restarted" not in again.stdout
+    assert versions(remote) == before and os.readlink(remote / "current") == v1
+    assert os.readlink(remote / "previous") == v0
+
+    # Files that differ from the bundle's (same name, so same content id): copied anew.
+    (remote / v1 / "report" / "metrics.json").write_text("changed on the Pi")
+    time.sleep(1.1)
+    repaired = sightwire(*sshd.deploy_args(bundle, remote, "--no-reload"))
+    assert repaired.returncode == 0 and "already installed" not in repaired.stdout
+    v2 = os.readlink(remote / "current")
+    assert v2 != v1 and cid_of(v2) == cid_of(v1)
+    assert os.readlink(remote / "previous") == v0  # not v1: that holds this model too
+
+    time.sleep(1.1)
+    forced = sightwire(*sshd.deploy_args(bundle, remote, "--force", "--no-reload"))
+    assert forced.returncode == 0, forced.stderr
+    assert "already installed" not in forced.stdout and "copying" in forced.stdout
+    assert os.readlink(remote / "current") not in (v1, v2)
+    assert os.readlink(remote / "previous") == v0
+
+
+def test_deploy_refuses_a_model_the_daemon_could_not_load(sshd: Sshd, bundle: Path, tmp_path: Path):
+    """1001 outputs, 5 labels, hashes right: refused here, before anything is copied."""
+    labels = (bundle / "labels.txt").read_text().splitlines()[:5]
+    (bundle / "labels.txt").write_text("\n".join(labels) + "\n")
+    write_manifest(bundle, bundle / "model_int8.tflite")
+    remote = tmp_path / "pi-models"
+    remote.mkdir()
+    (remote / "20260101T000000Z-good-00000000").mkdir()
+    os.symlink("20260101T000000Z-good-00000000", remote / "current")
+    before = sorted(os.listdir(remote))
+    for extra in ((), ("--dry-run",)):
+        proc = sightwire(*sshd.deploy_args(bundle, remote, "--no-reload", *extra))
+        assert proc.returncode == 1, proc.stdout
+        assert "model has 1001 outputs but there are 5 labels" in proc.stderr
+        assert "the daemon would refuse this model; nothing was copied" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "copying" not in proc.stdout and "ssh " not in proc.stdout
+    assert sorted(os.listdir(remote)) == before
+    assert os.readlink(remote / "current") == "20260101T000000Z-good-00000000"
+
+
+def sightwire_without_runtime(*args: str) -> subprocess.CompletedProcess:
+    """The CLI where no TFLite runtime can be imported (a workstation without one)."""
+    code = (
+        "import sys\n"
+        "for name in ('ai_edge_litert', 'tflite_runtime', 'tensorflow'):\n"
+        "    sys.modules[name] = None  # import raises ImportError\n"
+        "from device.cli import main\nsys.exit(main(sys.argv[1:]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def test_deploy_without_a_runtime_says_so_and_goes_on_only_with_no_verify(bundle: Path):
+    refused = sightwire_without_runtime("deploy", str(bundle), "--host", "pi", "--dry-run")
+    assert refused.returncode == 1
+    [line] = refused.stderr.strip().splitlines()
+    assert "cannot open the model here to check it (no TFLite runtime found" in line
+    assert "--no-verify" in line
+    unchecked = sightwire_without_runtime(
+        "deploy", str(bundle), "--host", "pi", "--dry-run", "--no-verify"
+    )
+    assert unchecked.returncode == 0, unchecked.stderr
+    assert "model not opened here (--no-verify)" in unchecked.stdout
+    assert "sha256 of 1 model file checked against manifest.json" in unchecked.stdout
+
+
+def test_deploy_says_what_was_checked(bundle: Path, tmp_path: Path, reference: Path):
+    proc = sightwire("deploy", str(bundle), "--host", "pi", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "; sha256 of 1 model file checked against manifest.json; int8 model opened and ran here"
+        in proc.stdout
+    )
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(reference / SMALL, bare / "model.tflite")
+    shutil.copy(reference / "imagenet_labels.txt", bare / "labels.txt")
+    proc = sightwire("deploy", str(bare), "--host", "pi", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "sha256 checked" not in proc.stdout
+    assert "no manifest.json: no sha256 to check here; int8 model opened and ran here" in (
+        proc.stdout
+    )
+
+
+def test_deploy_names_an_ssh_failure_once(bundle: Path, tmp_path: Path):
+    closed = free_port()  # nothing listens there
+    proc = sightwire(
+        "deploy", str(bundle), "--host", "pi@127.0.0.1", "--ssh-opt", f"Port={closed}",
+        "--ssh-opt", "BatchMode=yes", "--ssh-opt", f"UserKnownHostsFile={tmp_path / 'kh'}",
+        "--no-reload",
+    )  # fmt: skip
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert f"preparing on pi@127.0.0.1 failed: ssh: connect to host 127.0.0.1 port {closed}" in line
+    assert "ssh: ssh:" not in line
+
+
+def test_deploy_leaves_a_copy_still_arriving_and_removes_an_abandoned_one(
+    sshd: Sshd, bundle: Path, tmp_path: Path
+):
+    """Another deploy's .partial with an older stamp is left while anything in it is
+    fresh; one untouched for over an hour (a deploy that died) is removed."""
+    remote = tmp_path / "pi-models"
+    remote.mkdir()
+    arriving = remote / "20200101T000000Z-caps-0000000a.partial"
+    (arriving / "report").mkdir(parents=True)
+    (arriving / "report" / "metrics.json").write_text("being written")  # fresh, deep down
+    dead = remote / "20200101T000000Z-caps-0000000b.partial"
+    (dead / "report").mkdir(parents=True)
+    (dead / "report" / "metrics.json").write_text("left behind")
+    hours_ago = time.time() - 2 * 3600
+    for path in (
+        arriving,
+        arriving / "report",
+        dead,
+        dead / "report",
+        dead / "report/metrics.json",
+    ):
+        os.utime(path, (hours_ago, hours_ago))
+    proc = sightwire(*sshd.deploy_args(bundle, remote, "--no-reload"))
+    assert proc.returncode == 0, proc.stderr
+    assert arriving.is_dir() and (arriving / "report" / "metrics.json").is_file()
+    assert not dead.exists()
+    assert (
+        f"removed 1 abandoned copy(ies), nothing written to them for 60 minutes: {dead.name}"
+        in (proc.stdout)
+    )
+
+
+def deployment_for(sshd: Sshd, bundle: Path, remote: Path) -> Deployment:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(sshd.deploy_args(bundle, remote)[1:])
+    validate(args)
+    return Deployment(args, payload_of(load_bundle(bundle)), "rsync")
+
+
+def test_a_copy_removed_under_a_deploy_fails_in_one_clear_line(
+    sshd: Sshd, bundle: Path, tmp_path: Path
+):
+    remote = tmp_path / "pi-models"
+    remote.mkdir()
+    ssh = Remote(sshd.host, sshd.ssh_opts, None)
+    # Removed while being copied: another deploy's prune, then the copy fails (rsync
+    # says "some files could not be transferred", exit 23).
+    deployment = deployment_for(sshd, bundle, remote)
+    steps = deployment.steps(ssh)
+    deployment._do("preparing", steps["prepare"])
+    racing = ssh.ssh(f"rm -rf -- {shlex.quote(deployment.partial)}; exit 23")
+    steps["copy"] = Step("a copy whose folder another deploy removes", racing)
+    with pytest.raises(DeployError) as failed:
+        deployment.land(ssh, steps)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert f"{deployment.partial} was removed there while it was being copied" in message
+    assert "nothing was switched, the running model is unchanged; deploy again" in message
+    # Removed between the copy and the switch.
+    deployment = deployment_for(sshd, bundle, remote)
+    steps = deployment.steps(ssh)
+    deployment._do("preparing", steps["prepare"])
+    deployment.land(ssh, steps)
+    shutil.rmtree(deployment.partial)
+    with pytest.raises(DeployError, match="was removed there before the switch"):
+        deployment._switch(steps["switch"])
+    assert not (remote / "current").exists()
 
 
 def test_deploy_over_ssh_removes_a_copy_that_does_not_match(

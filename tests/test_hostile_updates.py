@@ -349,3 +349,30 @@ def test_pruning_keeps_the_current_and_the_previous_distinct_version(tmp_path, b
     assert os.readlink(root / "previous") == small
     store.prune(2)
     assert (root / small).is_dir() and (root / copies[1]).is_dir()
+
+
+def test_an_update_leaves_a_version_the_deploy_user_can_prune(tmp_path, bundles):
+    """The unit's UMask=0027 and mkdtemp's 0700 must not make a version folder only the
+    daemon can change: the deploy user (group sightwire) prunes it, as deploy's own folders
+    (chmod -R u=rwX,g=rwX,o=rX)."""
+    root = tmp_path / "models"
+    root.mkdir()
+    root.chmod(0o2775)  # as install-pi.sh makes it
+    name = version_name("small", content_id_of(bundles["small"]), "20260101T000000Z")
+    shutil.copytree(bundles["small"], root / name)
+    os.symlink(name, root / "current")
+    old = os.umask(0o027)
+    try:
+        outcome = run_update(root / "current", bundles["big.zip"].parent,
+                             f"file://{bundles['big.zip']}")  # fmt: skip
+    finally:
+        os.umask(old)
+    assert outcome.error is None and outcome.installed is not None, outcome.error
+    version = root / outcome.installed.version
+    for path in [version, *version.rglob("*")]:
+        mode = path.stat().st_mode
+        if path.is_dir():
+            assert mode & 0o775 == 0o775, (path, oct(mode))
+            assert mode & 0o2000, (path, oct(mode))  # set-group-ID: new files stay the group's
+        else:
+            assert mode & 0o664 == 0o664 and not mode & 0o111, (path, oct(mode))

@@ -2,19 +2,30 @@
 
 Why each step is the way it is:
 
-1. The bundle is checked here first (``load_bundle`` verifies manifest.json's sha256s):
-   a broken export never leaves the workstation.
-2. It is copied with the system's ``rsync`` over SSH (``scp`` where rsync is missing)
+1. The bundle is checked here first, as ``cmd/update`` checks one on the device:
+   ``load_bundle`` verifies manifest.json's sha256s, and every model the Pi could run
+   on its CPU (int8, float) is opened and classifies a blank frame (``--no-verify``
+   skips that, for a machine without a TFLite runtime). A bundle the daemon would refuse
+   never leaves the workstation, so ``current`` never names one.
+2. When ``current`` on the Pi already holds this very content (its name carries the
+   content id and ``sha256sum -c`` of the files passes there, with no file more),
+   nothing is copied, switched or restarted, as ``cmd/update`` answers "already
+   installed" (``--force`` deploys it again).
+3. It is copied with the system's ``rsync`` over SSH (``scp`` where rsync is missing)
    into a new directory ``<UTC stamp>-<name>-<content id>.partial`` beside the
    daemon's ``current`` symlink, so the running model is never touched.
-3. The copy is verified on the Pi with ``sha256sum -c``, fed the checksums computed
+4. The copy is verified on the Pi with ``sha256sum -c``, fed the checksums computed
    here; a truncated or altered copy is removed and never goes live.
-4. ``current`` is switched atomically: ``ln -sfn`` makes a new symlink beside it and
+5. ``current`` is switched atomically: ``ln -sfn`` makes a new symlink beside it and
    ``mv -T`` renames it over ``current`` (one rename(2)), so the daemon sees the old
-   model or the new one, never none.
-5. The daemon is told: ``sudo systemctl restart`` (default), or ``<base>/cmd/reload``
+   model or the new one, never none; ``previous`` is pointed at what ``current`` named
+   before (unless that has the same content), the same way, so ``{"rollback": true}``
+   and ``sightwire fleet`` go back to the model that ran before the deploy.
+6. The daemon is told: ``sudo systemctl restart`` (default), or ``<base>/cmd/reload``
    published with ``mosquitto_pub`` on the Pi (``--mqtt``); then old versions beyond
-   ``--keep`` are removed (rolling back is one ``ln -sfn`` + ``mv -T``).
+   ``--keep`` are removed (never what ``current`` or ``previous`` names), and
+   ``.partial`` copies nothing was written to for an hour (a deploy that died; one
+   still arriving is left alone).
 
 Version names, content ids and what pruning may remove come from ``device.models_dir``,
 which the daemon's ``cmd/update`` uses too: either can update a Pi the other set up.
@@ -31,41 +42,42 @@ import os
 import re
 import shlex
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.bundle import Bundle, extract_zip, load_bundle
+from device.deploy_payload import Payload, check_models, open_bundle, payload_of, sha256_checked
 from device.errors import UsageError
 from device.models_dir import (
+    ABANDONED_MINUTES,
     CURRENT,
     PARTIAL,
-    bundle_files,
-    checksum_listing,
-    content_id,
+    PREVIOUS,
     prunable,
     utc_stamp,
-    version_name,
 )
 from device.remote import (
     _PREPARE_FAILURES,
+    PARTIAL_GONE,
+    PREVIOUS_FAILED,
+    SAME_AS_CURRENT,
     DeployError,
     Remote,
     Result,
+    _remote_list,
     _remote_prepare,
     _remote_reload,
     _remote_switch,
     call,
     is_host,
     is_ssh_option,
+    parse_listing,
     pick_transfer,
     remote_dir,
 )
 
 HELP = (
-    "Copy a bundle (directory or .zip) to a Raspberry Pi over SSH, verify it there, "
-    "switch the daemon's 'current' model atomically and restart or reload the daemon."
+    "Check a bundle (directory or .zip) here, copy it to a Raspberry Pi over SSH, verify it "
+    "there, switch the daemon's 'current' model atomically and restart or reload the daemon."
 )
 log = logging.getLogger(__name__)
 
@@ -125,49 +137,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"systemd unit to restart with `sudo -n systemctl` (default {DEFAULT_SERVICE})",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="deploy even when the Pi's 'current' already holds this very bundle (by "
+        "default that changes nothing: no copy, no switch, no restart)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip opening the model here (for a machine without a TFLite runtime: a model "
+        "the daemon cannot load is then found only after the switch); sha256s are still "
+        "checked",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="check the bundle, print the commands, change nothing",
     )
-
-
-@dataclass(frozen=True)
-class Payload:
-    """What goes to the Pi: the files of a checked bundle and their checksums."""
-
-    root: Path
-    name: str
-    files: list[str]  # relative POSIX paths
-    checksums: str  # `sha256sum -c` input, one "HASH  PATH" line per file
-    size: int
-
-    @property
-    def content_id(self) -> str:
-        return content_id(self.checksums)
-
-    def version(self, stamp: str) -> str:
-        return version_name(self.name, self.content_id, stamp)
-
-
-def payload_of(bundle: Bundle) -> Payload:
-    """List the bundle's files and hash them; manifest entries were verified by the loader."""
-    root = bundle.root
-    files = bundle_files(root)
-    left_out = sorted(p.name for p in bundle.models.values() if p.name not in files)
-    if left_out:
-        raise DeployError(f"{root}: hidden model files would not be copied: {', '.join(left_out)}")
-    checksums = checksum_listing(root, files, _manifest_shas(bundle))
-    size = sum((root / rel).stat().st_size for rel in files)
-    return Payload(root, bundle.name, files, checksums, size)
-
-
-def _manifest_shas(bundle: Bundle) -> dict[str, str]:
-    """The manifest's sha256 of each model file (the loader checked them against the files)."""
-    return {
-        str(entry["file"]): str(entry["sha256"])
-        for entry in bundle.manifest.get("models", {}).values()
-        if isinstance(entry, dict) and entry.get("file") and entry.get("sha256")
-    }
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -202,19 +188,6 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--mqtt-port {args.mqtt_port}: not a port number")
 
 
-@contextmanager
-def open_bundle(path: str) -> Iterator[Bundle]:
-    """Load and verify a bundle directory or zip (unpacked to a temporary directory)."""
-    source = Path(path).expanduser()
-    if source.is_file() and source.suffix.lower() == ".zip":
-        with tempfile.TemporaryDirectory(prefix="sightwire-deploy-") as tmp:
-            yield load_bundle(extract_zip(source, Path(tmp)), verify=True)
-        return
-    if source.is_file():
-        raise DeployError(f"{source}: give the bundle directory or its .zip, not a single file")
-    yield load_bundle(source, verify=True)
-
-
 @dataclass(frozen=True)
 class Step:
     title: str
@@ -244,20 +217,30 @@ class Deployment:
             else remote.scp(root, files, self.partial)
         )
         q = shlex.quote
-        steps = {
-            "prepare": Step(
+        if self.args.force:
+            prepare = Step(
                 "make the new version directory",
                 remote.ssh(_remote_prepare(self.remote_dir, self.partial)),
-            ),
+            )
+        else:
+            same_as = (self.payload.content_id, len(files))
+            prepare = Step(
+                f"unless {CURRENT} already holds these files (sha256sum -c of the lines "
+                "below there), make the new version directory",
+                remote.ssh(_remote_prepare(self.remote_dir, self.partial, same_as)),
+                self.payload.checksums,
+            )
+        steps = {
+            "prepare": prepare,
             "copy": Step(f"copy {len(files)} files with {self.transfer}", copy),
             "verify": Step(
-                "verify the sha256s on the Pi (stdin: the lines below)",
+                "verify the sha256s on the Pi (sha256sum -c of the lines computed here)",
                 remote.ssh(f"cd -- {q(self.partial)} && sha256sum --check --strict --quiet -"),
                 self.payload.checksums,
             ),
             "switch": Step(
-                f"switch {CURRENT} atomically",
-                remote.ssh(_remote_switch(self.remote_dir, self.version)),
+                f"switch {CURRENT} atomically; {PREVIOUS} → what {CURRENT} named before",
+                remote.ssh(_remote_switch(self.remote_dir, self.version, self.payload.content_id)),
             ),
         }
         reload = _remote_reload(self.args)
@@ -265,8 +248,10 @@ class Deployment:
             steps["reload"] = Step("reload the daemon", remote.ssh(reload))
         if self.args.keep:
             steps["list"] = Step(
-                f"list versions; those beyond --keep {self.args.keep} are then removed (rm -rf)",
-                remote.ssh(f"ls -1A -- {q(self.remote_dir)}"),
+                f"list versions and links; versions beyond --keep {self.args.keep} (never "
+                f"{CURRENT}'s or {PREVIOUS}'s) and .partial copies untouched for "
+                f"{ABANDONED_MINUTES} minutes are then removed (rm -rf)",
+                remote.ssh(_remote_list(self.remote_dir)),
             )
         return steps
 
@@ -274,11 +259,16 @@ class Deployment:
         print("# dry run: nothing is copied or changed. A real run also shares one SSH")
         print("# connection between the steps (-o ControlMaster=auto -o ControlPath=...).")
         print(f"# new version: {self.remote_dir}/{self.version}")
+        shown: int | None = None  # the step whose stdin was printed
         for i, step in enumerate(self.steps(Remote(self.host, self.args.ssh_opt, None)).values()):
             print(f"# {i + 1}. {step.title}")
             print(shlex.join(step.argv))
+            if step.stdin is not None and shown is not None:
+                print(f"# (stdin: the same lines as step {shown})")
+                continue
             for line in (step.stdin or "").splitlines():
                 print(f"#   {line}")
+            shown = i + 1 if step.stdin is not None else shown
 
     def run(self) -> None:
         if os.name == "nt":  # no connection sharing in Windows' OpenSSH
@@ -293,14 +283,21 @@ class Deployment:
 
     def _run(self, remote: Remote) -> None:
         steps = self.steps(remote)
-        self._do("preparing", steps["prepare"])
         mib = self.payload.size / (1 << 20)
         count = len(self.payload.files)
+        prepared = self._do("preparing", steps["prepare"], also_ok=SAME_AS_CURRENT)
+        if prepared.returncode == SAME_AS_CURRENT:
+            same = (prepared.stdout.strip().splitlines() or ["?"])[-1]
+            print(
+                f"already installed: {CURRENT} on {self.host} names {same}, which holds these "
+                f"very {count} files (sha256 checked there); nothing copied, switched or "
+                "reloaded (--force deploys it again)"
+            )
+            return
         print(f"copying {count} files ({mib:.1f} MiB) to {self.host} with {self.transfer}")
         self.land(remote, steps)
         print(f"verified on {self.host}: sha256 of {count} files")
-        self._do("switching", steps["switch"])
-        print(f"{CURRENT} → {self.remote_dir}/{self.version}")
+        self._switch(steps["switch"])
         if "reload" in steps:
             self._reload(steps["reload"])
         else:
@@ -314,13 +311,41 @@ class Deployment:
             self._do("copying", steps["copy"])
             self._verify(steps["verify"])
         except DeployError:
+            if call(remote.ssh(f"test -d {shlex.quote(self.partial)}")).returncode == 1:
+                raise DeployError(self._gone("while it was being copied")) from None
             call(remote.ssh(f"rm -rf -- {shlex.quote(self.partial)}"))
             raise
+
+    def _gone(self, when: str) -> str:
+        return (
+            f"copying to {self.host} failed: {self.partial} was removed there {when} (by "
+            "hand, or by another deploy that took it for abandoned: nothing written to it for "
+            f"{ABANDONED_MINUTES} minutes); nothing was switched, the running model is "
+            "unchanged; deploy again"
+        )
+
+    def _switch(self, step: Step) -> None:
+        result = call(step.argv)
+        if result.returncode == PARTIAL_GONE:
+            raise DeployError(self._gone("before the switch"))
+        if result.returncode not in (0, PREVIOUS_FAILED):
+            self._do("switching", step, result=result)
+        print(f"{CURRENT} → {self.remote_dir}/{self.version}")
+        if result.returncode == PREVIOUS_FAILED:
+            log.warning(
+                "%s was not updated (%s): a rollback would not come back to the model replaced now",
+                PREVIOUS,
+                result.last_line(),
+            )
+        for line in result.stdout.splitlines():
+            if line.startswith(f"{PREVIOUS} "):
+                old = line.split(" ", 1)[1]
+                print(f"{PREVIOUS} → {self.remote_dir}/{old} (what a rollback goes back to)")
 
     def _verify(self, step: Step) -> None:
         check = call(step.argv, stdin=step.stdin)
         if check.returncode == 255:
-            raise DeployError(f"verifying on {self.host} failed: ssh: {check.last_line()}")
+            raise DeployError(f"verifying on {self.host} failed: {_ssh_said(check.last_line())}")
         if check.returncode != 0:
             bad = [ln for ln in check.stdout.splitlines() if "FAILED" in ln]
             raise DeployError(
@@ -354,19 +379,46 @@ class Deployment:
         if listing.returncode != 0:
             log.warning("could not list %s on the Pi: %s", self.remote_dir, listing.last_line())
             return
-        doomed = prunable(listing.stdout.split(), self.version, self.args.keep, self.stamp)
+        seen = parse_listing(listing.stdout)
+        doomed = [
+            name
+            for name in prunable(
+                seen.names,
+                self.version,
+                self.args.keep,
+                previous=seen.previous,
+                abandoned=seen.abandoned,
+            )
+            # Whatever the links name now (another deploy or cmd/update may have moved them).
+            if name not in (seen.current, seen.previous)
+        ]
         if not doomed:
             return
         paths = " ".join(shlex.quote(f"{self.remote_dir}/{name}") for name in doomed)
         result = call(remote.ssh(f"rm -rf -- {paths}"))
         if result.returncode != 0:
             log.warning("could not remove old versions: %s", result.last_line())
-        else:
-            print(f"removed {len(doomed)} old version(s): {', '.join(doomed)}")
+            return
+        old = [name for name in doomed if not name.endswith(PARTIAL)]
+        dead = [name for name in doomed if name.endswith(PARTIAL)]
+        if old:
+            print(f"removed {len(old)} old version(s): {', '.join(old)}")
+        if dead:
+            print(
+                f"removed {len(dead)} abandoned copy(ies), nothing written to them for "
+                f"{ABANDONED_MINUTES} minutes: {', '.join(dead)}"
+            )
 
-    def _do(self, what: str, step: Step) -> Result:
-        result = call(step.argv, stdin=step.stdin)
-        if result.returncode == 0:
+    def _do(
+        self,
+        what: str,
+        step: Step,
+        also_ok: int | None = None,
+        result: Result | None = None,
+    ) -> Result:
+        """Run ``step`` (or explain the ``result`` it had): a failure is one line."""
+        result = result or call(step.argv, stdin=step.stdin)
+        if result.returncode in (0, also_ok):
             return result
         why = result.last_line()
         if what == "preparing" and result.returncode in _PREPARE_FAILURES:
@@ -376,8 +428,13 @@ class Deployment:
                 "rsync is not installed on the Pi (sudo apt install rsync there, or --transfer scp)"
             )
         elif result.returncode == 255 and step.argv[0] == "ssh":
-            why = f"ssh: {why}"
+            why = _ssh_said(why)
         raise DeployError(f"{what} on {self.host} failed: {why}")
+
+
+def _ssh_said(line: str) -> str:
+    """ssh's own last line, named as ssh's once (its messages often start "ssh: ")."""
+    return line if line.startswith("ssh:") else f"ssh: {line}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -385,10 +442,12 @@ def run(args: argparse.Namespace) -> int:
     transfer = pick_transfer(args.transfer)
     with open_bundle(args.bundle) as bundle:
         payload = payload_of(bundle)
+        ran = check_models(bundle, enabled=not args.no_verify)
         mib = payload.size / (1 << 20)
         print(
             f"bundle {payload.name!r}: {len(payload.files)} files, {mib:.1f} MiB, "
-            f"{len(bundle.labels)} labels, {'/'.join(bundle.models)} model; sha256 checked"
+            f"{len(bundle.labels)} labels, {'/'.join(bundle.models)} model; "
+            f"{sha256_checked(bundle)}; {ran}"
         )
         deployment = Deployment(args, payload, transfer)
         if args.dry_run:
