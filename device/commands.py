@@ -25,7 +25,7 @@ from device.config import Config, InferenceConfig, validate
 from device.errors import SightwireError, one_line
 from device.inference import Inference
 from device.keep import Keeper, KeepError
-from device.ota import Installed, Updater
+from device.ota import Installed, Updater, request_id
 from device.outbox import Outbox
 from device.router import DEFERRED, Command, CommandError, CommandRouter, Handler, Reply
 from device.trigger import Shot, TriggerMode
@@ -74,8 +74,8 @@ class Commands:
             timeout_s=mq.update_timeout_s,
             keep=mq.update_keep,
             file_dir=mq.update_file_dir,
-            progress=lambda stage: self.reply("update", True, None, progress=stage),
-            failed=lambda error: self.reply("update", False, error),
+            progress=lambda stage: self.reply("update", True, None, progress=stage, **self._echo()),
+            failed=lambda error: self.reply("update", False, error, **self._echo()),
             installed=lambda done: self.call_soon(lambda: self._finish_update(done)),
         )
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -97,6 +97,7 @@ class Commands:
             max_bytes=mq.max_update_bytes,
             gate=self.updater.gate,
             release=self.updater.release,
+            echo=_echo_id,
         )
 
     def check_update_layout(self) -> None:
@@ -111,6 +112,11 @@ class Commands:
 
     def reply(self, command: str, ok: bool, error: str | None, **extra: Any) -> None:
         self.router.reply(command, ok, error, **extra)
+
+    def _echo(self) -> dict[str, str]:
+        """``{"id": …}`` of the update in progress when its command gave one, else ``{}``."""
+        rid = self.updater.request_id
+        return {"id": rid} if rid is not None else {}
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the worker thread (from another thread, e.g. the updater)."""
@@ -278,6 +284,7 @@ class Commands:
                     version=done.version,
                     previous=None,
                     note="already installed",
+                    **self._echo(),
                 )
                 return
             try:
@@ -291,7 +298,7 @@ class Commands:
                     except OSError as again:
                         error += f"; switching back failed too ({one_line(again)})"
                 log.error("update: %s", error)
-                self.reply("update", False, error)
+                self.reply("update", False, error, **self._echo())
                 return
             self.use_model(new, "rolled back" if done.rollback else "updated")
             self.reply(
@@ -301,6 +308,13 @@ class Commands:
                 model=self.daemon.inference.model_id,
                 version=done.version,
                 previous=done.previous,
+                **self._echo(),
             )
         finally:
             self.updater.finished()
+
+
+def _echo_id(payload: bytes) -> dict[str, str]:
+    """What every reply to a ``cmd/update`` echoes of it: its ``id``, when it has one."""
+    rid = request_id(payload)
+    return {"id": rid} if rid is not None else {}

@@ -33,7 +33,9 @@ a working model, whatever arrives and whenever the power goes. Hence:
 The payload of ``cmd/update`` is the bundle ``.zip`` itself, a URL (``https://``,
 ``http://``, ``file://`` under ``mqtt.update_file_dir``), or JSON
 ``{"url": ..., "sha256": <of the zip>}`` / ``{"rollback": true}``; both directions are
-capped by ``mqtt.max_update_bytes``.
+capped by ``mqtt.max_update_bytes``. A JSON payload may carry an ``id`` (``ID_RULE``):
+every reply to that command echoes it, so a sender (a rollout) knows its own replies from
+those to anyone else's command.
 """
 
 from __future__ import annotations
@@ -51,8 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from device.bundle import extract_zip, load_bundle
 from device.classifier import Classifier
 from device.errors import SightwireError, one_line
@@ -66,6 +66,9 @@ SCHEMES = ("https", "http", "file")
 MAX_MEMBERS = 1000  # a bundle has a handful of files; a million empty ones is an attack
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 USAGE = 'send the bundle .zip, a URL, or JSON {"url": "https://...", "sha256": "..."}'
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+ID_RULE = "1 to 64 letters, digits, '.', '_', ':' or '-'"
+ID_PARSE_MAX = 65536  # a JSON command is small; a bigger payload (a zip) is not read for an id
 
 
 class UpdateError(SightwireError):
@@ -80,6 +83,7 @@ class UpdateRequest:
     data: bytes | None = None
     sha256: str | None = None  # expected sha256 of the zip, when the sender gives one
     rollback: bool = False
+    id: str | None = None  # the sender's id for this command, echoed in every reply
 
     def describe(self) -> str:
         if self.rollback:
@@ -109,20 +113,36 @@ def parse_request(payload: bytes) -> UpdateRequest:
         raise UpdateError(f"payload nests too deeply; {USAGE}") from None
     if not isinstance(data, dict):
         raise UpdateError(f"payload must be a JSON object; {USAGE}")
-    unknown = sorted(set(data) - {"url", "sha256", "rollback"})
+    unknown = sorted(set(data) - {"url", "sha256", "rollback", "id"})
     if unknown:
-        raise UpdateError(f"unknown key {unknown[0][:40]!r} (allowed: url, sha256, rollback)")
+        raise UpdateError(f"unknown key {unknown[0][:40]!r} (allowed: url, sha256, rollback, id)")
+    rid = data.pop("id", None)
+    if rid is not None and not (isinstance(rid, str) and _ID.match(rid)):
+        raise UpdateError(f"id must be {ID_RULE}")
     if data.get("rollback") is True and set(data) == {"rollback"}:
-        return UpdateRequest(rollback=True)
+        return UpdateRequest(rollback=True, id=rid)
     if "rollback" in data:
-        raise UpdateError('rollback takes {"rollback": true} and nothing else')
+        raise UpdateError('rollback takes {"rollback": true} (and an id) and nothing else')
     url = data.get("url")
     if not isinstance(url, str):
         raise UpdateError(f"url must be a string; {USAGE}")
     sha = data.get("sha256")
     if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha.lower())):
         raise UpdateError("sha256 must be 64 hex digits (the zip's sha256)")
-    return UpdateRequest(url=_check_url(url), sha256=sha.lower() if sha else None)
+    return UpdateRequest(url=_check_url(url), sha256=sha.lower() if sha else None, id=rid)
+
+
+def request_id(payload: bytes) -> str | None:
+    """The valid ``id`` of a JSON ``cmd/update`` payload, else None; never raises (it
+    runs in paho's thread for every refusal, whatever the payload)."""
+    if len(payload) > ID_PARSE_MAX or payload.lstrip()[:1] != b"{":
+        return None
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    rid = data.get("id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) and _ID.match(rid) else None
 
 
 def _check_url(url: str) -> str:
@@ -210,9 +230,7 @@ def verify_bundle(root: Path, variant: str, threads: int | None = None) -> Class
         if not (isinstance(entry, dict) and entry.get("sha256")):
             raise UpdateError(f"manifest.json gives no sha256 for the {name!r} model")
     clf = Classifier.open(bundle, variant, threads)
-    probs = clf.classify(np.zeros((clf.spec.height, clf.spec.width, 3), np.uint8))
-    if probs.shape != (len(clf.labels),) or not np.all(np.isfinite(probs)):
-        raise UpdateError("the model's test inference gave no usable probabilities")
+    clf.self_test()
     return clf
 
 
@@ -262,6 +280,7 @@ class Updater:
         self._lock = threading.Lock()
         self._busy = False
         self.stage = "idle"
+        self.request_id: str | None = None  # the ``id`` of the update in the slot, if any
         self.cancel = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -281,6 +300,7 @@ class Updater:
         with self._lock:
             self._busy = False
             self.stage = "idle"
+            self.request_id = None
 
     @property
     def busy(self) -> bool:
@@ -295,6 +315,7 @@ class Updater:
     def start(self, payload: bytes) -> None:
         """Parse the payload (errors raise at once) and run the update in a thread."""
         request = parse_request(payload)
+        self.request_id = request.id
         log.info("update: %s", request.describe())
         self._thread = threading.Thread(
             target=self._run, args=(request,), name="sightwire-update", daemon=True

@@ -10,7 +10,9 @@ refused anyway. Accepted commands wait in a bounded queue and run in the pipelin
 worker thread (``run_pending``), the only thread that touches the model and the
 post-processing state, so handlers need no locks. Every command gets exactly one final
 ``{"command", "ok", "error"}`` reply; a handler that needs time (a trigger waiting for
-frames, an update downloading) returns ``DEFERRED`` and replies later.
+frames, an update downloading) returns ``DEFERRED`` and replies later. A command may
+register an ``echo``: what of its payload every reply the router makes for it carries
+(``update``: the sender's ``id``), refusals before it is queued included.
 
 A retained message (the broker kept it and hands it to every new subscription: each
 start and reconnect) is never executed: commands are acts, not state, and a retained
@@ -28,7 +30,7 @@ import queue
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from device.errors import SightwireError
@@ -51,6 +53,7 @@ class Command:
     name: str
     text: str  # the payload, decoded as UTF-8 ("" for a binary payload that is not)
     payload: bytes = b""  # the raw bytes
+    echo: dict[str, Any] = field(default_factory=dict)  # fields every reply to it carries
 
     def json_object(self, example: str = '{"key": "value"}') -> dict[str, Any]:
         """The payload as a JSON object, or a ``CommandError`` saying what was expected."""
@@ -72,6 +75,9 @@ Handler = Callable[[Command], Any]
 # (which may reserve something, like the one update slot; ``release`` gives it back when
 # the command is then dropped for want of queue room).
 Gate = Callable[[], "str | None"]
+# Runs in paho's thread: the fields of a payload that every reply to it echoes (must not
+# raise, whatever the payload).
+Echo = Callable[[bytes], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class _Entry:
     max_bytes: int | None  # own payload limit instead of the router's
     gate: Gate | None
     release: Callable[[], None] | None
+    echo: Echo | None = None
 
 
 def printable_name(name: str, limit: int = 64) -> str:
@@ -122,13 +129,14 @@ class CommandRouter:
         max_bytes: int | None = None,
         gate: Gate | None = None,
         release: Callable[[], None] | None = None,
+        echo: Echo | None = None,
     ) -> None:
-        self.handlers[name] = _Entry(handler, binary, max_bytes, gate, release)
+        self.handlers[name] = _Entry(handler, binary, max_bytes, gate, release, echo)
 
-    def _refuse(self, name: str, error: str) -> None:
+    def _refuse(self, name: str, error: str, **echo: Any) -> None:
         self.rejected += 1
         self._log_refusal(name, error)
-        self.reply(name, False, error)
+        self.reply(name, False, error, **echo)
 
     def _log_refusal(self, name: str, error: str) -> None:
         now = time.monotonic()
@@ -190,20 +198,21 @@ class CommandRouter:
             known = ", ".join(sorted(self.handlers))
             self._refuse(shown, f"unknown command {shown!r} (known: {known})")
             return
+        echo = entry.echo(payload) if entry.echo is not None else {}
         if self.allowed is not None and name not in self.allowed:
-            self._refuse(name, "not allowed by mqtt.commands")
+            self._refuse(name, "not allowed by mqtt.commands", **echo)
             return
         if entry.gate is not None:
             why = entry.gate()
             if why is not None:
-                self._refuse(name, why)
+                self._refuse(name, why, **echo)
                 return
         try:
-            self._pending.put_nowait(Command(name, text, payload))
+            self._pending.put_nowait(Command(name, text, payload, echo))
         except queue.Full:
             if entry.release is not None:
                 entry.release()
-            self._refuse(name, "busy: too many commands waiting, try again")
+            self._refuse(name, "busy: too many commands waiting, try again", **echo)
             return
         if self.on_submit:
             self.on_submit()
@@ -223,12 +232,13 @@ class CommandRouter:
         try:
             outcome = self.handlers[command.name].handler(command)
         except SightwireError as exc:
-            self._refuse(command.name, str(exc))
+            self._refuse(command.name, str(exc), **command.echo)
             return
         except Exception as exc:  # a handler bug must not kill the worker thread
             log.exception("command %s crashed", command.name)
-            self._refuse(command.name, f"internal error: {type(exc).__name__}: {exc}")
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            self._refuse(command.name, error, **command.echo)
             return
         if outcome is not DEFERRED:
             log.info("command %s done", command.name)
-            self.reply(command.name, True, None)
+            self.reply(command.name, True, None, **command.echo)

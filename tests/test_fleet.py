@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -23,8 +24,14 @@ from pathlib import Path
 import pytest
 
 from device.bundle import sha256_file
+from device.config import MqttConfig
+from device.errors import SightwireError
+from device.fleet.link import Link
 from device.fleet.rollout import batches
+from device.fleet.serve import BundleServer
 from device.fleet.status import Fleet, table
+from device.ota import fetch as ota_fetch
+from device.ota import parse_request
 from tests.mqtt_helpers import Broker, Recorder
 from tests.test_daemon import make_config, running
 from tests.test_ota import BIG, OLD_VERSION, SMALL, make_bundle, zip_dir
@@ -59,6 +66,68 @@ def fleet(broker: Broker, *args: str, timeout: float = 300) -> subprocess.Comple
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
+class Live:
+    """``sightwire fleet …`` running in the background, its output read line by line
+    (stdout and stderr together), so a test can act in the middle of a rollout."""
+
+    def __init__(self, broker: Broker, *args: str):
+        cmd = [sys.executable, "-m", "device.cli", "fleet", args[0]]
+        cmd += ["--broker", f"{broker.host}:{broker.port}", *args[1:]]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: text in "".join(self.lines), timeout):
+                raise AssertionError(f"no {text!r} in {timeout} s:\n{''.join(self.lines)}")
+
+    def finish(self, timeout: float = 120) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            self.close()
+        return rc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+
+    def __enter__(self) -> Live:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_states(broker: Broker, names: list[str]) -> None:
+    probe = Recorder(broker, "sightwire/+/state")
+    try:
+        for n in names:
+            probe.wait_for(f"sightwire/{n}/state", timeout=30)
+    finally:
+        probe.close()
+
+
 def station(broker, tmp_path: Path, name: str, bundles: dict, cats: Path, allow: bool) -> dict:
     current = models_dir(tmp_path / f"models-{name}", bundles["small"])
     return make_config(
@@ -89,7 +158,8 @@ def test_batches_put_the_canary_first_then_fixed_sizes():
 def test_the_table_reads_retained_status_state_and_live_stats():
     f = Fleet("line")
     f.apply("line/a/status", b"online", True)
-    state = {"label": "ok", "score": 0.9, "ts": "2026-11-22T10:00:00.000Z", "model": "abc"}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    state = {"label": "ok", "score": 0.9, "ts": now, "model": "abc"}
     f.apply("line/a/state", json.dumps(state).encode(), True)
     stats = {"fps": 2.0, "dropped": 3, "latency_ms": {"p50": 7.5, "p95": 9}, "variant": "int8"}
     stats |= {"bundle": "caps 2026-11-22T10:00:00Z", "drift": {"below_threshold": 0.125}}
@@ -221,6 +291,200 @@ def test_a_rollout_within_the_failure_budget_updates_every_station(
         assert again.returncode == 0 and again.stdout.count("up to date") == 2, again.stdout
         none = fleet(broker, "rollout", str(fleet_bundles["big"]), "--devices", "nope*", *quick)
         assert none.returncode == 1 and "no station matches 'nope*'" in none.stderr
+
+
+# --- rollouts beside other commands, a broker restart, Ctrl-C ----------------------------
+
+
+def test_a_bundle_named_with_a_space_or_an_accent_is_served_under_a_plain_name(
+    tmp_path, fleet_bundles
+):
+    """The served URL ends in ``bundle.zip`` whatever the bundle is called: a station
+    refused a URL with a space and could not fetch one with an ``ü``."""
+    spaced = tmp_path / "b" / "caps v2"
+    shutil.copytree(fleet_bundles["small"], spaced)
+    accented = tmp_path / "bündle.zip"
+    shutil.copy(fleet_bundles["big.zip"], accented)
+    failures = {}
+    for bundle in (spaced, accented):
+        with BundleServer(bundle, "127.0.0.1", 0, "127.0.0.1") as server:
+            body = json.dumps({"url": server.url, "sha256": server.sha256})
+            got = tmp_path / "got.zip"
+            try:  # what the station does with the command
+                digest = ota_fetch(parse_request(body.encode()), got, 10**8, 30)
+            except SightwireError as exc:
+                failures[bundle.name] = str(exc)
+                continue
+            assert digest == server.sha256
+            assert server.requests == 1 and got.stat().st_size == server.size
+            assert server.url.endswith("/bundle.zip") and server.url.isascii(), server.url
+    assert not failures, failures
+
+
+@pytest.mark.mqtt
+def test_a_rollout_reads_only_its_own_replies(broker, tmp_path, cats, fleet_bundles):
+    """Replies on the station's cmd/result to someone else's command (an id-less one,
+    one with another id, an ok one naming another model) are not this rollout's: it
+    waits for its own. The bundle's folder has a space and an accent in its name."""
+    with running(station(broker, tmp_path, "cam1", fleet_bundles, cats, True)) as pipe:
+        wait_states(broker, ["cam1"])
+        meddler = Recorder(broker, "sightwire/cam1/cmd/update")
+        others = [
+            {"command": "update", "ok": False, "error": "someone else's update failed"},
+            {"command": "update", "ok": False, "error": "not yours", "id": "other-1"},
+            {"command": "update", "ok": True, "error": None, "model": "ffffffffffff"},
+        ]
+
+        def meddle(client, userdata, msg) -> None:
+            if b'"url"' in msg.payload:  # the rollout's update: answer it first, wrongly
+                for reply in others:
+                    client.publish("sightwire/cam1/cmd/result", json.dumps(reply), qos=1)
+
+        meddler.client.on_message = meddle
+        bundle = tmp_path / "bündle v2"
+        shutil.copytree(fleet_bundles["big"], bundle)
+        try:
+            out = fleet(
+                broker,
+                "rollout",
+                str(bundle),
+                *("--devices", "cam1", "--soak", "1", "--timeout", "60", "--wait", "0.5"),
+            )
+        finally:
+            meddler.close()
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "rollout all updated" in out.stdout and "1 station," in out.stdout
+        assert "1 device, 1 online" in out.stdout
+        assert "someone else" not in out.stdout and "not yours" not in out.stdout
+        assert pipe.model_id == fleet_bundles["big_id"]
+        # The URL's host is the loopback (the broker is on 127.0.0.1): said once.
+        assert out.stderr.count("warning: the bundle URL's host is 127.0.0.1") == 1, out.stderr
+        assert "--url-host" in out.stderr
+
+
+@pytest.mark.mqtt
+def test_two_rollouts_at_once_each_judge_their_own_and_neither_undoes_the_other(
+    broker, tmp_path, cats, fleet_bundles
+):
+    """Rollout A (big) soaks on cam1 when rollout B (small) switches it: B passes on its
+    own reply; A fails the station as switched by another command and does not roll it
+    back (that would undo B). Before, each read the other's replies and stats as its
+    own: B failed its soak and a rollback switched the station under both."""
+    with running(station(broker, tmp_path, "cam1", fleet_bundles, cats, True)) as pipe:
+        wait_states(broker, ["cam1"])
+        with Live(
+            broker,
+            "rollout",
+            str(fleet_bundles["big.zip"]),
+            *("--devices", "cam1", "--soak", "25", "--timeout", "60", "--wait", "0.5"),
+        ) as a:
+            a.wait_for("cam1: soaking")
+            b = fleet(
+                broker,
+                "rollout",
+                str(fleet_bundles["small"]),
+                *("--devices", "cam1", "--soak", "1", "--timeout", "60", "--wait", "0.5"),
+            )
+            assert b.returncode == 0, b.stdout + b.stderr
+            assert "rollout all updated" in b.stdout
+            rc = a.finish(120)
+        log = a.output
+        print(log)
+        assert rc == 1, log
+        small = fleet_bundles["small_id"]
+        assert f"switched to model {small} by a command not from this rollout" in log, log
+        assert "nothing to roll back" in log and "rollout halted; nothing to roll back" in log
+        assert '{"rollback"' not in log
+        time.sleep(1)
+        assert pipe.model_id == small  # B's update stands
+
+
+@pytest.mark.mqtt
+def test_a_command_waits_for_the_link_through_a_broker_restart(broker):
+    """A command published while the broker restarts goes out once it is back (once,
+    not twice); past ``wait_s`` of the link being down it fails in one line."""
+    got: list[bytes] = []
+    cfg = MqttConfig(host=broker.host, port=broker.port)
+    topic = "sightwire/cam1/cmd/update"
+    link = Link(cfg, [topic], lambda t, payload, retained: got.append(payload)).connect()
+    try:
+        broker.stop()
+        deadline = time.monotonic() + 10
+        while link.state()[2] is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.state()[0] == 1  # the drop was seen
+        restart = threading.Timer(2.0, broker.start)
+        restart.start()
+        started = time.monotonic()
+        link.publish(topic, b'{"rollback": true}', wait_s=30)
+        assert 1.5 < time.monotonic() - started < 20
+        restart.join()
+        time.sleep(1.0)
+        assert got == [b'{"rollback": true}']
+        broker.stop()
+        time.sleep(0.5)
+        with pytest.raises(SightwireError, match=r"no connection to the broker .* for 1 s"):
+            link.publish(topic, b"x", wait_s=1)
+    finally:
+        link.close()
+
+
+@pytest.mark.mqtt
+def test_a_broker_restart_during_the_soak_neither_fails_it_nor_ends_the_rollout(
+    broker, tmp_path, cats, fleet_bundles
+):
+    """The broker goes away for 2 s while the canary soaks: its last will says offline,
+    the workstation's own link drops. The station is back in seconds and passes; before,
+    it failed as "went offline during the soak" and the rollback could not be sent."""
+    with running(station(broker, tmp_path, "cam1", fleet_bundles, cats, True)) as pipe:
+        wait_states(broker, ["cam1"])
+        with Live(
+            broker,
+            "rollout",
+            str(fleet_bundles["big"]),
+            *("--devices", "cam1", "--soak", "12", "--timeout", "60", "--wait", "0.5"),
+        ) as a:
+            a.wait_for("cam1: soaking")
+            broker.restart(down_for=2)
+            rc = a.finish(150)
+        log = a.output
+        print(log)
+        assert rc == 0, log
+        assert "cam1: healthy after" in log and "went offline" not in log
+        assert "DEVICE" in log and "rollout all updated" in log
+        assert pipe.model_id == fleet_bundles["big_id"]
+
+
+@pytest.mark.mqtt
+def test_ctrl_c_mid_rollout_rolls_back_what_it_switched(broker, tmp_path, cats, fleet_bundles):
+    """Ctrl-C while the canary soaks: nothing more starts, the canary goes back to its
+    old model, the table is printed, and the exit status stays 130."""
+    names = ["cam1", "cam2"]
+    with contextlib.ExitStack() as stack:
+        pipes = {
+            n: stack.enter_context(running(station(broker, tmp_path, n, fleet_bundles, cats, True)))
+            for n in names
+        }
+        wait_states(broker, names)
+        with Live(
+            broker,
+            "rollout",
+            str(fleet_bundles["big.zip"]),
+            *("--devices", "cam*", "--soak", "60", "--timeout", "60", "--wait", "0.5"),
+        ) as a:
+            a.wait_for("cam1: soaking")
+            a.proc.send_signal(signal.SIGINT)
+            rc = a.finish(90)
+        log = a.output
+        print(log)
+        assert rc == 130, log
+        assert "interrupted: nothing more is started" in log
+        assert "cam1: rolled back" in log
+        assert "rollout interrupted and rolled back 1 station in" in log
+        assert "not started (interrupted)" in log  # cam2, in the table
+        for n in names:
+            assert pipes[n].model_id == fleet_bundles["small_id"], n
+            assert os.readlink(tmp_path / f"models-{n}" / "current") == OLD_VERSION
 
 
 # --- the line of 20 stations ---------------------------------------------------------

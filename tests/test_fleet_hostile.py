@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -232,21 +234,34 @@ def test_status_survives_hostile_stations_and_shows_their_text_defused(broker):
 class FakeStation:
     """A station by hand: retained status and state, stats every 0.2 s naming the model
     it claims to run, and ``answer(command)`` for each ``cmd/update`` (a dict or raw
-    bytes; it may change ``self.model``)."""
+    bytes, None for no reply; it may change ``self.model``). The command's ``id`` is
+    echoed in the reply and left out of ``commands``."""
 
-    def __init__(self, broker: Broker, name: str, answer: Callable[[FakeStation, dict], Any]):
+    def __init__(
+        self,
+        broker: Broker,
+        name: str,
+        answer: Callable[[FakeStation, dict], Any],
+        echo: bool = True,
+        ts: str | None = None,
+    ):
+        """``echo=False``: a station whose sightwire predates command ids (the ``id`` stays
+        in ``commands`` and is never echoed); ``ts``: its retained state's, and no stats
+        (a station that died without its last will)."""
         self.name, self.model, self.frames = name, OLD, 0
         self.answer = answer
+        self.echo = echo
         self.commands: list[dict] = []
         self.client = Recorder(broker, f"sightwire/{name}/cmd/update", client_id=f"fake-{name}")
         self.client.client.on_message = self._on_command
         base = f"sightwire/{name}"
         self.client.publish(f"{base}/status", b"online", retain=True)
-        state = {"label": "cat", "score": 0.9, "model": OLD, "ts": stamp()}
+        state = {"label": "cat", "score": 0.9, "model": OLD, "ts": ts or stamp()}
         self.client.publish(f"{base}/state", json.dumps(state), retain=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._stats, daemon=True)
-        self._thread.start()
+        if ts is None:
+            self._thread.start()
 
     def _stats(self) -> None:
         while not self._stop.wait(0.2):
@@ -257,14 +272,21 @@ class FakeStation:
 
     def _on_command(self, client, userdata, msg) -> None:  # paho's thread: never wait here
         command = json.loads(msg.payload)
+        rid = command.pop("id", None) if self.echo else None  # echoed, as the daemon does
         self.commands.append(command)
         reply = self.answer(self, command)
+        if reply is None:  # this station never answers that command
+            return
+        if rid is not None:
+            reply = {**json.loads(reply), "id": rid} if isinstance(reply, bytes) else reply
+            reply = {**reply, "id": rid}
         payload = reply if isinstance(reply, bytes) else json.dumps(reply)
         client.publish(f"sightwire/{self.name}/cmd/result", payload, qos=1)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
         self.client.close()
 
 
@@ -361,3 +383,200 @@ def test_a_malformed_reply_fails_the_station_halts_and_rolls_back(broker, small_
         canary.close()
         bad.close()
         recorder.close()
+
+
+def rollout(broker: Broker, bundle: Path, devices: str, *args: str, timeout: float = 120):
+    """``fleet rollout`` with short waits; stdout and stderr as text."""
+    out = fleet(
+        broker,
+        "rollout",
+        str(bundle),
+        *("--devices", devices, "--wait", "0.5", "--timeout", "8", "--soak", "0.5", *args),
+        timeout=timeout,
+    )
+    return out.returncode, out.stdout.decode("utf-8"), out.stderr.decode("utf-8", "replace")
+
+
+@pytest.mark.mqtt
+def test_a_station_older_than_command_ids_is_sent_the_command_again_without_one(
+    broker, small_bundle
+):
+    """A station whose sightwire predates ``id`` refuses the key (``unknown key 'id'``):
+    the rollout sends the same command again without one and reads its replies in order,
+    as before the ids; its rollback too."""
+    new = small_bundle["id"]
+
+    def old_daemon(station: FakeStation, command: dict) -> dict:
+        if "id" in command:
+            error = "unknown key 'id' (allowed: url, sha256, rollback)"
+            return {"command": "update", "ok": False, "error": error}
+        station.model = OLD if command.get("rollback") else new
+        return {"command": "update", "ok": True, "error": None, "model": station.model}
+
+    def refuses(station: FakeStation, command: dict) -> dict:
+        return {"command": "update", "ok": False, "error": "disabled"}
+
+    a1 = FakeStation(broker, "a1", old_daemon, echo=False)
+    b2 = FakeStation(broker, "b2", refuses)
+    try:
+        rc, stdout, stderr = rollout(broker, small_bundle["path"], "a1,b2", "--batch", "1")
+        assert rc == 1, stdout + stderr
+        assert "a1: its sightwire predates command ids; sent again without one" in stdout
+        assert "a1: soaking" in stdout and "a1: healthy" in stdout and "a1: rolled back" in stdout
+        assert "rollout halted and rolled back 1 station in" in stdout
+        plain = [c for c in a1.commands if "id" not in c]
+        assert [sorted(c) for c in plain] == [["sha256", "url"], ["rollback"]], a1.commands
+        assert a1.model == OLD
+    finally:
+        a1.close()
+        b2.close()
+
+
+@pytest.mark.mqtt
+def test_a_halt_with_nothing_switched_says_so(broker, small_bundle):
+    def refuses(station: FakeStation, command: dict) -> dict:
+        return {"command": "update", "ok": False, "error": "disabled"}
+
+    a1 = FakeStation(broker, "a1", refuses)
+    try:
+        rc, stdout, stderr = rollout(broker, small_bundle["path"], "a1")
+        assert rc == 1, stdout + stderr
+        assert "1 station, model" in stdout and "a1: failed: disabled" in stdout
+        assert "nothing to roll back" in stdout
+        assert stdout.rstrip().splitlines()[-1].startswith("rollout halted; nothing to roll back")
+        assert "rolled back" not in stdout.replace("nothing to roll back", "")
+        assert "1 device, 1 online" in stdout
+    finally:
+        a1.close()
+
+
+@pytest.mark.mqtt
+def test_a_station_online_in_its_status_but_silent_for_long_is_stale(broker, small_bundle):
+    """Its retained status says online but its last state is 20 minutes old and no
+    stats come: ``stale`` in the table, and skipped by a rollout (never its canary)."""
+    old_ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 1200))
+    ghost = FakeStation(broker, "a0", honest(small_bundle["id"]), ts=old_ts)
+    live = FakeStation(broker, "b1", honest(small_bundle["id"]))
+    try:
+        out = fleet(broker, "status", "--wait", "1")
+        stdout = out.stdout.decode()
+        assert out.returncode == 0, out.stderr.decode()
+        rows = {line.split()[0]: line.split() for line in stdout.splitlines()[1:-1]}
+        assert rows["a0"][1] == "stale" and rows["b1"][1] == "online", stdout
+        assert stdout.splitlines()[-1].startswith("2 devices, 1 online, 1 stale"), stdout
+        items = {r["device"]: r for r in strict_json(fleet(broker, "status", "--json").stdout)}
+        assert items["a0"]["status"] == "stale" and "stats_at" not in items["a0"]
+        rc, stdout, stderr = rollout(broker, small_bundle["path"], "*", "--canary", "1")
+        assert rc == 1, stdout + stderr
+        assert "canary: updating b1" in stdout and "updating a0" not in stdout
+        assert "skipped: station is stale" in stdout
+        assert ghost.commands == [] and live.model == small_bundle["id"]
+    finally:
+        ghost.close()
+        live.close()
+
+
+@pytest.mark.mqtt
+def test_status_with_no_wait_still_shows_the_retained_stations(broker):
+    publish_retained(broker, {"sightwire/a/status": b"online", "sightwire/b/status": b"offline"})
+    out = fleet(broker, "status", "--wait", "0")
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().splitlines()[-1] == "2 devices, 1 online", out.stdout.decode()
+    empty = fleet(broker, "status", "--wait", "0", "--prefix", "nobody")
+    assert empty.stdout.decode().splitlines()[-1] == "0 devices, 0 online"
+    assert "no station has a retained status under nobody/+/status" in empty.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["status", "--wait", "-1"], "--wait must be a number of seconds ≥ 0"),
+        (["status", "--wait", "nan"], "--wait must be a number of seconds ≥ 0"),
+        (["status", "--interval", "0"], "--interval must be a number of seconds > 0"),
+        (["rollout", "nope", "--devices", ""], "--devices: give at least one device id"),
+        (["rollout", "nope", "--devices", " , "], "--devices: give at least one device id"),
+        (["rollout", "nope", "--devices", "*", "--soak", "nan"], "--soak must be"),
+        (["rollout", "nope", "--devices", "*", "--timeout", "inf"], "--timeout must be"),
+        (["rollout", "nope", "--devices", "*", "--wait", "-2"], "--wait must be"),
+    ],
+)
+def test_fleet_values_out_of_their_rule_are_usage_errors(args, expected, capsys):
+    from device.cli import main
+
+    assert main(["fleet", *args, "--broker", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sightwire fleet: error: {expected}"), err
+
+
+@pytest.mark.mqtt
+def test_a_second_ctrl_c_stops_at_once_and_says_what_is_left(broker, small_bundle):
+    """The first Ctrl-C sends the canary its rollback; the station never answers it; a
+    second Ctrl-C stops at once (exit 130) and names the station whose rollback is
+    unanswered instead of a table."""
+
+    def no_rollback_reply(station: FakeStation, command: dict) -> dict | None:
+        if command.get("rollback"):
+            return None
+        station.model = small_bundle["id"]
+        return {"command": "update", "ok": True, "error": None, "model": station.model}
+
+    a1 = FakeStation(broker, "a1", no_rollback_reply)
+    cmd = [sys.executable, "-m", "device.cli", "fleet", "rollout", str(small_bundle["path"])]
+    cmd += ["--broker", f"{broker.host}:{broker.port}", "--devices", "a1", "--wait", "0.5"]
+    cmd += ["--soak", "60", "--timeout", "60"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        seen = ""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen += line
+            if "a1: soaking" in line:
+                proc.send_signal(signal.SIGINT)
+            if line.startswith("interrupted:"):
+                break
+        deadline = time.monotonic() + 10
+        while {"rollback": True} not in a1.commands and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {"rollback": True} in a1.commands, seen
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        rest, _ = proc.communicate(timeout=20)
+        assert time.monotonic() - started < 5
+        seen += rest
+        assert proc.returncode == 130, seen
+        assert "stopped: these stations may be left on the new model:" in seen
+        assert "a1: rollback sent, no reply yet" in seen
+        assert "DEVICE" not in seen  # no table: it stopped at once
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        a1.close()
+
+
+def test_the_undo_lines_name_each_switched_station_and_one_rollback():
+    from device.config import MqttConfig
+    from device.verbs.fleet import _undo
+
+    cfg = MqttConfig.model_validate(
+        {"host": "broker.local", "port": 8883, "prefix": "line", "username": "fleet"}
+        | {"tls": {"enabled": True}}
+    )
+    left = [("cam1", "switched"), ("cam 2", "switched"), ("cam3", "update sent, no reply yet")]
+    text = _undo(cfg, left)
+    lines = text.splitlines()
+    assert lines[0] == "stopped: these stations may be left on the new model:"
+    assert "  cam3: update sent, no reply yet" in lines
+    pub = [line.strip() for line in lines if "mosquitto_pub" in line]
+    assert pub == [
+        "mosquitto_pub -h broker.local -p 8883 -u <user> -P <password> --cafile <ca> -q 1 "
+        "-t line/cam1/cmd/update -m '{\"rollback\": true}'",
+        "mosquitto_pub -h broker.local -p 8883 -u <user> -P <password> --cafile <ca> -q 1 "
+        "-t 'line/cam 2/cmd/update' -m '{\"rollback\": true}'",
+    ]
+    assert "ONE rollback" in text and "see `sightwire fleet status`" in text
+    assert _undo(cfg, []) == "stopped: no station was left switched by this rollout"

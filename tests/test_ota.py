@@ -31,8 +31,10 @@ from device.bundle import load_bundle, sha256_file
 from device.ota import (
     ModelStore,
     UpdateError,
+    UpdateRequest,
     parse_request,
     redact_url,
+    request_id,
 )
 from tests.test_daemon import BASE, make_config, next_message, payload, running
 from tests.test_faults import figure_recorder, patch_input_channels
@@ -391,12 +393,92 @@ def test_update_refusals_before_any_download(broker, recorder, models, cats, bun
         assert not final["ok"] and "is not a symlink" in final["error"]
 
 
+@pytest.mark.mqtt
+def test_every_reply_to_an_update_echoes_its_id(broker, recorder, models, cats, bundles):
+    """A sender's ``id`` comes back in each reply to its command (progress, final, and
+    the refusals before the update starts), so a rollout reads only its own replies;
+    commands without one are answered as before."""
+    gate = threading.Event()
+    server, url = serve(bundles["big.zip"].parent, gate)
+    topic = f"{BASE}/cmd/result"
+    try:
+        with running(ota_config(broker, models, cats)) as pipeline:
+            recorder.wait_for(f"{BASE}/state")
+            seen = {id(m) for m in recorder.on(topic)}
+            body = {"url": f"{url}/big.zip", "sha256": sha256_file(bundles["big.zip"])}
+            recorder.publish(f"{BASE}/cmd/update", json.dumps({**body, "id": "ro-1:a_b.c"}))
+            recorder.wait_for(
+                topic, lambda m: id(m) not in seen and payload(m).get("progress") == "downloading"
+            )
+            # Another sender's update while this one downloads: its busy refusal carries
+            # its own id, not the first one's.
+            busy = update(recorder, json.dumps({"rollback": True, "id": "other-7"}))
+            assert busy == [
+                {
+                    "command": "update",
+                    "ok": False,
+                    "error": busy[0]["error"],
+                    "id": "other-7",
+                }
+            ]
+            assert busy[0]["error"].startswith("busy: an update is already running")
+            gate.set()
+            final = recorder.wait_for(
+                topic,
+                lambda m: (
+                    id(m) not in seen
+                    and "progress" not in payload(m)
+                    and payload(m).get("id") == "ro-1:a_b.c"
+                ),
+                timeout=60,
+            )
+            mine = [payload(m) for m in recorder.on(topic) if id(m) not in seen]
+            mine = [r for r in mine if r.get("id") == "ro-1:a_b.c"]
+            assert [r.get("progress") for r in mine] == [
+                "downloading",
+                "verifying",
+                "installing",
+                "loading",
+                None,
+            ]
+            assert payload(final)["ok"] and payload(final)["model"] == bundles["big_sha"][:12]
+            assert pipeline.model_id == bundles["big_sha"][:12]
+            # A refusal while parsing echoes the id; an id that breaks the rule is refused
+            # and not echoed; no id, no echo.
+            refused = update(recorder, b'{"url": "https://x/b.zip", "extra": 1, "id": "r2"}')
+            assert refused[-1]["id"] == "r2" and "unknown key 'extra'" in refused[-1]["error"]
+            bad = update(recorder, json.dumps({"rollback": True, "id": "a b"}))[-1]
+            assert not bad["ok"] and bad["error"].startswith("id must be") and "id" not in bad
+            plain = update(recorder, json.dumps({"rollback": True}))
+            assert plain[-1]["ok"] and all("id" not in r for r in plain)
+            back = update(recorder, json.dumps({"rollback": True, "id": "r3"}))
+            assert [r["id"] for r in back] == ["r3"] * len(back) and back[-1]["ok"]
+    finally:
+        gate.set()
+        server.shutdown()
+        server.server_close()
+
+
 def test_request_parsing_and_url_redaction():
     assert parse_request(b"PK\x03\x04rest").data == b"PK\x03\x04rest"
     req = parse_request(b'  {"url": "https://h/b.zip", "sha256": "' + b"A" * 64 + b'"}  ')
     assert req.url == "https://h/b.zip" and req.sha256 == "a" * 64
     assert parse_request(b"file:///srv/b.zip").url == "file:///srv/b.zip"
-    for bad in (b"[1]", b'{"rollback": true, "url": "https://h/x"}', b"https://h/a b"):
+    assert parse_request(b'{"url": "https://h/b.zip", "id": "r-1"}').id == "r-1"
+    assert parse_request(b'{"rollback": true, "id": "r-2"}') == UpdateRequest(
+        rollback=True, id="r-2"
+    )
+    assert request_id(b' {"rollback": true, "id": "r-3"}') == "r-3"
+    for other in (b'{"id": 5}', b'{"id": "a b"}', b"[1]", b"PK\x03\x04", b"\xff{", b"{" * 9):
+        assert request_id(other) is None
+    for bad in (
+        b"[1]",
+        b'{"rollback": true, "url": "https://h/x"}',
+        b"https://h/a b",
+        b'{"rollback": true, "id": ""}',
+        b'{"rollback": true, "id": "' + b"x" * 65 + b'"}',
+        b'{"rollback": true, "id": ["x"]}',
+    ):
         with pytest.raises(UpdateError):
             parse_request(bad)
     secret = "https://user:s3cret@host:8443/b.zip?X-Amz-Signature=tok3n"

@@ -4,6 +4,12 @@ The daemon's own client (``device.publisher.make_client``) carries a last will o
 ``status`` topic and a fixed client id; a fleet tool must do neither (its will would mark
 a station offline, a fixed id would kick another workstation's session), so it gets a
 clean session with a random id and reuses only ``MqttConfig`` for host, port, user and TLS.
+
+The link outlives a broker restart: paho reconnects on its own (every 1 to 5 s) and the
+subscriptions are made again on each connect; ``publish`` waits for the link to be back
+(for at most ``wait_s`` of the link being down) instead of failing at once, and
+``state`` tells a rollout when its own link dropped, so that a station's ``offline`` seen
+around the broker's restart is not taken for the station going away.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -22,6 +29,8 @@ from device.errors import SightwireError, one_line
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes, bool], None]  # topic, payload, retained
+RECONNECT_S = (1, 5)  # paho's reconnect backoff, min and max: a restarted broker is found fast
+PUBACK_S = 10.0  # how long the broker may take to acknowledge a command once connected
 
 
 class Link:
@@ -33,6 +42,13 @@ class Link:
         self.on_message = on_message
         self._subscribed = threading.Event()
         self._refused = ""
+        self._connected = threading.Event()
+        self._closing = False
+        self._lock = threading.Condition()
+        self._acked: set[int] = set()  # mids of QoS 1 messages the broker acknowledged
+        self.drops = 0  # times the link to the broker was lost since ``connect``
+        self.dropped_at: float | None = None  # monotonic time of the last drop
+        self.up_at: float | None = None  # monotonic time of the last connect; None while down
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"sightwire-fleet-{uuid.uuid4().hex[:8]}",
@@ -61,6 +77,9 @@ class Link:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.reconnect_delay_set(*RECONNECT_S)
 
     def connect(self, timeout: float = 10.0) -> Link:
         """Connect and subscribe, or raise one line saying why not."""
@@ -76,16 +95,54 @@ class Link:
             raise SightwireError(f"broker {where}: {why}")
         return self
 
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> None:
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, wait_s: float = 0.0) -> None:
+        """Send one QoS 1 message and wait for the broker's acknowledgement.
+
+        While the link is down (a broker restart), wait for it to come back, until it has
+        been down for ``wait_s``; a message paho could not send is kept by paho and sent
+        once the link is back, so it is never published twice from here."""
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        self._wait_up(topic, wait_s)
         info = self.client.publish(topic, payload, qos=qos, retain=False)
-        try:
-            info.wait_for_publish(10)
-        except (RuntimeError, ValueError) as exc:
-            raise SightwireError(f"cannot publish {topic}: {one_line(exc)}") from None
-        if not info.is_published():
-            raise SightwireError(f"the broker did not acknowledge {topic} in 10 s")
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise SightwireError(f"cannot publish {topic}: {mqtt.error_string(info.rc)}")
+        # Acknowledged within PUBACK_S of the link being up; while it is down, wait for it.
+        sent = time.monotonic()
+        while True:
+            with self._lock:
+                if self._lock.wait_for(lambda: info.mid in self._acked, 0.5):
+                    self._acked.discard(info.mid)
+                    return
+                up_at = self.up_at
+            if up_at is None:
+                self._wait_up(topic, wait_s)
+            elif time.monotonic() - max(up_at, sent) >= PUBACK_S:
+                raise SightwireError(
+                    f"the broker {where} did not acknowledge {topic} in {PUBACK_S:g} s"
+                )
+
+    def _wait_up(self, topic: str, wait_s: float) -> None:
+        """Return once connected; raise when the link has been down ``wait_s``."""
+        if self._connected.is_set():
+            return
+        down_for = time.monotonic() - (self.dropped_at or time.monotonic())
+        left = max(wait_s - down_for, 0.0)
+        if left > 0:
+            log.info("fleet: the link to the broker is down; waiting up to %.0f s", left)
+        if not self._connected.wait(left):
+            where = f"{self.cfg.host}:{self.cfg.port}"
+            raise SightwireError(
+                f"cannot publish {topic}: no connection to the broker {where} for {wait_s:g} s"
+            )
+
+    def state(self) -> tuple[int, float | None, float | None]:
+        """``(drops, dropped_at, up_at)``: times the link dropped, when it last did, when
+        it was last (re)connected (None while it is down); monotonic times."""
+        with self._lock:
+            return self.drops, self.dropped_at, self.up_at
 
     def close(self) -> None:
+        self._closing = True
         self.client.loop_stop()
         self.client.disconnect()
 
@@ -97,6 +154,26 @@ class Link:
             self._subscribed.set()
             return
         client.subscribe([(t, 1) for t in self.topics])
+        with self._lock:
+            self.up_at = time.monotonic()
+            if self.drops:
+                log.warning("the link to the broker is back")
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._lock:
+            if self._connected.is_set():
+                self.drops += 1
+                self.dropped_at = time.monotonic()
+            self.up_at = None
+            self._connected.clear()
+        if not self._closing:
+            log.warning("the link to the broker dropped (%s); reconnecting", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self._acked.add(mid)
+            self._lock.notify_all()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if any(code.is_failure for code in reason_codes):

@@ -3,7 +3,9 @@
 Stations fetch ``cmd/update`` URLs themselves (``device.fetch``), so the rollout needs a
 URL they can reach, for minutes, and nothing more: Python's ``http.server`` in a thread
 serving one file under an unguessable path (a scan of the workstation finds nothing
-else), stopped when the rollout ends. The address the stations use is the workstation's
+else), stopped when the rollout ends. The path ends in a fixed ``bundle.zip``, whatever
+the bundle's own name (a space, an accent or a ``%`` in it would make the URL one that
+stations refuse or cannot fetch). The address the stations use is the workstation's
 address on the route to the broker, which the stations reach too.
 """
 
@@ -67,19 +69,22 @@ def local_address(broker_host: str, broker_port: int) -> str:
         return "127.0.0.1"
 
 
+SERVED_NAME = "bundle.zip"  # the URL's last part: plain ASCII, whatever the bundle is called
+
+
 class BundleServer:
-    """Serves one zip at ``http://<host>:<port>/<token>/<name>.zip`` until ``stop``."""
+    """Serves one zip at ``http://<host>:<port>/<token>/bundle.zip`` until ``stop``."""
 
     def __init__(self, bundle: Path, bind: str = "0.0.0.0", port: int = 0, url_host: str = ""):
         self._tmp = Path(tempfile.mkdtemp(prefix="sightwire-rollout-"))
         if bundle.is_dir():
-            self.zip = make_zip(bundle, self._tmp / f"{bundle.name}.zip")
+            self.zip = make_zip(bundle, self._tmp / SERVED_NAME)
         else:
             self.zip = bundle
         self.sha256 = sha256_file(self.zip)
         self.size = self.zip.stat().st_size
         self.token = secrets.token_urlsafe(16)
-        self.path = f"/{self.token}/{self.zip.name}"
+        self.path = f"/{self.token}/{SERVED_NAME}"
         self.requests = 0
         zip_path, wanted, server_self = self.zip, self.path, self
 

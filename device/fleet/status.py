@@ -22,6 +22,31 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 KINDS = ("status", "state", "stats", "cmd/result")
+# A station whose retained status says online but that has said nothing for
+# max(STALE_INTERVALS x its stats interval, STALE_MIN_S) is shown "stale": it (or the
+# link between it and this broker, e.g. a bridge) died without its last will reaching
+# the broker. Its stats interval is measured from two live stats; until then the
+# daemon's default (mqtt.stats_interval_s = 60) is assumed.
+STALE_INTERVALS = 10
+STALE_MIN_S = 300.0
+DEFAULT_STATS_S = 60.0
+
+
+def plural(n: int, word: str) -> str:
+    """``1 station``, ``2 stations``, ``0 stations``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def stale_after(d: Device) -> float:
+    """Seconds of silence after which an online station is shown ``stale``."""
+    return max(STALE_INTERVALS * (d.stats_interval_s or DEFAULT_STATS_S), STALE_MIN_S)
+
+
+def _aged(d: Device, now: float) -> Device:
+    """``d`` with ``status`` ``stale`` when it says online but has been silent too long."""
+    if d.status == "online" and d.last_seen is not None and now - d.last_seen > stale_after(d):
+        d.status = "stale"
+    return d
 
 
 def topics(prefix: str) -> list[str]:
@@ -51,6 +76,8 @@ class Device:
     last_seen: float | None = None  # epoch seconds
     stats_count: int = 0  # stats messages seen since the tool started
     version_model: str | None = None  # the model ``version`` came with from an update reply
+    stats_at: float | None = None  # epoch seconds of the last live stats
+    stats_interval_s: float | None = None  # the shortest time between two live stats seen
 
 
 # Stations are not trusted (docs/fleet.md): every field is checked before it is used. A
@@ -194,6 +221,7 @@ class Fleet:
         self.devices: dict[str, Device] = {}
         self.messages = 0
         self.ignored = 0  # messages refused as malformed
+        self.retained = 0  # messages that came retained (kept or refused)
         self.cond = threading.Condition()
         self.result_listeners: list[ResultCallback] = []
 
@@ -206,6 +234,10 @@ class Fleet:
         device, _, kind = topic[len(head) :].partition("/")
         if not device or kind not in KINDS:
             return
+        if retained:
+            with self.cond:
+                self.retained += 1
+                self.cond.notify_all()
         now = time.time()
         data: Any = None
         status = ""
@@ -237,6 +269,7 @@ class Fleet:
         except Invalid as exc:
             with self.cond:
                 self.ignored += 1
+                self.cond.notify_all()
             log.debug("fleet: %s/%s ignored (%s)", printable(device, 40), kind, exc)
             return
         if kind == "cmd/result":
@@ -259,6 +292,11 @@ class Fleet:
                 self._state(row, fields)
             elif kind == "stats":
                 self._stats(row, fields)
+                if not retained:
+                    if row.stats_at is not None and now > row.stats_at:
+                        gap = now - row.stats_at
+                        row.stats_interval_s = min(row.stats_interval_s or gap, gap)
+                    row.stats_at = now
             elif reply is not None:
                 row.version = reply["version"] or row.version
                 row.model = reply["model"] or row.model
@@ -292,13 +330,29 @@ class Fleet:
             row.version, row.version_model = fields["bundle"], None
 
     def snapshot(self) -> list[Device]:
+        """Copies of every row, by id; an online station silent too long is ``stale``."""
+        now = time.time()
         with self.cond:
-            return [Device(**asdict(d)) for _, d in sorted(self.devices.items())]
+            return [_aged(Device(**asdict(d)), now) for _, d in sorted(self.devices.items())]
 
     def get(self, device: str) -> Device | None:
         with self.cond:
             row = self.devices.get(device)
-            return Device(**asdict(row)) if row else None
+            return _aged(Device(**asdict(row)), time.time()) if row else None
+
+    def quiet(self, quiet_s: float, limit_s: float) -> None:
+        """Wait until no retained message has come for ``quiet_s`` (the broker sends them
+        right after the subscription; live ones do not count), at most ``limit_s``."""
+        deadline = time.monotonic() + limit_s
+        with self.cond:
+            while True:
+                seen = self.retained
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self.cond.wait_for(lambda seen=seen: self.retained != seen, min(quiet_s, left))
+                if self.retained == seen:
+                    return
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` (called under the lock) holds, or ``timeout``."""
@@ -362,7 +416,11 @@ def table(rows: list[Device], extra: dict[str, str] | None = None) -> str:
     for line in body:
         out.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     online = sum(r.status == "online" for r in rows)
-    out.append(f"{len(rows)} devices, {online} online")
+    stale = sum(r.status == "stale" for r in rows)
+    foot = f"{plural(len(rows), 'device')}, {online} online"
+    if stale:
+        foot += f", {stale} stale (online in its status, silent for minutes)"
+    out.append(foot)
     return "\n".join(out)
 
 
@@ -381,8 +439,8 @@ def as_json(rows: list[Device]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         item = asdict(r)
-        item.pop("stats_count")
-        item.pop("version_model")
+        for key in ("stats_count", "version_model", "stats_at", "stats_interval_s"):
+            item.pop(key)
         for key in LIMITS:
             if item[key] is not None and not _finite(key, item[key]):
                 item[key] = None

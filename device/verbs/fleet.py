@@ -5,12 +5,20 @@ what the retained messages (and, with ``--watch``, the live ones) say. ``fleet r
 serves a bundle zip over HTTP from this machine for the duration and sends ``cmd/update``
 to the matching stations, canary first, then in batches, halting and rolling back when
 more than ``--max-failures`` fail (``device.fleet.rollout``). Needs no TensorFlow.
+
+A rollout survives a broker restart (its commands wait for the link, up to
+``--timeout``) and Ctrl-C: the first one rolls back what it switched, prints the table
+and exits 130; a second one stops at once and prints what is left switched and the
+``{"rollback": true}`` command that undoes each (``_undo``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -59,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=2.0,
         metavar="S",
-        help="seconds to gather retained messages (and stats) before printing "
-        "(default: %(default)s)",
+        help="seconds to gather messages (and stats) before printing; the retained ones "
+        "are always waited for (default: %(default)s)",
     )
     st.add_argument("--watch", action="store_true", help="keep the table live until Ctrl-C")
     st.add_argument("--interval", type=float, default=2.0, help="--watch refresh, s (default: 2)")
@@ -97,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=300.0,
         metavar="S",
-        help="seconds to wait for each reply, and for stats after the soak (default: 300)",
+        help="seconds to wait for each reply, for stats after the soak, and for the broker "
+        "while the link is down (default: 300)",
     )
     ro.add_argument(
         "--wait",
@@ -113,7 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ro.add_argument(
         "--url-host",
         help="host name the stations use to reach this machine "
-        "(default: this machine's address on the route to the broker)",
+        "(default: this machine's address on the route to the broker; a loopback one "
+        "is warned about)",
     )
     ro.add_argument("--json", action="store_true", help="final results as JSON on stdout")
 
@@ -164,22 +174,49 @@ _OPTIONS = {
 }
 
 
+# The retained messages come right after the subscription: whatever --wait says, the
+# table waits until they stop coming (QUIET_S without one), for at most RETAINED_MAX_S.
+QUIET_S = 0.3
+RETAINED_MAX_S = 5.0
+
+
+def _seconds(value: float, option: str, low: float = 0.0, above: bool = False) -> None:
+    """A usage error unless ``value`` is a finite number ≥ ``low`` (> with ``above``)."""
+    if not math.isfinite(value) or value < low or (above and value <= low):
+        raise UsageError(f"{option} must be a number of seconds {'>' if above else '≥'} {low:g}")
+
+
 def gather(args: argparse.Namespace) -> tuple[fleet_status.Fleet, Link]:
     cfg = mqtt_config(args)
     fleet = fleet_status.Fleet(cfg.prefix)
+    started = time.monotonic()
     link = Link(cfg, fleet_status.topics(cfg.prefix), fleet.apply).connect()
-    time.sleep(max(args.wait, 0.0))
+    fleet.quiet(QUIET_S, RETAINED_MAX_S)
+    time.sleep(max(args.wait - (time.monotonic() - started), 0.0))
     return fleet, link
 
 
+def _none_found(args: argparse.Namespace) -> None:
+    print(
+        f"no station has a retained status under {args.prefix}/+/status on {args.broker} "
+        "(a station announces itself when it connects; check --broker and --prefix)",
+        file=sys.stderr,
+    )
+
+
 def run_status(args: argparse.Namespace) -> int:
+    _seconds(args.wait, "--wait")
+    _seconds(args.interval, "--interval", above=True)
     fleet, link = gather(args)
     try:
         if args.json:
             print(json.dumps(fleet_status.as_json(fleet.snapshot()), indent=1, allow_nan=False))
             return 0
         if not args.watch:
-            print(fleet_status.table(fleet.snapshot()))
+            rows = fleet.snapshot()
+            print(fleet_status.table(rows))
+            if not rows:
+                _none_found(args)
             return 0
         while True:
             sys.stdout.write("\033[H\033[2J" + fleet_status.table(fleet.snapshot()) + "\n")
@@ -189,11 +226,53 @@ def run_status(args: argparse.Namespace) -> int:
         link.close()
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _undo(cfg: MqttConfig, left: list[tuple[str, str]]) -> str:
+    """What a stop left switched, and the command that sends each station back."""
+    if not left:
+        return "stopped: no station was left switched by this rollout"
+    where = f"-h {shlex.quote(cfg.host)} -p {cfg.port}"
+    auth = " -u <user> -P <password>" if cfg.username else ""
+    tls = " --cafile <ca>" if cfg.tls.active else ""
+    prefix = cfg.prefix
+    lines = ["stopped: these stations may be left on the new model:"]
+    for name, state in left:
+        lines.append(f"  {fleet_status.printable(name, 60)}: {fleet_status.printable(state)}")
+    switched = [name for name, state in left if state == "switched"]
+    if switched:
+        lines.append(
+            "undo: send each switched station ONE rollback (a second one switches it back "
+            "again; check first with `sightwire fleet status`):"
+        )
+        for name in switched:
+            topic = shlex.quote(f"{prefix}/{name}/cmd/update")
+            lines.append(
+                f"  mosquitto_pub {where}{auth}{tls} -q 1 -t {topic} -m '{{\"rollback\": true}}'"
+            )
+    if len(switched) < len(left):
+        lines.append(
+            "the others may still switch or switch back: see `sightwire fleet status` before "
+            "sending them anything"
+        )
+    return "\n".join(lines)
+
+
 def run_rollout(args: argparse.Namespace) -> int:
     if args.canary < 0 or args.batch < 1 or args.max_failures < 0:
         raise UsageError("--canary and --max-failures must be ≥ 0, --batch ≥ 1")
-    if args.soak < 0 or args.timeout <= 0:
-        raise UsageError("--soak must be ≥ 0 and --timeout > 0")
+    _seconds(args.soak, "--soak")
+    _seconds(args.timeout, "--timeout", above=True)
+    _seconds(args.wait, "--wait")
+    if not any(p.strip() for p in args.devices.split(",")):
+        raise UsageError("--devices: give at least one device id or glob ('line1-*', '*')")
     if not args.bundle.exists():
         raise SightwireError(f"{args.bundle}: no such bundle")
     hashes = model_hashes(args.bundle)
@@ -205,18 +284,40 @@ def run_rollout(args: argparse.Namespace) -> int:
             known = ", ".join(d.device for d in fleet.snapshot()[:10]) or "none"
             raise SightwireError(f"no station matches {args.devices!r} (known: {known})")
         url_host = args.url_host or local_address(link.cfg.host, link.cfg.port)
+        if not args.url_host and _loopback(url_host):
+            print(
+                f"warning: the bundle URL's host is {url_host}, this machine's loopback (the "
+                f"broker is on {link.cfg.host}): a station on another machine cannot fetch "
+                "it; give --url-host with this machine's address on the stations' network",
+                file=sys.stderr,
+            )
         with BundleServer(args.bundle, args.http_bind, args.http_port, url_host) as server:
             say(
-                f"serving {server.zip.name} ({server.size} bytes, sha256 {server.sha256[:12]}) "
-                f"at http://{url_host}:{server.server.server_address[1]}/…; "
-                f"{len(devices)} stations, model {', '.join(sorted(hashes))}"
+                f"serving {args.bundle} ({server.size} bytes, sha256 {server.sha256[:12]}) "
+                f"at http://{url_host}:{server.server.server_address[1]}/…/bundle.zip; "
+                f"{fleet_status.plural(len(devices), 'station')}, "
+                f"model {', '.join(sorted(hashes))}"
             )
             plan = Plan(args.canary, args.batch, args.max_failures, args.soak, args.timeout)
             rollout = Rollout(
-                fleet, link.publish, devices, server.url, server.sha256, hashes, plan, say
+                fleet,
+                lambda topic, payload: link.publish(topic, payload, wait_s=args.timeout),
+                devices,
+                server.url,
+                server.sha256,
+                hashes,
+                plan,
+                say,
+                link_state=link.state,
             )
             started = time.monotonic()
-            ok = rollout.run()
+            try:
+                ok = rollout.run()
+            except KeyboardInterrupt:
+                if rollout.stopped:  # a second Ctrl-C: stop at once, say what is left
+                    print(_undo(link.cfg, rollout.left_over()), file=sys.stderr)
+                    raise
+                ok = False  # the first: what it switched was rolled back; report, re-raise
             seconds = time.monotonic() - started
         time.sleep(0.5)  # the last stats and states, for the table
         rows = [fleet.get(d.device) or d for d in devices]
@@ -225,6 +326,7 @@ def run_rollout(args: argparse.Namespace) -> int:
             out = {
                 "ok": ok,
                 "halted": rollout.halted,
+                "interrupted": rollout.interrupted,
                 "seconds": round(seconds, 1),
                 "devices": [
                     {
@@ -238,10 +340,12 @@ def run_rollout(args: argparse.Namespace) -> int:
             print(json.dumps(out, indent=1, allow_nan=False))
         else:
             print(fleet_status.table(rows, results))
-            verdict = "all updated" if ok else "not all updated"
-            if rollout.halted:
-                verdict = "halted and rolled back"
-            print(f"rollout {verdict} in {seconds:.0f} s")
+            print(f"rollout {rollout.summary()} in {seconds:.0f} s")
+        if rollout.interrupted:
+            left = rollout.left_over()  # a rollback that failed or went unanswered
+            if left:
+                print(_undo(link.cfg, left), file=sys.stderr)
+            raise KeyboardInterrupt  # exit 130, as any interrupted command
         return 0 if ok else 1
     finally:
         link.close()
