@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -362,6 +363,15 @@ def test_a_rollout_reads_only_its_own_replies(broker, tmp_path, cats, fleet_bund
         assert "--url-host" in out.stderr
 
 
+@contextlib.contextmanager
+def soaking(broker, bundle: Path, devices: str, soak: int) -> Iterator[Live]:
+    """A live ``fleet rollout`` of ``bundle``, once its canary (cam1) soaks."""
+    args = ("--devices", devices, "--soak", str(soak), "--timeout", "60", "--wait", "0.5")
+    with Live(broker, "rollout", str(bundle), *args) as live:
+        live.wait_for("cam1: soaking")
+        yield live
+
+
 @pytest.mark.mqtt
 def test_two_rollouts_at_once_each_judge_their_own_and_neither_undoes_the_other(
     broker, tmp_path, cats, fleet_bundles
@@ -372,13 +382,7 @@ def test_two_rollouts_at_once_each_judge_their_own_and_neither_undoes_the_other(
     own: B failed its soak and a rollback switched the station under both."""
     with running(station(broker, tmp_path, "cam1", fleet_bundles, cats, True)) as pipe:
         wait_states(broker, ["cam1"])
-        with Live(
-            broker,
-            "rollout",
-            str(fleet_bundles["big.zip"]),
-            *("--devices", "cam1", "--soak", "25", "--timeout", "60", "--wait", "0.5"),
-        ) as a:
-            a.wait_for("cam1: soaking")
+        with soaking(broker, fleet_bundles["big.zip"], "cam1", 25) as a:
             b = fleet(
                 broker,
                 "rollout",
@@ -438,13 +442,7 @@ def test_a_broker_restart_during_the_soak_neither_fails_it_nor_ends_the_rollout(
     it failed as "went offline during the soak" and the rollback could not be sent."""
     with running(station(broker, tmp_path, "cam1", fleet_bundles, cats, True)) as pipe:
         wait_states(broker, ["cam1"])
-        with Live(
-            broker,
-            "rollout",
-            str(fleet_bundles["big"]),
-            *("--devices", "cam1", "--soak", "12", "--timeout", "60", "--wait", "0.5"),
-        ) as a:
-            a.wait_for("cam1: soaking")
+        with soaking(broker, fleet_bundles["big"], "cam1", 12) as a:
             broker.restart(down_for=2)
             rc = a.finish(150)
         log = a.output
@@ -466,13 +464,7 @@ def test_ctrl_c_mid_rollout_rolls_back_what_it_switched(broker, tmp_path, cats, 
             for n in names
         }
         wait_states(broker, names)
-        with Live(
-            broker,
-            "rollout",
-            str(fleet_bundles["big.zip"]),
-            *("--devices", "cam*", "--soak", "60", "--timeout", "60", "--wait", "0.5"),
-        ) as a:
-            a.wait_for("cam1: soaking")
+        with soaking(broker, fleet_bundles["big.zip"], "cam*", 60) as a:
             a.proc.send_signal(signal.SIGINT)
             rc = a.finish(90)
         log = a.output
