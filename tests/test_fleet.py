@@ -201,12 +201,7 @@ def test_status_sees_every_station_and_a_refusal_halts_the_rollout_and_rolls_bac
             )
             for n in names
         }
-        probe = Recorder(broker, "sightwire/+/state")
-        try:
-            for n in names:
-                probe.wait_for(f"sightwire/{n}/state", timeout=30)
-        finally:
-            probe.close()
+        wait_states(broker, names)
 
         status = fleet(broker, "status", "--json", "--wait", "1.5")
         assert status.returncode == 0, status.stderr
