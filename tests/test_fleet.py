@@ -254,12 +254,7 @@ def test_a_rollout_within_the_failure_budget_updates_every_station(
             n: stack.enter_context(running(station(broker, tmp_path, n, fleet_bundles, cats, True)))
             for n in names
         }
-        probe = Recorder(broker, "sightwire/+/state")
-        try:
-            for n in names:
-                probe.wait_for(f"sightwire/{n}/state", timeout=30)
-        finally:
-            probe.close()
+        wait_states(broker, names)
         out = fleet(
             broker,
             "rollout",
