@@ -120,13 +120,25 @@ class Live:
         self.close()
 
 
-def wait_states(broker: Broker, names: list[str]) -> None:
+def wait_states(broker: Broker, names: list[str], timeout: float = 30) -> None:
     probe = Recorder(broker, "sightwire/+/state")
     try:
         for n in names:
-            probe.wait_for(f"sightwire/{n}/state", timeout=30)
+            probe.wait_for(f"sightwire/{n}/state", timeout=timeout)
     finally:
         probe.close()
+
+
+@contextlib.contextmanager
+def stations(broker, tmp_path: Path, names: list[str], bundles: dict, cats: Path) -> Iterator[dict]:
+    """Running daemons that take updates, by name, once each has published its state."""
+    with contextlib.ExitStack() as stack:
+        pipes = {
+            n: stack.enter_context(running(station(broker, tmp_path, n, bundles, cats, True)))
+            for n in names
+        }
+        wait_states(broker, names)
+        yield pipes
 
 
 def station(broker, tmp_path: Path, name: str, bundles: dict, cats: Path, allow: bool) -> dict:
@@ -249,12 +261,7 @@ def test_a_rollout_within_the_failure_budget_updates_every_station(
     broker, tmp_path, cats, fleet_bundles
 ):
     names = ["cam1", "cam2"]
-    with contextlib.ExitStack() as stack:
-        pipes = {
-            n: stack.enter_context(running(station(broker, tmp_path, n, fleet_bundles, cats, True)))
-            for n in names
-        }
-        wait_states(broker, names)
+    with stations(broker, tmp_path, names, fleet_bundles, cats) as pipes:
         out = fleet(
             broker,
             "rollout",
@@ -448,12 +455,7 @@ def test_ctrl_c_mid_rollout_rolls_back_what_it_switched(broker, tmp_path, cats, 
     """Ctrl-C while the canary soaks: nothing more starts, the canary goes back to its
     old model, the table is printed, and the exit status stays 130."""
     names = ["cam1", "cam2"]
-    with contextlib.ExitStack() as stack:
-        pipes = {
-            n: stack.enter_context(running(station(broker, tmp_path, n, fleet_bundles, cats, True)))
-            for n in names
-        }
-        wait_states(broker, names)
+    with stations(broker, tmp_path, names, fleet_bundles, cats) as pipes:
         with soaking(broker, fleet_bundles["big.zip"], "cam*", 60) as a:
             a.proc.send_signal(signal.SIGINT)
             rc = a.finish(90)
@@ -537,12 +539,7 @@ def test_a_line_of_twenty_stations_status_rollout_halt_and_figures(
     try:
         for n in names:
             procs[n] = start_station(broker, tmp_path, n, fleet_bundles, cats, n != names[-1])
-        probe = Recorder(broker, "sightwire/+/state")
-        try:
-            for n in names:
-                probe.wait_for(f"sightwire/{n}/state", timeout=300)
-        finally:
-            probe.close()
+        wait_states(broker, names, timeout=300)
         time.sleep(4)  # past the start-up: every station classifying at 2 fps
 
         # Steady load: messages at the broker, CPU and memory per daemon.
