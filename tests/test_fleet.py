@@ -315,8 +315,22 @@ def test_a_bundle_named_with_a_space_or_an_accent_is_served_under_a_plain_name(
                 continue
             assert digest == server.sha256
             assert server.requests == 1 and got.stat().st_size == server.size
-            assert server.url.endswith("/bundle.zip") and server.url.isascii(), server.url
+            assert "/bundle.zip?t=" in server.url and server.url.isascii(), server.url
     assert not failures, failures
+
+
+def test_a_failed_download_never_shows_the_serving_token(tmp_path, fleet_bundles):
+    """A station's error reply goes to cmd/result, which the broker's other readers see:
+    the URL in it must not carry the token that lets anyone fetch the bundle."""
+    with BundleServer(fleet_bundles["big.zip"], "127.0.0.1", 0, "127.0.0.1") as server:
+        url, token = server.url, server.token
+        wrong = url.replace(token, "guess")
+        with pytest.raises(SightwireError) as guessed:  # a wrong token is refused
+            ota_fetch(parse_request(json.dumps({"url": wrong}).encode()), tmp_path / "a", 10**8, 5)
+    with pytest.raises(SightwireError) as gone:  # the rollout ended: nothing serves
+        ota_fetch(parse_request(json.dumps({"url": url}).encode()), tmp_path / "b", 10**8, 5)
+    for exc in (guessed, gone):
+        assert token not in str(exc.value) and "bundle.zip" in str(exc.value), exc.value
 
 
 @pytest.mark.mqtt

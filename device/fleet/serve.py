@@ -2,8 +2,11 @@
 
 Stations fetch ``cmd/update`` URLs themselves (``device.fetch``), so the rollout needs a
 URL they can reach, for minutes, and nothing more: Python's ``http.server`` in a thread
-serving one file under an unguessable path (a scan of the workstation finds nothing
-else), stopped when the rollout ends. The path ends in a fixed ``bundle.zip``, whatever
+serving one file under an unguessable query (a scan of the workstation finds nothing
+else), stopped when the rollout ends. The token is in the query, ``/bundle.zip?t=…``,
+which ``device.fetch.redact_url`` hides: a station's error reply on ``cmd/result`` (a
+failed download) never shows it to the broker's other readers. The path is a fixed
+``bundle.zip``, whatever
 the bundle's own name (a space, an accent or a ``%`` in it would make the URL one that
 stations refuse or cannot fetch). The address the stations use is the workstation's
 address on the route to the broker, which the stations reach too.
@@ -73,7 +76,7 @@ SERVED_NAME = "bundle.zip"  # the URL's last part: plain ASCII, whatever the bun
 
 
 class BundleServer:
-    """Serves one zip at ``http://<host>:<port>/<token>/bundle.zip`` until ``stop``."""
+    """Serves one zip at ``http://<host>:<port>/bundle.zip?t=<token>`` until ``stop``."""
 
     def __init__(self, bundle: Path, bind: str = "0.0.0.0", port: int = 0, url_host: str = ""):
         self._tmp = Path(tempfile.mkdtemp(prefix="sightwire-rollout-"))
@@ -84,7 +87,7 @@ class BundleServer:
         self.sha256 = sha256_file(self.zip)
         self.size = self.zip.stat().st_size
         self.token = secrets.token_urlsafe(16)
-        self.path = f"/{self.token}/{SERVED_NAME}"
+        self.path = f"/{SERVED_NAME}?t={self.token}"  # in the query: redacted in errors
         self.requests = 0
         zip_path, wanted, server_self = self.zip, self.path, self
 
