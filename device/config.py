@@ -439,8 +439,12 @@ def load_config(
 def _typed_where(exc: ValidationError, typed: dict[str, str]) -> str | None:
     """``--set`` or ``command line:`` when every key the errors name was typed there (a
     value from the command line is not the file's fault); otherwise None."""
-    keys = {".".join(str(p) for p in err["loc"]) for err in exc.errors(include_url=False)}
-    origins = {typed.get(key) for key in keys}
+    locs = [[str(p) for p in err["loc"]] for err in exc.errors(include_url=False)]
+    # A key or any key above it (``--set source.roi=…`` failing at ``source.roi.x``).
+    origins = {
+        next((typed[k] for n in range(len(loc), 0, -1) if (k := ".".join(loc[:n])) in typed), None)
+        for loc in locs
+    }
     if None in origins:
         return None
     return "--set" if origins == {"--set"} else "command line:"

@@ -195,11 +195,12 @@ class KeepStore:
             except OSError as exc:
                 self._fail(exc)
 
-    def _open(self) -> None:
-        """Make the folder, clean what a kill left, count the pairs, prove it is writable."""
+    def _open(self, clean: bool = True) -> None:
+        """Make the folder, clean what a kill left (at start only: later, ``pull`` may be
+        halfway through a pair), count the pairs, prove it is writable."""
         self.path.mkdir(parents=True, exist_ok=True)
-        others = self._scan(clean=True)
-        if others:
+        others = self._scan(clean=clean)
+        if others and clean:
             log.warning(
                 "keep.path %s holds %d files that are not kept frames; "
                 "they are left alone and not counted",
@@ -301,7 +302,7 @@ class KeepStore:
             free = shutil.disk_usage(self.path).free if self.path.is_dir() else RESUME_FREE
             if free < RESUME_FREE:
                 return  # still full: the warning that turned it off stands
-            self._open()
+            self._open(clean=False)
         except OSError:
             return
         log.warning("keeping frames again in %s (was off: %s)", self.path, self.error)

@@ -242,7 +242,8 @@ class ModelStore:
         old_name = Path(old).name if old is not None else None
         own = cid_of(version)
         same = old_name == version or (own is not None and cid_of(old_name) == own)
-        if old is not None and not same:
+        # A dangling current (its folder removed by hand) does not become previous.
+        if old is not None and not same and (self.root / old).is_dir():
             _replace_link(self.root / ".previous.ota", old, self.root / PREVIOUS)
         _fsync(self.root)
         return old

@@ -201,7 +201,9 @@ def _remote_switch(remote_dir: str, version: str, cid: str) -> str:
             "|| exit 1",
             f"old=$(readlink -- {q(link)})",
             f"ln -sfn -- {q(version)} {q(tmp_link)} && mv -T -- {q(tmp_link)} {q(link)} || exit 1",
-            f'if [ -n "$old" ] && [ "${{old##*/}}" != {q(version)} ] && ! {same_content}; then '
+            # A dangling current (its folder removed by hand) does not become previous.
+            f'if [ -n "$old" ] && [ -d {q(remote_dir)}/"${{old##*/}}" ] '
+            f'&& [ "${{old##*/}}" != {q(version)} ] && ! {same_content}; then '
             f'ln -sfn -- "$old" {q(tmp_prev)} && mv -T -- {q(tmp_prev)} {q(prev)} '
             f"|| exit {PREVIOUS_FAILED}; " + "printf 'previous %s\\n' \"$old\"; fi",
         ]

@@ -297,8 +297,10 @@ def make_source(cfg: SourceConfig, model: ModelInput | None = None) -> Source:
             target = str(cfg.path)
         else:
             target = str(cfg.url)
-        # Half the watchdog: a stream that does not answer is a reason, not a stall.
-        timeout = cfg.watchdog_s / 2 if cfg.watchdog_s > 0 else None
+        # Half the watchdog (as Capture applies it: never under 3 frame periods): a stream
+        # that does not answer is a reason, not a stall.
+        watchdog = max(cfg.watchdog_s, 3.0 / cfg.fps) if cfg.fps else cfg.watchdog_s
+        timeout = watchdog / 2 if cfg.watchdog_s > 0 else None
         return OpenCVSource(target, cfg.loop, cfg.width, cfg.height, cfg.fps, timeout)
     module = _import("picamera2", PICAMERA2_HINT)
     # A region of interest is cut from the main frame: a model-size frame would not match.

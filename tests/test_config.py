@@ -559,6 +559,8 @@ def test_a_bad_value_typed_on_the_command_line_is_not_blamed_on_the_file(tmp_pat
         load_config(path, ["inference.top_k=0", "inference.threshold=0.5"])
     with pytest.raises(UsageError, match=r"^command line: mqtt.device_id: must be one topic"):
         load_config(path, ["inference.threshold=0.5"], values={"mqtt.device_id": "x#"})
+    with pytest.raises(UsageError, match=r"^--set source.roi.w: Input should be a valid int"):
+        load_config(path, ["inference.threshold=0.5", "source.roi={x=0, y=0, w=0.5, h=1}"])
     with pytest.raises(ConfigError) as err:  # the file's own bad value: the file is named
         load_config(path, ["inference.top_k=0"])
     assert not isinstance(err.value, UsageError)

@@ -907,9 +907,9 @@ def test_deploy_after_an_ota_update_keeps_what_a_rollback_needs(
 
 
 def test_deploy_of_what_current_holds_changes_nothing(sshd: Sshd, bundle: Path, tmp_path: Path):
-    """The same content again: no copy, no switch, no restart (a restart would fail here:
-    the unit does not exist); --force deploys it anyway, and previous keeps naming the
-    other model."""
+    """The same content again: no copy, no switch; the daemon is still told (the deploy
+    before switched with --no-reload: "deploy again" must make the Pi run it); --force
+    deploys it anyway, and previous keeps naming the other model."""
     remote = tmp_path / "pi-models"
     remote.mkdir()
     no_unit = ("--service", "sightwire-test-no-such-unit.service")
@@ -922,13 +922,17 @@ def test_deploy_of_what_current_holds_changes_nothing(sshd: Sshd, bundle: Path, 
     v1 = os.readlink(remote / "current")
     before = versions(remote)
 
-    again = sightwire(*sshd.deploy_args(bundle, remote, *no_unit))
+    again = sightwire(*sshd.deploy_args(bundle, remote, "--no-reload"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"already installed: current on {sshd.host} names {v1}" in again.stdout
-    assert "nothing copied, switched or reloaded (--force deploys it again)" in again.stdout
-    assert "copying" not in again.stdout and "restarted" not in again.stdout
+    assert "nothing copied or switched (--force deploys it again)" in again.stdout
+    assert "copying" not in again.stdout and "daemon not reloaded" in again.stdout
     assert versions(remote) == before and os.readlink(remote / "current") == v1
     assert os.readlink(remote / "previous") == v0
+    told = sightwire(*sshd.deploy_args(bundle, remote, *no_unit))  # the restart is tried
+    assert told.returncode == 1 and "already installed" in told.stdout, told.stdout
+    assert f"new model in place (current → {v1}) but the reload failed" in told.stderr
+    assert versions(remote) == before and os.readlink(remote / "current") == v1
 
     # Files that differ from the bundle's (same name, so same content id): copied anew.
     (remote / v1 / "report" / "metrics.json").write_text("changed on the Pi")
@@ -1143,3 +1147,24 @@ def test_deploy_over_ssh_reloads_through_mqtt(
     message = recorder.wait_for("sightwire/kitchen/cmd/reload")
     assert message.payload == b"" and not message.retain
     assert (remote / "current" / "model_int8.tflite").is_file()
+
+
+def test_a_dangling_current_does_not_become_previous(sshd: Sshd, bundle: Path, tmp_path: Path):
+    """``current``'s folder removed by hand: the next deploy must keep ``previous`` on a
+    model that is there, not move it onto the dead link (a rollback then had nowhere to go)."""
+    remote = tmp_path / "pi-models"
+    remote.mkdir()
+    for k in (1, 2):
+        proc = sightwire(*sshd.deploy_args(retouch(bundle, k), remote, "--no-reload"))
+        assert proc.returncode == 0, proc.stderr
+        time.sleep(1.1)
+    v1, v2 = os.readlink(remote / "previous"), os.readlink(remote / "current")
+    shutil.rmtree(remote / v2)  # by hand
+    proc = sightwire(*sshd.deploy_args(retouch(bundle, 3), remote, "--no-reload"))
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(remote / "previous") == v1 and (remote / v1).is_dir()
+    store = ModelStore(remote / "current")  # the daemon's own switch, the same rule
+    store.switch(v1)
+    shutil.rmtree(remote / v1)
+    store.switch(os.readlink(remote / "previous"))
+    assert (remote / os.readlink(remote / "previous")).is_dir()

@@ -370,6 +370,7 @@ def test_a_full_inbox_disk_stops_at_once_and_removes_nothing(tmp_path: Path, sma
     assert proc.stderr.count("\n") == 1 and "no space left on device" in proc.stderr.lower()
     assert "nothing was removed" in proc.stderr, proc.stderr
     assert len(list(store.iterdir())) == 16
+    assert not (small_disk / "inbox" / ".incoming" / "kept").exists()  # no partial copy
 
 
 def test_a_source_that_cannot_be_removed_from_names_it(tmp_path: Path, small_disk: Path):

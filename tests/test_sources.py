@@ -618,3 +618,13 @@ def test_a_stream_that_never_answers_gives_up_at_half_the_watchdog(says_nothing)
         f"opencv {url}: cannot open: 127.0.0.1:{says_nothing} answers, "
         "but OpenCV cannot read a stream there (-v: why)"
     ]
+
+
+def test_a_slow_stream_waits_as_long_as_the_watchdog_does():
+    """The watchdog never fires under 3 frame periods: a stream configured at one frame
+    every 20 s must not be given up after half of the 30 s default."""
+    url = "rtsp://127.0.0.1:9/live"
+    slow = make_source(SourceConfig(kind="opencv", url=url, fps=0.05))
+    assert slow.timeout_s == 30.0  # half of max(30, 3 x 20 s)
+    assert make_source(SourceConfig(kind="opencv", url=url)).timeout_s == 15.0
+    assert make_source(SourceConfig(kind="opencv", url=url, watchdog_s=0)).timeout_s is None

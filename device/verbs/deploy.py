@@ -290,14 +290,17 @@ class Deployment:
             same = (prepared.stdout.strip().splitlines() or ["?"])[-1]
             print(
                 f"already installed: {CURRENT} on {self.host} names {same}, which holds these "
-                f"very {count} files (sha256 checked there); nothing copied, switched or "
-                "reloaded (--force deploys it again)"
+                f"very {count} files (sha256 checked there); nothing copied or switched "
+                "(--force deploys it again)"
             )
-            return
-        print(f"copying {count} files ({mib:.1f} MiB) to {self.host} with {self.transfer}")
-        self.land(remote, steps)
-        print(f"verified on {self.host}: sha256 of {count} files")
-        self._switch(steps["switch"])
+            # The daemon is still told: the deploy before may have switched without a
+            # reload (--no-reload, or a reload that failed), and it is asked to run this.
+            self.version = same
+        else:
+            print(f"copying {count} files ({mib:.1f} MiB) to {self.host} with {self.transfer}")
+            self.land(remote, steps)
+            print(f"verified on {self.host}: sha256 of {count} files")
+            self._switch(steps["switch"])
         if "reload" in steps:
             self._reload(steps["reload"])
         else:

@@ -313,13 +313,15 @@ def pull(source: FolderSource | SshSource, inbox: Path, remove: bool) -> Report:
         return report
     staging.mkdir(parents=True, exist_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
-    source.fetch([n for i in ids for n in (f"{i}.jpg", f"{i}.json")], staging)
-    report.pulled = land(ids, sums, staging, dest, report)
+    try:  # a full disk stops the fetch: its partial copies go too
+        source.fetch([n for i in ids for n in (f"{i}.jpg", f"{i}.json")], staging)
+        report.pulled = land(ids, sums, staging, dest, report)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if remove and (report.pulled or report.cleared):
         # Every .jpg before any .json: a pair without its sidecar no longer counts.
         jpegs = [f"{i}.jpg" for i in report.pulled]
         source.remove(jpegs + [f"{i}.json" for i in report.pulled] + report.cleared)
-    shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
