@@ -48,6 +48,7 @@ import shutil
 import threading
 import zipfile
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ from device.classifier import Classifier
 from device.errors import SightwireError, one_line
 from device.fetch import FILE_DIR_KEY, fetch_url, local_path, redact_url
 from device.models_dir import STAGING_PREFIX, ModelStore
+from device.router import REPEAT
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ MAX_MEMBERS = 1000  # a bundle has a handful of files; a million empty ones is a
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 USAGE = 'send the bundle .zip, a URL, or JSON {"url": "https://...", "sha256": "..."}'
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SEEN_IDS = 64  # update ids remembered, so that a repeated delivery is not run again
 ID_RULE = "1 to 64 letters, digits, '.', '_', ':' or '-'"
 ID_PARSE_MAX = 65536  # a JSON command is small; a bigger payload (a zip) is not read for an id
 
@@ -279,6 +282,7 @@ class Updater:
         self._installed = installed
         self._lock = threading.Lock()
         self._busy = False
+        self._seen: deque[str] = deque(maxlen=SEEN_IDS)  # ids of updates accepted lately
         self.stage = "idle"
         self.request_id: str | None = None  # the ``id`` of the update in the slot, if any
         self.cancel = threading.Event()
@@ -286,14 +290,23 @@ class Updater:
 
     # --- the slot (gate runs in paho's thread) ---------------------------------------
 
-    def gate(self) -> str | None:
+    def gate(self, echo: dict[str, str] | None = None) -> str | None:
+        """None: the slot is this command's; a text: why not; ``REPEAT`` (empty): a copy
+        of a command with the same ``id`` accepted before (QoS 1 may deliver one twice,
+        around a reconnect): dropped without a reply, or its refusal would be read as the
+        answer while the first copy still runs, or run a rollback twice."""
         if not self.enabled:
             return "disabled (set mqtt.allow_update = true to enable)"
+        rid = (echo or {}).get("id")
         with self._lock:
+            if rid is not None and rid in self._seen:
+                return REPEAT
             if self._busy:
                 return f"busy: an update is already running ({self.stage})"
             self._busy = True
             self.stage = "queued"
+            if rid is not None:
+                self._seen.append(rid)
         return None
 
     def release(self) -> None:

@@ -74,7 +74,10 @@ Handler = Callable[[Command], Any]
 # Runs in paho's thread before a command is queued: returns why it is refused, or None
 # (which may reserve something, like the one update slot; ``release`` gives it back when
 # the command is then dropped for want of queue room).
-Gate = Callable[[], "str | None"]
+# Called with the command's echo (``{"id": …}`` or ``{}``): None accepts it, a text refuses
+# it with that error, ``REPEAT`` drops it without a reply (a copy of one accepted before).
+Gate = Callable[[dict[str, str]], "str | None"]
+REPEAT = ""
 # Runs in paho's thread: the fields of a payload that every reply to it echoes (must not
 # raise, whatever the payload).
 Echo = Callable[[bytes], dict[str, Any]]
@@ -203,7 +206,10 @@ class CommandRouter:
             self._refuse(name, "not allowed by mqtt.commands", **echo)
             return
         if entry.gate is not None:
-            why = entry.gate()
+            why = entry.gate(echo)
+            if why == REPEAT:  # QoS 1 may deliver a command twice: the first one answers
+                log.info("%s: a repeat of %s, already accepted: ignored", name, echo)
+                return
             if why is not None:
                 self._refuse(name, why, **echo)
                 return

@@ -249,6 +249,7 @@ class FakeStation:
         in ``commands`` and is never echoed); ``ts``: its retained state's, and no stats
         (a station that died without its last will)."""
         self.name, self.model, self.frames = name, OLD, 0
+        self.last_id: str | None = None
         self.answer = answer
         self.echo = echo
         self.commands: list[dict] = []
@@ -273,6 +274,7 @@ class FakeStation:
     def _on_command(self, client, userdata, msg) -> None:  # paho's thread: never wait here
         command = json.loads(msg.payload)
         rid = command.pop("id", None) if self.echo else None  # echoed, as the daemon does
+        self.last_id = rid
         self.commands.append(command)
         reply = self.answer(self, command)
         if reply is None:  # this station never answers that command
@@ -446,6 +448,41 @@ def test_a_halt_with_nothing_switched_says_so(broker, small_bundle):
         assert stdout.rstrip().splitlines()[-1].startswith("rollout halted; nothing to roll back")
         assert "rolled back" not in stdout.replace("nothing to roll back", "")
         assert "1 device, 1 online" in stdout
+    finally:
+        a1.close()
+
+
+@pytest.mark.mqtt
+def test_an_update_that_answers_after_the_timeout_is_rolled_back(broker, small_bundle):
+    """A slow download: no reply within --timeout (state unknown, the rollout halts), then
+    the station says it switched. Before, that reply was never read: the station stayed
+    on the new model while the table said its state was unknown."""
+    new = small_bundle["id"]
+
+    def slow(station: FakeStation, command: dict) -> None:
+        if command.get("rollback"):
+            station.model = OLD
+            return {"command": "update", "ok": True, "error": None, "model": OLD}
+        rid = station.last_id
+
+        def late() -> None:
+            station.model = new
+            reply = {"command": "update", "ok": True, "error": None, "model": new, "id": rid}
+            station.client.client.publish(
+                f"sightwire/{station.name}/cmd/result", json.dumps(reply), qos=1
+            )
+
+        threading.Timer(3.0, late).start()
+        return None
+
+    a1 = FakeStation(broker, "a1", slow)
+    try:
+        rc, stdout, stderr = rollout(broker, small_bundle["path"], "a1", "--timeout", "2")
+        assert rc == 1, stdout + stderr
+        assert "a1: failed: no reply in 2 s (state unknown)" in stdout
+        assert "replied after the 2 s timeout: switched" in stdout
+        assert "a1: rolled back" in stdout, stdout
+        assert a1.commands[-1] == {"rollback": True} and a1.model == OLD
     finally:
         a1.close()
 

@@ -422,6 +422,10 @@ def test_every_reply_to_an_update_echoes_its_id(broker, recorder, models, cats, 
                 }
             ]
             assert busy[0]["error"].startswith("busy: an update is already running")
+            # A second delivery of the first command (QoS 1, around a reconnect): dropped
+            # without a reply, or its "busy" would read as that command's answer.
+            recorder.publish(f"{BASE}/cmd/update", json.dumps({**body, "id": "ro-1:a_b.c"}))
+            time.sleep(0.5)
             gate.set()
             final = recorder.wait_for(
                 topic,
@@ -453,6 +457,12 @@ def test_every_reply_to_an_update_echoes_its_id(broker, recorder, models, cats, 
             assert plain[-1]["ok"] and all("id" not in r for r in plain)
             back = update(recorder, json.dumps({"rollback": True, "id": "r3"}))
             assert [r["id"] for r in back] == ["r3"] * len(back) and back[-1]["ok"]
+            model = pipeline.model_id
+            seen = {id(m) for m in recorder.on(topic)}
+            recorder.publish(f"{BASE}/cmd/update", json.dumps({"rollback": True, "id": "r3"}))
+            time.sleep(2)  # a repeated rollback would switch back again
+            assert not [m for m in recorder.on(topic) if id(m) not in seen]
+            assert pipeline.model_id == model
     finally:
         gate.set()
         server.shutdown()

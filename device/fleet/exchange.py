@@ -133,10 +133,11 @@ class Exchange:
             with self.fleet.cond:
                 cmd.error = str(exc)
 
-    def wait(self, cmds: list[Command]) -> None:
+    def wait(self, cmds: list[Command], timeout_s: float | None = None) -> None:
         """Until each of ``cmds`` has its final reply (or could not be sent), or the
-        timeout; a command refused for its id is sent again without one."""
-        deadline = time.monotonic() + self.timeout_s
+        timeout (``timeout_s``, else the rollout's); a command refused for its id is sent
+        again without one."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         while True:
             with self.fleet.cond:
                 self.fleet.cond.wait_for(

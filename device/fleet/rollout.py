@@ -55,6 +55,7 @@ from device.fleet.soak import Watch
 from device.fleet.status import Device, Fleet, plural, printable, shown
 
 POLL_S = 0.2
+LATE_S = 30.0  # before a rollback: how much longer an unanswered update is waited for
 
 # ``(drops, dropped_at, up_at)`` of the workstation's link (``Link.state``).
 LinkState = Callable[[], "tuple[int, float | None, float | None]"]
@@ -295,7 +296,35 @@ class Rollout:
                     pending.discard(n)
                     self.say(f"  {printable(n, 60)}: failed the soak: {why}")
 
+    def _late_replies(self) -> None:
+        """An update judged unanswered whose ok reply came after the timeout (a slow
+        download) did switch its station: it is rolled back with the others. Such replies
+        are waited for a little more first (``LATE_S``): a halt comes right after the
+        timeout, when a slow download may be seconds from its end."""
+        with self.fleet.cond:
+            silent = [
+                c
+                for c in self.exchange.commands.values()
+                if c.judged and not c.rollback and not c.settled
+            ]
+        if silent:
+            self.exchange.wait(silent, min(LATE_S, max(self.plan.timeout_s, 5.0)))
+        with self.fleet.cond:
+            late = [
+                (c, dict(c.reply))
+                for c in self.exchange.commands.values()
+                if c.judged and not c.rollback and c.reply is not None
+            ]
+        for cmd, reply in late:
+            out = self.outcomes[cmd.device]
+            switched = reply.get("ok") is True and reply.get("note") != "already installed"
+            if out.unknown and not out.changed and switched:
+                out.changed, out.unknown = True, False
+                out.detail = f"replied after the {self.plan.timeout_s:g} s timeout: switched"
+                self.say(f"  {printable(cmd.device, 60)}: {out.text()}")
+
     def _rollback(self) -> None:
+        self._late_replies()
         changed = [n for n, o in self.outcomes.items() if o.changed and not o.rollback_sent]
         if not changed:
             if not any(o.rollback_sent for o in self.outcomes.values()):
