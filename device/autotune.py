@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from device.bundle import Bundle, sha256_file
+from device.bundle_cache import cache_dir
 from device.errors import one_line
 from device.preprocess import Preprocessor, fit_frame
 from device.runtime import make_interpreter
@@ -190,15 +191,6 @@ def machine_id() -> str:
     except OSError:
         pass
     return f"{model or platform.processor() or platform.machine()}, {os.cpu_count() or 1} cores"
-
-
-def cache_dir() -> Path:
-    """systemd's ``CacheDirectory=`` when set, else ``$XDG_CACHE_HOME/sightwire``, else
-    ``~/.cache/sightwire``."""
-    if os.environ.get("CACHE_DIRECTORY"):
-        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sightwire"
 
 
 def time_invokes(interpreter: Any, seconds: float = MEASURE_S) -> float:

@@ -14,9 +14,7 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -24,7 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from device import bundle_cache
 from device.errors import BundleError
+from device.manifest import Manifest, check_manifest
 from device.preprocess import InputSpec
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
 FORMAT_VERSION = 1
-VARIANTS = ("edgetpu", "int8", "float")
 # The model files a bundle writer names (the Edge TPU one is the compiler's name for int8's).
 FLOAT_FILE = "model_float.tflite"
 INT8_FILE = "model_int8.tflite"
@@ -163,19 +162,9 @@ def _load(path: Path, verify: bool) -> Bundle:
     if not path.exists():
         raise BundleError(f"model not found: {path}")
     if path.is_file() and path.suffix.lower() == ".zip":
-        # One folder per distinct zip (by content): a reload of the same zip reuses it
-        # instead of leaving another copy in /tmp (tmpfs on a Pi: RAM).
-        dest = Path(tempfile.gettempdir()) / f"sightwire-bundle-{sha256_file(path)[:16]}"
-        if not dest.is_dir():
-            staging = Path(tempfile.mkdtemp(prefix="sightwire-unzip-"))
-            try:
-                extract_zip(path, staging)
-                staging.rename(dest)
-            except OSError:  # another process unpacked it first
-                shutil.rmtree(staging, ignore_errors=True)
-            except BundleError:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+        # Unpacked into this user's private cache, one folder per zip content, reused
+        # when the same zip is loaded again (device.bundle_cache).
+        dest = bundle_cache.unpack(path, sha256_file(path), extract_zip)
         return _load(_bundle_root(dest, path), verify)
     if path.is_file():
         if path.suffix.lower() != ".tflite":
@@ -306,40 +295,40 @@ def _input_shape(flat: _FlatModel) -> list[int] | None:
 
 
 def load_manifest(root: Path) -> dict[str, Any]:
-    """``manifest.json`` of the bundle at ``root``, its JSON and format version checked."""
+    """``manifest.json`` of the bundle at ``root``, every key the device reads checked
+    (``device.manifest``): a bad one is a ``BundleError`` line naming it."""
+    return _read_manifest(root)[0]
+
+
+def _read_manifest(root: Path) -> tuple[dict[str, Any], Manifest]:
+    where = root / MANIFEST
     try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{root / MANIFEST}: not valid JSON ({exc})") from exc
+        manifest = json.loads(where.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{where}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"{root / MANIFEST}: unsupported format_version (expected {FORMAT_VERSION})"
-        )
-    return manifest
+        raise BundleError(f"{where}: unsupported format_version (expected {FORMAT_VERSION})")
+    return manifest, check_manifest(manifest, str(where))
 
 
 def _load_manifest_bundle(root: Path, verify: bool) -> Bundle:
-    manifest = load_manifest(root)
-    try:
-        labels = [str(x) for x in manifest["labels"]]
-        spec = InputSpec.from_manifest(manifest["input"])
-        entries = manifest["models"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{root / MANIFEST}: missing or bad field {exc}") from exc
+    manifest, checked = _read_manifest(root)
     models: dict[str, Path] = {}
-    for variant, entry in entries.items():
-        file = root / str(entry.get("file", ""))
+    for variant, entry in checked.models.items():
+        file = root / entry.file
         if not file.is_file() or file.parent.resolve() != root.resolve():
-            raise BundleError(f"{root}: model file for {variant!r} missing: {entry.get('file')}")
-        if verify and entry.get("sha256") and sha256_file(file) != entry["sha256"]:
+            raise BundleError(f"{root}: model file for {variant!r} missing: {entry.file}")
+        if verify and entry.sha256 and sha256_file(file) != entry.sha256:
             raise BundleError(
                 f"{file}: sha256 does not match manifest.json (corrupt or replaced file)"
             )
         models[variant] = file
     labels_file = root / LABELS
-    if labels_file.is_file() and read_labels(labels_file) != labels:
+    if labels_file.is_file() and read_labels(labels_file) != checked.labels:
         raise BundleError(f"{labels_file} disagrees with the labels in manifest.json")
-    return Bundle(manifest.get("name", root.name), root, "bundle", labels, models, spec, manifest)
+    spec = InputSpec.from_manifest(manifest["input"])  # well formed: checked above
+    name = checked.name or root.name
+    return Bundle(name, root, "bundle", checked.labels, models, spec, manifest)
 
 
 def write_bundle(

@@ -67,6 +67,24 @@ def reference(shared: Path) -> Path:
     return shared / "reference"
 
 
+def imagenet_labels(reference: Path) -> list[str]:
+    """Coral's 1001 ImageNet labels as a bundle's manifest may hold them: the file names
+    two classes "crane" (135, the bird; 518, the machine), and the class names of a
+    manifest must differ (docs/contracts.md), so the second is "crane (518)"."""
+    labels = [x for x in (reference / "imagenet_labels.txt").read_text().splitlines() if x]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            labels[i] = f"{label} ({i})"
+    return labels
+
+
+def write_imagenet_labels(folder: Path, reference: Path) -> list[str]:
+    """``imagenet_labels`` written to ``folder/labels.txt``, and returned."""
+    labels = imagenet_labels(reference)
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    return labels
+
+
 @pytest.fixture(scope="session")
 def imagenet_weights(shared: Path) -> Path:
     path = shared / "models" / "mobilenet_v2_1.0_224_no_top.weights.h5"

@@ -31,6 +31,7 @@ from device.bundle import load_bundle
 from device.classifier import open_model
 from device.config import Config, ModelConfig, MqttConfig, SourceConfig
 from device.pipeline import Pipeline
+from tests.conftest import write_imagenet_labels
 
 SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 SMALL_TPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
@@ -43,8 +44,7 @@ def make_bundle(root: Path, reference: Path, accuracy: dict | None, tpu: bool = 
         files["edgetpu"] = "model_int8_edgetpu.tflite"
     for variant, name in files.items():
         shutil.copy(reference / (SMALL_TPU if variant == "edgetpu" else SMALL), root / name)
-    labels = (reference / "imagenet_labels.txt").read_text().splitlines()
-    (root / "labels.txt").write_text("\n".join(labels) + "\n")
+    labels = write_imagenet_labels(root, reference)
     manifest = {
         "format_version": 1,
         "name": "tiny",

@@ -38,6 +38,7 @@ from device.config import MqttConfig
 from device.errors import SightwireError
 from device.images import load_image
 from device.timing import STAGES
+from tests.conftest import write_imagenet_labels
 from tests.mqtt_helpers import Recorder, free_port
 
 INT8 = "mobilenet_v1_0.25_128_quant.tflite"
@@ -104,8 +105,7 @@ def bundle(tmp_path_factory, reference) -> Path:
     shutil.copy(reference / INT8, root / "model_int8.tflite")
     shutil.copy(reference / EDGETPU, root / "model_int8_edgetpu.tflite")
     _float_model(root / "model_float.tflite")
-    labels = (reference / "imagenet_labels.txt").read_text().splitlines()
-    (root / "labels.txt").write_text("\n".join(labels) + "\n")
+    labels = write_imagenet_labels(root, reference)
     files = {
         "int8": "model_int8.tflite",
         "float": "model_float.tflite",

@@ -48,6 +48,7 @@ from device.verbs.deploy import (
     prunable,
     validate,
 )
+from tests.conftest import write_imagenet_labels
 from tests.mqtt_helpers import Broker, free_port, wait_port
 from tests.test_hostile_updates import run_update
 from tests.test_ota import BIG, SMALL, make_bundle, zip_dir
@@ -548,7 +549,7 @@ def bundle(tmp_path: Path, reference: Path) -> Path:
     (folder / "report").mkdir(parents=True)
     model = folder / "model_int8.tflite"
     shutil.copy(reference / "mobilenet_v1_0.25_128_quant.tflite", model)
-    shutil.copy(reference / "imagenet_labels.txt", folder / "labels.txt")
+    write_imagenet_labels(folder, reference)
     (folder / "report" / "metrics.json").write_text('{"accuracy": 0.5}')
     (folder / ".DS_Store").write_bytes(b"junk")
     write_manifest(folder, model)

@@ -36,6 +36,7 @@ from device.images import load_image
 from device.pipeline import Pipeline
 from device.router import LOG_PER_MINUTE, printable_name
 from tests.conftest import REFERENCE_MODEL as MODEL
+from tests.conftest import write_imagenet_labels
 from tests.mqtt_helpers import Broker, Recorder
 from tests.test_daemon import (
     BASE,
@@ -760,10 +761,9 @@ def broken_models(folder: Path, reference: Path) -> dict[str, tuple[Path, str]]:
     bundle = folder / "bundle"
     bundle.mkdir()
     shutil.copy(reference / MODEL, bundle / "model_int8.tflite")
-    shutil.copy(labels, bundle / "labels.txt")
     manifest = {
         "format_version": 1,
-        "labels": [x for x in labels.read_text().splitlines() if x.strip()],
+        "labels": write_imagenet_labels(bundle, reference),
         "input": {"width": 224, "height": 224},
         "models": {"int8": {"file": "model_int8.tflite", "sha256": "0" * 64}},
     }

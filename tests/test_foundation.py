@@ -16,6 +16,7 @@ from device.cli import VERBS, main
 from device.config import MqttConfig
 from device.images import load_image
 from device.publisher import Publisher
+from tests.conftest import write_imagenet_labels
 from tests.mqtt_helpers import Recorder
 from trainer.synthetic import make_dataset
 
@@ -196,8 +197,7 @@ def test_manifest_bundle_says_egyptian_cat(reference, tmp_path):
     folder.mkdir()
     model = folder / "model_int8.tflite"
     model.write_bytes((reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite").read_bytes())
-    labels = _labels(reference)
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    labels = write_imagenet_labels(folder, reference)
     manifest = {
         "format_version": 1,
         "name": "coral",

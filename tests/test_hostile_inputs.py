@@ -38,7 +38,7 @@ from device.errors import BundleError
 from device.images import MAX_PIXELS, ImageTooLarge, load_image
 from device.labelled import classify_files, open_classifiers
 from device.models_dir import content_id_of, version_name
-from tests.conftest import REFERENCE_MODEL
+from tests.conftest import REFERENCE_MODEL, imagenet_labels
 from tests.mqtt_helpers import Recorder
 from tests.test_daemon import (
     BASE,
@@ -424,7 +424,7 @@ def test_a_bundle_or_model_with_an_absurd_input_is_refused_before_it_is_loaded(
     shutil.copy(reference / REFERENCE_MODEL, bundle / "model_int8.tflite")
     manifest = {
         "format_version": 1,
-        "labels": [x for x in labels.read_text().splitlines() if x.strip()],
+        "labels": imagenet_labels(reference),
         "input": {"width": BOMB_SIDE, "height": BOMB_SIDE},
         "models": {"int8": {"file": "model_int8.tflite"}},
     }

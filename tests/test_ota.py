@@ -36,6 +36,7 @@ from device.ota import (
     redact_url,
     request_id,
 )
+from tests.conftest import write_imagenet_labels
 from tests.test_daemon import BASE, make_config, next_message, payload, running
 from tests.test_faults import figure_recorder, patch_input_channels
 
@@ -55,12 +56,11 @@ def make_bundle(root: Path, reference: Path, model: str, name: str, size: int) -
     """A bundle folder as the trainer writes it: int8 model, labels, manifest."""
     root.mkdir(parents=True)
     shutil.copy(reference / model, root / "model_int8.tflite")
-    shutil.copy(reference / "imagenet_labels.txt", root / "labels.txt")
-    labels = (root / "labels.txt").read_text().splitlines()
+    labels = write_imagenet_labels(root, reference)
     manifest = {
         "format_version": 1,
         "name": name,
-        "labels": [x.strip() for x in labels if x.strip()],
+        "labels": labels,
         "input": {"width": size, "height": size, "crop": "center"},
         "models": {
             "int8": {"file": "model_int8.tflite", "sha256": sha256_file(root / "model_int8.tflite")}

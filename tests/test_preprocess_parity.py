@@ -42,6 +42,7 @@ from device.preprocess import (
     lookup_table,
 )
 from device.timing import INDEX
+from tests.conftest import imagenet_labels
 from trainer.dataset import load_arrays, scan
 
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"  # 128x128 uint8 in, 1001 out
@@ -54,7 +55,7 @@ def _bundle(root: Path, reference: Path, crop: str, resize: str = AREA_BILINEAR)
     """The reference model as a bundle whose manifest asks for ``crop`` and ``resize``."""
     root.mkdir()
     shutil.copy(reference / MODEL, root / "model_int8.tflite")
-    labels = (reference / "imagenet_labels.txt").read_text().splitlines()
+    labels = imagenet_labels(reference)
     spec = InputSpec(width=SIZE, height=SIZE, crop=crop, resize=resize)
     sha = hashlib.sha256((root / "model_int8.tflite").read_bytes()).hexdigest()
     manifest = {

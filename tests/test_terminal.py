@@ -21,6 +21,7 @@ from device.config import InferenceConfig
 from device.images import load_image
 from device.postprocess import PostProcessor
 from device.stderr import is_chatter
+from tests.conftest import imagenet_labels
 from trainer.checks import check_out_dir, empty_out_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,7 +234,7 @@ def test_classify_uses_the_bundles_own_threshold(model, reference, tmp_path):
     from device.preprocess import InputSpec
 
     bundle = tmp_path / "bundle"
-    labels = (model.parent / "labels.txt").read_text().splitlines()
+    labels = imagenet_labels(reference)
     models = {"int8": model.read_bytes()}
     write_bundle(bundle, "cat", labels, InputSpec(224, 224), models, {"threshold": 0.9})
     cat, parrot = reference / "cat.bmp", reference / "parrot.jpg"
