@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from device.errors import SightwireError
+from device.errors import SightwireError, UsageError
 
 
 def check_output_file(path: Path, flag: str, suffixes: tuple[str, ...] = ()) -> None:
@@ -35,6 +35,35 @@ def check_output_dir(path: Path, flag: str) -> None:
             raise SightwireError(f"{flag} {path}: no permission to write there")
         return
     _writable_parent(path, flag)
+
+
+def bundle_folder(model: str | Path) -> Path | None:
+    """The folder whose files a command reads as the bundle ``model``: the folder itself,
+    or the folder of a ``.tflite`` that sits beside a ``manifest.json``. None for a
+    ``.zip`` (unpacked elsewhere) or a bare model file (nothing beside it is the bundle's)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file() and path.suffix.lower() == ".tflite":
+        # device.bundle.MANIFEST, by name: device.config imports this module, and the frame
+        # path's layers keep it below device.bundle (lint-imports).
+        return path.parent if (path.parent / "manifest.json").is_file() else None
+    return None
+
+
+def check_outside_bundle(path: Path, flag: str, model: str | Path) -> None:
+    """``path`` (an output file or folder) does not lie inside the bundle being read:
+    ``--json B/manifest.json`` replaced the manifest, ``--out B/report`` the training
+    report's pictures. A usage error: the command was typed with the wrong path."""
+    folder = bundle_folder(model)
+    if folder is None:
+        return
+    out, root = Path(path).expanduser().resolve(), folder.resolve()
+    if out == root or root in out.parents:
+        raise UsageError(
+            f"{flag} {path} is inside the bundle {folder} being read: it would replace or "
+            "add to the bundle's own files; write it outside the bundle"
+        )
 
 
 def _writable_parent(path: Path, flag: str) -> None:

@@ -449,6 +449,21 @@ def test_a_group_of_copies_across_classes_counts_in_each_class_for_its_share(tmp
     assert "large share of a class: alone" not in out
 
 
+def test_the_within_class_note_counts_only_the_groups_within_a_class(tmp_path, capsys):
+    """One copy within a class and one across two classes: the note said "1
+    near-duplicate pair(s) within classes: 2 group(s), 4 images", counting the group
+    that spans classes (a label conflict, its own warning) as one within a class."""
+    data = make_dataset(tmp_path / "d", classes=3, per_class=8, size=32, seed=6)
+    first, second, third = sorted(p for p in data.iterdir() if p.is_dir())
+    (first / "copy.png").write_bytes(sorted(first.iterdir())[0].read_bytes())
+    (third / "copy.png").write_bytes(sorted(second.iterdir())[0].read_bytes())
+    argv = ["doctor", str(data), "--weights", "none", "--no-progress"]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 near-duplicate pair(s) in different classes" in out, out
+    assert "1 near-duplicate pair(s) within classes: 1 group(s), 2 images (largest group 2)" in out
+
+
 def test_cli_prints_findings_and_writes_strict_json(tmp_path, capsys):
     data = same_objects(tmp_path / "d", [(90, 110, 130), (120, 80, 70)])
     out = tmp_path / "out"

@@ -362,6 +362,17 @@ def test_compile_model_raises_compiler_missing_in_process(keras_models, tmp_path
         compile_model(keras_models["int8"], tmp_path)
 
 
+def test_a_truncated_model_says_what_was_read(tmp_path, reference):
+    """A model cut short (an unfinished copy) was "corrupt TFLite flatbuffer (error)":
+    the name of the exception the flatbuffer library raised, which told nothing."""
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes((reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite").read_bytes()[:1000])
+    line = _assert_one_line_error(_cli("compile-edgetpu", str(cut), "--check"))
+    assert f"{cut}: not a readable TFLite flatbuffer: 1000 bytes with the TFL3 identifier" in line
+    assert "past the end of the file (truncated" in line
+    assert "(error)" not in line
+
+
 def test_bad_bundle_input_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     proc = _cli("compile-edgetpu", str(tmp_path / "notes.txt"), "--check")

@@ -4,9 +4,14 @@ benchmark or an evaluation that runs for minutes must not end in a traceback."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
+from device.bundle import write_bundle
 from device.cli import main, os_error_line
+from device.preprocess import InputSpec
 
 
 @pytest.fixture
@@ -40,6 +45,63 @@ def test_an_output_path_that_cannot_be_written_is_refused_first(
     assert message.format(**values) in err.strip()
     assert len(err.strip().splitlines()) == 1, err
     assert out == ""  # refused first: no table of a benchmark or an evaluation came before
+
+
+@pytest.fixture
+def bundle_and_data(tmp_path, model, reference):
+    """A manifest bundle of the reference model, with a training report's picture, and a
+    labelled folder of one photo: enough for evaluate and bench to run to the end."""
+    labels = (model.parent / "labels.txt").read_text().splitlines()
+    bundle = tmp_path / "bundle"
+    spec = InputSpec(224, 224)
+    write_bundle(bundle, "cats", labels, spec, {"int8": model.read_bytes()})
+    (bundle / "report").mkdir()
+    (bundle / "report" / "confusion_int8.png").write_bytes(b"the training report's picture")
+    data = tmp_path / "data"
+    (data / "Egyptian cat").mkdir(parents=True)
+    shutil.copy(reference / "cat.bmp", data / "Egyptian cat")
+    return bundle, data
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["evaluate", "{bundle}", "{data}", "--json", "{bundle}/manifest.json"], "--json"),
+        (
+            ["evaluate", "{bundle}/model_int8.tflite", "{data}", "--json", "{bundle}/m.json"],
+            "--json",
+        ),
+        # An empty folder: before the check, the old code drew a 1001-class matrix there.
+        (["evaluate", "{bundle}", "{empty}", "--out", "{bundle}/report"], "--out"),
+        (["evaluate", "{bundle}", "{empty}", "--out", "{bundle}"], "--out"),
+        (
+            ["bench", "{bundle}", "--no-loop", "--runs", "2", "--json", "{bundle}/manifest.json"],
+            "--json",
+        ),
+        (
+            ["bench", "{bundle}", "--no-loop", "--runs", "2", "--plot", "{bundle}/report/p.png"],
+            "--plot",
+        ),
+    ],
+)
+def test_an_output_inside_the_bundle_being_read_is_a_usage_error(
+    bundle_and_data, capsys, argv, flag
+):
+    """``--json B/manifest.json`` replaced the manifest (it ends in .json, the only rule),
+    ``--out B/report`` the training report's confusion matrices: the bundle broke."""
+    bundle, data = bundle_and_data
+    empty = data.parent / "empty"
+    empty.mkdir()
+    before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    code = main([arg.format(bundle=bundle, data=data, empty=empty) for arg in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert f"sightwire {argv[0]}: error: {flag} {bundle}" in err
+    assert f"is inside the bundle {bundle} being read" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert out == ""
+    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+    json.loads((bundle / "manifest.json").read_text())  # still the manifest
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from device.errors import SightwireError
 from trainer.report import GALLERY_MAX, render_any, thumbnail, write_report
 from trainer.synthetic import make_dataset
 
-NASTY = 'tri<angle> & "co"'
+NASTY = 'tri<angle> & "co" 🌼'  # HTML's special characters, a glyph no plot font has
 TRAIN_ARGS = [
     "--weights",
     "none",
@@ -116,6 +117,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     out = root / "bundle"
     proc = sightwire("train", str(data), "--out", str(out), *TRAIN_ARGS)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (root / "train.stderr").write_text(proc.stderr)
     return data, out
 
 
@@ -214,6 +216,86 @@ def test_gallery_shows_each_mistake_with_its_thumbnail(trained, page):
     words = parsed.section_text()
     for i in wrong:
         assert metrics["test_files"][i] in words
+
+
+def test_training_and_a_rebuilt_report_print_no_python_warnings(trained, tmp_path):
+    """A class named with an emoji put matplotlib's multi-line ``UserWarning: Glyph 127804
+    (\\N{BLOSSOM}) missing from font(s) DejaVu Sans`` on the terminal, in train and in
+    ``python -m trainer.report`` (which draws the matrices again when their PNGs are gone)."""
+    _, bundle = trained
+    said = (bundle.parent / "train.stderr").read_text()
+    assert "Warning:" not in said and "warnings.warn" not in said, said[-3000:]
+    copy = copy_bundle(bundle, tmp_path / "b")
+    for png in (copy / "report").glob("confusion_*.png"):
+        png.unlink()
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.report", str(copy)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == "", proc.stderr[-2000:]
+    assert NASTY in Page((copy / "report" / "index.html").read_text()).section_text()
+
+
+LONG = "garden_" + "x" * 73  # 80 characters, as a folder name can be
+MATRIX = [[3, 1, 0], [0, 4, 1], [1, 0, 5]]
+
+
+def test_a_long_class_name_is_shortened_and_every_label_of_the_matrix_is_in_the_picture():
+    """An 80-character name showed as "garden" at the picture's left edge and pushed the
+    axis titles out of it: names are shortened with an ellipsis and the margins made for
+    the longest, as matplotlib itself measures the drawn text."""
+    from trainer.evaluate import confusion_figure
+    from trainer.plotting import LABEL_CHARS, short_label
+
+    fig = confusion_figure(MATRIX, [LONG, "circle", "square"], "int8 model, test split (n=15)")
+    fig.canvas.draw()  # as savefig draws it
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    shown = [t.get_text() for t in ax.get_yticklabels()]
+    assert shown == [t.get_text() for t in ax.get_xticklabels()]
+    assert shown == [short_label(LONG), "circle", "square"]
+    assert len(shown[0]) == LABEL_CHARS and shown[0].startswith("garden_") and "…" in shown[0]
+    texts = [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label, ax.yaxis.label]
+    texts.append(ax.title)
+    box = fig.bbox
+    for text in texts:
+        drawn = text.get_window_extent(renderer)
+        assert text.get_text() and text.get_visible()
+        assert box.x0 <= drawn.x0 and drawn.x1 <= box.x1, text.get_text()
+        assert box.y0 <= drawn.y0 and drawn.y1 <= box.y1, text.get_text()
+
+
+def test_the_matrix_png_cuts_no_label_and_warns_of_no_missing_glyph(tmp_path):
+    from trainer.evaluate import confusion_png
+
+    path = tmp_path / "confusion.png"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        confusion_png(MATRIX, [LONG, "circle", "square 🌼"], "int8 on /some/data", path)
+    assert [str(w.message) for w in caught] == []
+    with Image.open(path) as im:
+        grey = np.asarray(im.convert("L"))
+    # Nothing drawn runs into the picture's edge: no label was cut off by it.
+    for edge in (grey[0], grey[-1], grey[:, 0], grey[:, -1]):
+        assert edge.min() > 200
+
+
+def test_metrics_of_a_folder_with_some_of_the_classes_warn_of_nothing():
+    """``evaluate`` on a folder of one class: sklearn's balanced accuracy warned "y_pred
+    contains classes not in y_true"; the figure is the mean recall of the classes there."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from trainer.evaluate import metrics
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = metrics(np.array([0, 0, 0, 0]), np.array([0, 1, 2, 0]), ["a", "b", "c"])
+    assert [str(w.message) for w in caught] == []
+    assert got["balanced_accuracy"] == 0.5 and got["per_class"]["b"]["support"] == 0
+    rng = np.random.default_rng(0)
+    truth, guess = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+    whole = metrics(truth, guess, list("abcd"))["balanced_accuracy"]
+    assert whole == pytest.approx(balanced_accuracy_score(truth, guess))
 
 
 def test_unreachable_dataset_is_said_not_failed(trained, tmp_path):
@@ -492,19 +574,26 @@ def test_doctor_part_reads_as_findings(doctored):
     assert all(s.startswith("data:image/") for s in doctor_imgs)
 
 
-def browser_measure(html_file: Path, png: Path) -> dict:
-    """Page height, visible text and cards whose text runs past them, in real Chromium."""
+def browser_measure(html_file: Path, png: Path, width: int = 1200) -> dict:
+    """Page height and width, visible text, cards whose text runs past them and how the
+    tables' wrappers scroll, in real Chromium at a window ``width`` px wide."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which(find_browser() or ""))
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page = browser.new_page(viewport={"width": width, "height": 900})
             page.goto(html_file.resolve().as_uri())
             page.screenshot(path=str(png), full_page=True)
             return page.evaluate(
                 """() => ({
                   height: document.documentElement.scrollHeight,
+                  width: document.documentElement.scrollWidth,
+                  tables: [...document.querySelectorAll('table')].map(t => ({
+                      section: t.closest('section') ? t.closest('section').id : '',
+                      wrapper: getComputedStyle(t.parentElement).overflowX,
+                      wider: t.parentElement.scrollWidth > t.parentElement.clientWidth,
+                  })),
                   text: document.body.innerText,
                   overflowing: [...document.querySelectorAll(
                       'section, .card, figure, td, figcaption')]
@@ -532,6 +621,19 @@ def test_page_fits_and_nothing_runs_off_its_card(page, tmp_path):
     assert not seen["overflowing"], seen["overflowing"][:5]
     for key in (*RAW_KEYS, "base64", "data:image"):
         assert key not in seen["text"], key
+
+
+@NEEDS_BROWSER
+def test_page_fits_a_phone_and_a_wide_table_scrolls_inside_its_card(page, tmp_path):
+    """At 390 px the "Time per phase" table (a 240 px bar beside three columns) made the
+    page 407 px wide: the whole page scrolled sideways. Now each table scrolls in its
+    card, and the page is no wider than the phone."""
+    path, _ = page
+    seen = browser_measure(path, tmp_path / "phone.png", width=390)
+    assert seen["width"] <= 390, seen["width"]
+    assert seen["tables"] and all(t["wrapper"] == "auto" for t in seen["tables"]), seen["tables"]
+    assert any(t["section"] == "timings" for t in seen["tables"])
+    assert not seen["overflowing"], seen["overflowing"][:5]
 
 
 @pytest.mark.slow

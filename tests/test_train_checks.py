@@ -132,6 +132,9 @@ def test_user_split_class_without_train_images_is_refused(tmp_path):
         ("--search-minutes", "-1", "--search-minutes must be above 0, got -1"),
         ("--target-precision", "2", "--target-precision must be above 0 and at most 1, got 2"),
         ("--folds", "1", "--folds must be 0 (off) or at least 2, got 1"),
+        # numpy refused these with a ValueError traceback, after TensorFlow was imported.
+        ("--seed", "-1", "--seed must be 0..4294967295, got -1"),
+        ("--seed", "4294967296", "--seed must be 0..4294967295, got 4294967296"),
     ],
 )
 def test_bad_numbers_are_one_line_naming_the_flag(tmp_path, capsys, flag, value, message):
@@ -139,6 +142,24 @@ def test_bad_numbers_are_one_line_naming_the_flag(tmp_path, capsys, flag, value,
     line = refused(capsys, "train", data, "--out", tmp_path / "new", flag, value, status=2)
     assert line.endswith(message), line
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--seed", "-1", "--seed must be 0..4294967295, got -1"),
+        ("--seed", "4294967296", "--seed must be 0..4294967295, got 4294967296"),
+        ("--alpha", "0", "--alpha must be above 0, got 0"),
+        ("--alpha", "nan", "--alpha must be above 0, got nan"),
+        ("--min-per-class", "0", "--min-per-class must be at least 1, got 0"),
+    ],
+)
+def test_the_doctors_bad_numbers_are_usage_errors_as_trains(tmp_path, capsys, flag, value, message):
+    """``doctor --seed -1`` ended in numpy's traceback; ``--alpha 0`` exited 1 after
+    loading TensorFlow (or ran, with ``--weights none``), though a usage error."""
+    data = photos(tmp_path / "ds")
+    line = refused(capsys, "doctor", data, "--weights", "none", flag, value, status=2)
+    assert line.endswith(message), line
 
 
 def test_max_pool_without_the_multiscale_head_is_refused(tmp_path, capsys):
@@ -170,6 +191,7 @@ def test_good_arguments_get_past_the_checks(tmp_path):
     parser = verb_parser(VERBS["train"], train_verb)
     argv = [data, "--out", tmp_path / "new", "--dropout", "0", "--threads", "2", "--max-pool"]
     train_verb.check(parser.parse_args([str(a) for a in argv]))
+    train_verb.check(parser.parse_args([str(a) for a in [*argv, "--seed", "4294967295"]]))
     assert not (tmp_path / "new").exists()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from device.bundle import load_bundle, sha256_file
 from device.classifier import Classifier
@@ -123,6 +124,28 @@ def test_evaluate_cli_agrees_with_the_training_report(trained, tmp_path):
     report = json.loads((out / "report" / "metrics.json").read_text())["test"]
     for variant in ("float", "int8"):
         assert mine[variant]["accuracy"] == pytest.approx(report[variant]["accuracy"])
+
+
+def test_evaluate_on_a_folder_of_some_of_the_classes_prints_no_warning(trained, tmp_path):
+    """Test photos of every class filed under one: the models predict classes the folder
+    has no photos of, and sklearn's "y_pred contains classes not in y_true" warning (two
+    lines of it) reached the terminal."""
+    data, out = trained
+    split = json.loads((out / "report" / "split.json").read_text())
+    labels = json.loads((out / "manifest.json").read_text())["labels"]
+    folder = tmp_path / "one" / labels[0]
+    folder.mkdir(parents=True)
+    for path, _ in split["test"]:
+        (folder / Path(path).name).write_bytes((data / path).read_bytes())
+    argv = ["evaluate", str(out), str(tmp_path / "one"), "--out", str(tmp_path / "charts")]
+    proc = sightwire(*argv, "--json", str(tmp_path / "e.json"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Warning" not in proc.stderr, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "e.json").read_text())["results"]
+    predicted = {p for r in results.values() for p in r["predictions"]}
+    assert predicted - {0}, "the models predicted only the folder's class: nothing was tested"
+    for r in results.values():  # the mean recall of the classes there: the one class's
+        assert r["balanced_accuracy"] == pytest.approx(r["accuracy"])
 
 
 def test_classify_cli_on_the_bundle(trained):
@@ -409,6 +432,68 @@ def test_export_refuses_what_would_break_the_bundle_before_writing(trained, tmp_
     proc = sightwire("export", str(bundle), "--no-progress")
     assert proc.returncode == 1 and "not a split written by sightwire train" in proc.stderr
     Classifier.open(bundle, "int8")  # still a working bundle
+
+
+def test_export_makes_every_figure_of_the_manifest_and_the_report_again(trained, tmp_path):
+    """Export re-made the models but patched only ``metrics.test_accuracy``: the balanced
+    accuracy, the drift baseline (``metrics.validation``), ``report/metrics.json``, the
+    confusion PNGs and ``index.html`` went on describing the old int8 model. Each is
+    planted stale here and must come back from the new models."""
+    data, out = trained
+    bundle = _bundle_copy(out, tmp_path / "bundle")
+    trained_manifest = json.loads((bundle / "manifest.json").read_text())
+    stale = 0.0123
+    manifest = json.loads(json.dumps(trained_manifest))
+    for key in ("test_accuracy", "test_balanced_accuracy"):
+        manifest["metrics"][key] = {v: stale for v in manifest["metrics"][key]}
+    manifest["metrics"]["validation"] = {"below_threshold": stale, "mean_top_score": stale}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    metrics_path = bundle / "report" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    for result in metrics["test"].values():
+        result["accuracy"] = result["balanced_accuracy"] = stale
+    metrics["calibration"]["mean_top_score"] = stale
+    metrics_path.write_text(json.dumps(metrics))
+    for png in (bundle / "report").glob("confusion_*.png"):
+        png.write_bytes(b"stale picture")
+    (bundle / "report" / "index.html").write_text("<p>stale page</p>")
+
+    proc = sightwire("export", str(bundle), "--representative", "20", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    load_bundle(bundle)  # hashes verified
+    after = json.loads((bundle / "manifest.json").read_text())
+    report = json.loads(metrics_path.read_text())
+    split = json.loads((bundle / "report" / "split.json").read_text())
+    assert report["test_files"] == [p for p, _ in split["test"]]
+    truth = _truth(bundle, split)
+    for variant in ("float", "int8"):
+        result = report["test"][variant]
+        answers = _answers(bundle, variant, [data / p for p, _ in split["test"]]).argmax(1)
+        assert result["predictions"] == answers.tolist(), variant  # the new models' answers
+        assert result["accuracy"] == pytest.approx(np.mean(answers == truth))
+        assert after["metrics"]["test_accuracy"][variant] == round(result["accuracy"], 4)
+        bal = after["metrics"]["test_balanced_accuracy"][variant]
+        assert bal == round(result["balanced_accuracy"], 4) != stale
+    # The drift baseline and threshold: train's calibration of the same Keras model, again.
+    calibration = report["calibration"]
+    assert calibration["mean_top_score"] != stale
+    assert after["metrics"]["validation"] == {
+        "below_threshold": round(1 - calibration["coverage_at_suggested"], 4),
+        "mean_top_score": calibration["mean_top_score"],
+    }
+    # The same Keras model as in training: its figures again, but for float round-off (an
+    # image whose score sits on the threshold could cross it).
+    before, now = trained_manifest["metrics"]["validation"], after["metrics"]["validation"]
+    assert now["mean_top_score"] == pytest.approx(before["mean_top_score"], abs=1e-3)
+    one_image = 1 / len(split["val"])
+    assert now["below_threshold"] == pytest.approx(before["below_threshold"], abs=one_image + 1e-4)
+    assert after["threshold"] == calibration["suggested_threshold"]
+    for variant in ("float", "int8"):
+        png = bundle / "report" / f"confusion_{variant}.png"
+        with Image.open(png) as im:
+            im.load()  # drawn again: a picture, not the planted bytes
+    page = (bundle / "report" / "index.html").read_text()
+    assert "stale page" not in page and "Re-exported by" in page
 
 
 @pytest.mark.slow  # a whole small training up to its export, ~40 s

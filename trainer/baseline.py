@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import confusion_matrix
+
+from trainer.evaluate import balanced_accuracy
 
 
 def linear_baseline(feats: dict[str, np.ndarray], y: dict[str, np.ndarray], seed: int) -> dict:
@@ -28,11 +30,11 @@ def linear_baseline(feats: dict[str, np.ndarray], y: dict[str, np.ndarray], seed
             best = (score, c, clf)
     assert best is not None
     test_acc = best[2].score(feats["test"], y["test"]) if len(y["test"]) else None
-    test_bal = (
-        balanced_accuracy_score(y["test"], best[2].predict(feats["test"]))
-        if len(y["test"])
-        else None
-    )
+    test_bal = None
+    if len(y["test"]):  # a class predicted but not in the test split: no sklearn warning
+        predicted = best[2].predict(feats["test"])
+        classes = np.union1d(y["test"], predicted)
+        test_bal = balanced_accuracy(confusion_matrix(y["test"], predicted, labels=classes))
     return {
         "C": best[1],
         "val_accuracy": float(best[0]),

@@ -38,6 +38,16 @@ def check_data_dir(path: Path, what: str = "dataset folder") -> Path:
     return path
 
 
+SEED_MAX = 2**32 - 1  # numpy's and Keras' seeds are unsigned 32-bit
+
+
+def check_seed(seed: int) -> None:
+    """``--seed``: numpy refuses a negative or too large seed with a traceback, after
+    TensorFlow was imported."""
+    if not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"--seed must be 0..{SEED_MAX}, got {seed}")
+
+
 def check_fraction(name: str, value: float, low: float = 0.0, high: float = 0.9) -> None:
     if not low <= value <= high:
         raise UsageError(f"{name} must be between {low:g} and {high:g}, got {value:g}")

@@ -12,11 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    balanced_accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from device.bundle import Bundle
 from device.errors import SightwireError
@@ -29,6 +25,7 @@ from device.labelled import (
     open_classifiers,
 )
 from trainer.console import bar
+from trainer.plotting import quiet_missing_glyphs, short_label
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -37,10 +34,11 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[s
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=range(k), zero_division=0
     )
+    matrix = confusion_matrix(y_true, y_pred, labels=range(k))
     return {
         "n": len(y_true),
         "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else 0.0,
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "balanced_accuracy": balanced_accuracy(matrix),
         "per_class": {
             labels[i]: {
                 "precision": float(precision[i]),
@@ -50,8 +48,20 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[s
             }
             for i in range(k)
         },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=range(k)).tolist(),
+        "confusion_matrix": matrix.tolist(),
     }
+
+
+def balanced_accuracy(matrix: np.ndarray) -> float:
+    """The mean recall over the classes that have photos (rows of the confusion matrix,
+    true x predicted): ``sklearn.metrics.balanced_accuracy_score``'s figure, without its
+    warning when the models predict a class the folder has no photos of."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    support = matrix.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return 0.0
+    return float(np.mean(np.diag(matrix)[present] / support[present]))
 
 
 def _default_variants(bundle: Bundle, variants: Sequence[str] | None) -> list[str]:
@@ -126,20 +136,50 @@ def evaluate_folder(
     return results_of(scored, bundle.labels), scored
 
 
-def confusion_png(matrix: list[list[int]], labels: list[str], title: str, path: Path) -> None:
-    """A confusion-matrix picture (counts, true rows x predicted columns)."""
-    import matplotlib
+def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> Any:
+    """A confusion-matrix figure (counts, true rows x predicted columns) whose margins fit
+    its labels: names over ``LABEL_CHARS`` characters shortened with an ellipsis, the
+    figure the matrix plus the room its longest label, the axis titles and the title take.
+    """
+    import textwrap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    size = max(4.0, 0.55 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(np.array(matrix), display_labels=labels).plot(
+    side = max(2.5, 0.55 * len(labels))  # the matrix, inches a side
+    fig = Figure(figsize=(side + 4, side + 4), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(np.array(matrix), display_labels=[short_label(x) for x in labels]).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
     )
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    for tick in ax.get_xticklabels():  # each name ends under its column
+        tick.set_horizontalalignment("right")
+        tick.set_rotation_mode("anchor")
+    ax.set_title(textwrap.fill(title, 60))
+    pad = 0.15
+    for _ in range(2):  # measured as drawn; the second pass settles the rotated names
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99)
+        with quiet_missing_glyphs():
+            canvas.draw()
+        inner, outer = ax.get_window_extent(), ax.get_tightbbox(canvas.get_renderer())
+        dpi = fig.dpi
+        left, right = (inner.x0 - outer.x0) / dpi + pad, (outer.x1 - inner.x1) / dpi + pad
+        bottom, top = (inner.y0 - outer.y0) / dpi + pad, (outer.y1 - inner.y1) / dpi + pad
+        width, height = left + side + right, bottom + side + top
+        fig.set_size_inches(width, height)
+        fig.subplots_adjust(
+            left=left / width,
+            right=1 - right / width,
+            bottom=bottom / height,
+            top=1 - top / height,
+        )
+    return fig
+
+
+def confusion_png(matrix: list[list[int]], labels: list[str], title: str, path: Path) -> None:
+    """``confusion_figure`` as a PNG file (a glyph its font lacks is drawn as a box,
+    without a warning: the class's name is whole in the report beside it)."""
+    with quiet_missing_glyphs():
+        confusion_figure(matrix, labels, title).savefig(path, dpi=100)

@@ -22,15 +22,19 @@ def augmenter(strength: float, seed: int, vertical_flip: bool = False) -> keras.
     Used in the input pipeline only: the exported graph never contains these layers.
     """
     s = max(0.0, strength)
+
+    def at(k: int) -> int:  # any --seed up to 2**32 - 1 gives seeds numpy and Keras accept
+        return (seed + k) % 2**32
+
     return keras.Sequential(
         [
             keras.layers.RandomFlip(
                 "horizontal_and_vertical" if vertical_flip else "horizontal", seed=seed
             ),
-            keras.layers.RandomRotation(0.05 * s, fill_mode="reflect", seed=seed + 1),
-            keras.layers.RandomZoom((-0.15 * s, 0.05 * s), fill_mode="reflect", seed=seed + 2),
-            keras.layers.RandomBrightness(0.15 * s, value_range=(0, 255), seed=seed + 3),
-            keras.layers.RandomContrast(0.15 * s, value_range=(0, 255), seed=seed + 4),
+            keras.layers.RandomRotation(0.05 * s, fill_mode="reflect", seed=at(1)),
+            keras.layers.RandomZoom((-0.15 * s, 0.05 * s), fill_mode="reflect", seed=at(2)),
+            keras.layers.RandomBrightness(0.15 * s, value_range=(0, 255), seed=at(3)),
+            keras.layers.RandomContrast(0.15 * s, value_range=(0, 255), seed=at(4)),
         ],
         name="augment",
     )

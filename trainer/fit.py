@@ -242,7 +242,7 @@ def fine_tune(
     """
     if cfg.fine_tune_epochs <= 0:
         return False
-    keras.utils.set_random_seed(cfg.seed + 1)
+    keras.utils.set_random_seed((cfg.seed + 1) % 2**32)  # --seed 4294967295 too
     inputs = keras.Input(train.cut.shape[1:])
     model = keras.Model(inputs, head(top(inputs)), name="fine_tune")
     _compile(model, cfg.fine_tune_lr)

@@ -10,6 +10,7 @@ The ``tflite`` package (generated from TensorFlow's schema) parses the flatbuffe
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,23 @@ def read_model(path: str | Path) -> ModelGraph:
     except BundleError:
         raise
     except Exception as exc:  # a truncated or corrupt flatbuffer fails anywhere inside
-        raise BundleError(f"{path}: corrupt TFLite flatbuffer ({type(exc).__name__})") from exc
+        raise BundleError(f"{path}: {unreadable(data, exc)}") from exc
+
+
+def unreadable(data: bytes, exc: Exception) -> str:
+    """Why a file with the TFL3 identifier could not be read, in words: what was read and
+    where it broke (the flatbuffer library says only ``struct.error`` or ``IndexError``)."""
+    read = f"not a readable TFLite flatbuffer: {len(data)} bytes with the TFL3 identifier"
+    # struct.error: "unpack_from requires a buffer of at least 3546500 bytes for unpacking
+    # 4 bytes at offset 3546496 (actual buffer size is 100)"
+    past = re.search(r"at offset (\d+)", str(exc))
+    if past and int(past.group(1)) >= len(data) - 4:
+        return (
+            f"{read}, whose tables point to byte {int(past.group(1))}, past the end of the "
+            "file (truncated: an unfinished copy or download?)"
+        )
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+    return f"{read}, whose tables cannot be read ({type(exc).__name__}: {detail})"
 
 
 def _read_graph(path: Path, data: bytes, model: Any) -> ModelGraph:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from device.errors import SightwireError, UsageError
-from device.outputs import MAX_THREADS, check_output_file
+from device.outputs import MAX_THREADS, check_output_file, check_outside_bundle
 
 HELP = (
     "Benchmark a bundle on this machine: load time, memory and invoke() latency of each "
@@ -134,8 +134,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.models:
         raise UsageError("name a BUNDLE to benchmark (or --compare A.json B.json)")
     if args.json:
+        check_outside_bundle(args.json, "--json", args.models[0])
         check_output_file(args.json, "--json", (".json",))
     if args.plot:
+        check_outside_bundle(args.plot, "--plot", args.models[0])
         check_output_file(args.plot, "--plot", (".png",))
     if args.plot and args.plot.suffix.lower() != ".png":
         raise UsageError(f"--plot {args.plot}: expected a .png file name")

@@ -97,7 +97,7 @@ def _findings(doc: dict[str, Any]) -> str:
         f"<p>{c['warning']} warning(s), {c['note']} note(s), {c['ok']} check(s) fine. "
         "Warnings first: each says why, and what to do.</p>"
     )
-    return lead + f'<table class="findings">{"".join(rows)}</table>'
+    return lead + f'<div class="wide"><table class="findings">{"".join(rows)}</table></div>'
 
 
 def _sentence(text: Any) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from trainer.plotting import quiet_missing_glyphs, short_label
+
 VERDICT_COLOURS = {"warning": "#b3261e", "note": "#c77700", "ok": "#4f86b8"}
 WIDTH_IN, HEIGHT_IN, DPI = 5.4, 2.1, 100
 CUE_NAMES = {
@@ -22,9 +24,10 @@ CUE_NAMES = {
 
 
 def _png(fig: Any) -> bytes:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    with quiet_missing_glyphs():  # a class name's emoji is a box, not a warning
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
@@ -84,7 +87,7 @@ def curve_png(classes: dict[str, Any]) -> bytes | None:
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
     ax = fig.subplots()
     for k, (name, sizes, recall) in enumerate(lines[:10]):
-        ax.plot(sizes, recall, "o-", color=f"C{k}", label=name[:24], ms=3)
+        ax.plot(sizes, recall, "o-", color=f"C{k}", label=short_label(name), ms=3)
     ax.set_ylim(min(0.5, min(min(r) for _, _, r in lines) - 0.05), 1.02)
     ax.set_xlabel("training photos per class", fontsize=8)
     ax.set_ylabel("held-out recall", fontsize=8)

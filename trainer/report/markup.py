@@ -33,6 +33,7 @@ section{background:#fff;border:1px solid #dde3e9;border-radius:8px;padding:12px 
  margin:16px 0}
 h2{font-size:18px;margin:4px 0 10px;color:#1f3a56}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;margin:6px 0 10px;font-variant-numeric:tabular-nums}
+.wide{overflow-x:auto;max-width:100%}
 th,td{border-bottom:1px solid #e4e8ec;padding:3px 10px;text-align:right;vertical-align:top}
 th{background:#eef2f6;font-weight:600}th:first-child,td:first-child{text-align:left}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:4px 0}
@@ -97,15 +98,16 @@ def section(anchor: str, title: str, body: str) -> str:
 
 
 def table(head: list[str], rows: Iterable[list[str]], row_classes: list[str] | None = None) -> str:
-    """A table whose cells are already HTML (callers escape their text)."""
-    out = ["<table>"]
+    """A table whose cells are already HTML (callers escape their text), in a wrapper that
+    scrolls it sideways inside its card when it is wider (a phone: 390 px)."""
+    out = ['<div class="wide"><table>']
     if any(head):  # key/value tables go without a header row
         out.append("<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
     for i, row in enumerate(rows):
         cls = row_classes[i] if row_classes and row_classes[i] else ""
         attr = f' class="{cls}"' if cls else ""
         out.append(f"<tr{attr}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
-    return "\n".join([*out, "</table>"])
+    return "\n".join([*out, "</table></div>"])
 
 
 def more_note(n: int) -> str:

@@ -40,6 +40,21 @@ def model_sizes(inputs: Inputs) -> dict[str, int]:
     return out
 
 
+def export_note(inputs: Inputs) -> str:
+    """What ``sightwire export`` changed (``metrics.json`` ``export``), or "" when it never ran."""
+    record = as_dict(inputs.metrics.get("export"))
+    if not record:
+        return ""
+    n = record.get("representative")
+    images = f" with {e(n)} calibration images" if isinstance(n, int) else ""
+    return (
+        f"<p class=note>Re-exported by <code>sightwire export</code> at {e(record.get('at', '?'))}"
+        f"{images}: the models, their accuracy, confusion matrices, mistakes and thresholds "
+        "here are the new models'; the training curves, timings, linear baseline and data "
+        "doctor are of the training run.</p>"
+    )
+
+
 def models_section(inputs: Inputs) -> str:
     sizes = model_sizes(inputs)
     res = inputs.results
@@ -63,7 +78,7 @@ def models_section(inputs: Inputs) -> str:
             ]
         )
     head = ["model", "size", "input", "accuracy", "balanced acc.", "agrees with float", "sha256"]
-    body = [table(head, rows)]
+    body = [table(head, rows), export_note(inputs)]
     if "int8" in res and "float" in res:
         acc = points(res["int8"].get("accuracy"), res["float"].get("accuracy"))
         bal = points(res["int8"].get("balanced_accuracy"), res["float"].get("balanced_accuracy"))

@@ -65,9 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     """Every argument that can be checked without TensorFlow, in one line each."""
     from device.errors import UsageError
-    from trainer.checks import check_data_dir, check_input_size, check_out_dir, check_weights
+    from trainer.checks import (
+        check_data_dir,
+        check_input_size,
+        check_out_dir,
+        check_seed,
+        check_weights,
+    )
 
     check_data_dir(args.data)
+    check_seed(args.seed)
+    if not args.alpha > 0:  # also nan
+        raise UsageError(f"--alpha must be above 0, got {args.alpha:g}")
+    if args.min_per_class < 1:
+        raise UsageError(f"--min-per-class must be at least 1, got {args.min_per_class}")
     if not 0.02 <= args.border <= 0.4:
         raise UsageError(f"--border must be between 0.02 and 0.4, got {args.border}")
     if args.per_class < 1:

@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 
 from device.errors import SightwireError
-from device.outputs import check_output_dir, check_output_file, thread_count
+from device.outputs import (
+    check_output_dir,
+    check_output_file,
+    check_outside_bundle,
+    thread_count,
+)
 
 HELP = (
     "Evaluate a bundle's float and int8 models (with the device runtime) on a labelled "
@@ -40,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_data_dir(args.data)
     if args.json:
+        check_outside_bundle(args.json, "--json", args.bundle)
         check_output_file(args.json, "--json", (".json",))
     if args.out:
+        check_outside_bundle(args.out, "--out", args.bundle)
         check_output_dir(args.out, "--out")
         if is_within(args.out, args.data):
             raise SightwireError(

@@ -93,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
     import_tensorflow()
     import numpy as np
 
-    from device.bundle import load_bundle, load_manifest, save_manifest
+    from device.bundle import load_bundle, load_manifest
     from device.errors import SightwireError
     from device.images import load_image
     from device.preprocess import fit_frame
+    from trainer.calibrate import thresholds
     from trainer.console import console
     from trainer.evaluate import evaluate_bundle
     from trainer.export import (
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         to_tflite,
         write_bundle,
     )
+    from trainer.metrics import refresh_after_export
 
     bundle = load_bundle(args.bundle, verify=False)
     keras_file = args.keras or args.bundle / KERAS_FILE
@@ -141,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
     keep.setdefault("trainer", {})["int8_bias_correction"] = correction
     manifest = write_bundle(args.bundle, old["name"], bundle.labels, spec, models, keep)
     _remove_stale_compiled(args.bundle, old.get("models", {}), manifest["models"])
-    test = split.get("test") or split.get("val") or []
+    # Every figure that described the old models is made again, as train makes it: the
+    # models on the test split (the validation split without one), with the device's code;
+    # the threshold and the drift baseline from the Keras model's validation scores.
+    evaluated_on = "test" if split.get("test") else "val"
+    test = split.get(evaluated_on) or []
+    results = {}
     if test:
         results = evaluate_bundle(
             load_bundle(args.bundle),
@@ -150,14 +157,59 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             show_progress=not args.no_progress,
         )
-        manifest.setdefault("metrics", {})["test_accuracy"] = {
-            v: round(r["accuracy"], 4) for v, r in results.items()
-        }
-        save_manifest(args.bundle, manifest)
         for v, r in results.items():
-            console.print(f"{v}: test accuracy {r['accuracy']:.2%}")
+            console.print(f"{v}: {evaluated_on} accuracy {r['accuracy']:.2%}")
+    calibration = None
+    if len(validation[1]):
+        probs = keras_probabilities(model, validation[0], spec)
+        calibration = thresholds(probs, validation[1], bundle.labels, target_precision(args.bundle))
+        was, now = old.get("threshold"), calibration["suggested_threshold"]
+        if was is not None and was != now:
+            console.print(f"threshold {was} -> {now}: calibrated again on the validation split")
+    record = {
+        "at": manifest["created"],
+        "keras": str(keras_file),
+        "representative": len(rep),
+    }
+    page = refresh_after_export(
+        args.bundle, manifest, results, evaluated_on, [p for p, _ in test], calibration, record
+    )
+    if page is not None:
+        console.print(f"report: {page}")
     print(f"bundle re-exported: {args.bundle}")
     return 0
+
+
+def keras_probabilities(model: Any, images: Any, spec: Any) -> Any:
+    """The Keras model's class probabilities for uint8 images at the model size (what
+    train's calibration reads on the validation split), in batches of 64."""
+    import keras
+    import numpy as np
+
+    from trainer.features import normalize
+
+    batches = [
+        keras.ops.convert_to_numpy(
+            model(normalize(images[i : i + 64], spec.mean, spec.std), training=False)
+        )
+        for i in range(0, len(images), 64)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, model.output_shape[-1]))
+
+
+def target_precision(bundle: Path) -> float:
+    """The precision the bundle's threshold was calibrated for (``report/metrics.json``),
+    0.95 (train's default) when no record says."""
+    from trainer.report.inputs import as_dict, read_json
+
+    metrics = as_dict(read_json(bundle / "report" / "metrics.json"))
+    for value in (
+        as_dict(metrics.get("calibration")).get("target_precision"),
+        as_dict(metrics.get("options")).get("target_precision"),
+    ):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+            return float(value)
+    return 0.95
 
 
 def _remove_stale_compiled(bundle: Path, old: dict, new: dict) -> None:

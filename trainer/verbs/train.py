@@ -13,6 +13,7 @@ from trainer.checks import (
     check_fraction,
     check_input_size,
     check_out_dir,
+    check_seed,
     check_weights,
     empty_out_dir,
     is_within,
@@ -189,6 +190,7 @@ def check(args: argparse.Namespace) -> None:
     check_data_dir(args.data)
     check_input_size(args.input_size)
     check_weights(args.weights)
+    check_seed(args.seed)
     for name, value in (("--val", args.val), ("--test", args.test)):
         check_fraction(name, value)
     if args.val + args.test >= 0.9:

@@ -147,18 +147,25 @@ def duplicates_section(
         )
     if within:
         counts = ds.counts()
-        # Per class: a group may hold copies from several classes (a label conflict),
-        # and only its members in a class are a share of that class.
-        big = [
-            (n, ds.classes[label])
+        # Per class: a group may hold copies from several classes (a label conflict,
+        # reported above), and only its members in one class are a group within a class
+        # and a share of that class.
+        per_class = [
+            (n, label)
             for g in groups
             for label, n in Counter(int(labels[i]) for i in g).items()
+            if n >= 2
+        ]
+        big = [
+            (n, ds.classes[label])
+            for n, label in per_class
             if n >= max(3, BIG_GROUP_SHARE * counts[ds.classes[label]])
         ]
         severity = "warning" if big else "note"
         message = (
-            f"{within} near-duplicate pair(s) within classes: {len(groups)} group(s), "
-            f"{in_groups} images (largest group {section['counts']['largest_group']})"
+            f"{within} near-duplicate pair(s) within classes: {len(per_class)} group(s), "
+            f"{sum(n for n, _ in per_class)} images "
+            f"(largest group {max((n for n, _ in per_class), default=0)})"
         )
         if big:
             shares = short_list(f"{c} ({n})" for n, c in big)
