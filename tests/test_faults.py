@@ -38,6 +38,7 @@ from device.router import LOG_PER_MINUTE, printable_name
 from tests.conftest import REFERENCE_MODEL as MODEL
 from tests.conftest import write_imagenet_labels
 from tests.mqtt_helpers import Broker, Recorder
+from tests.strategies import json_values
 from tests.test_daemon import (
     BASE,
     DEVICE,
@@ -852,15 +853,7 @@ def test_reload_of_a_broken_model_keeps_the_old_one_running(
 
 # --- hostile input ---------------------------------------------------------------------
 
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**20), 10**20)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
-    max_leaves=8,
-)
+JSON_VALUES = json_values(10**20, 30, 8)
 SETTINGS_KEYS = list(InferenceConfig.model_fields)
 SET_PAYLOADS = st.dictionaries(
     st.sampled_from(SETTINGS_KEYS) | st.text(max_size=12), JSON_VALUES, max_size=4

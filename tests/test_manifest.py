@@ -20,6 +20,7 @@ from device.cli import main
 from device.errors import BundleError
 from device.preprocess import InputSpec
 from tests.conftest import imagenet_labels
+from tests.strategies import json_values
 
 SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 DELETE = object()  # the key is left out
@@ -200,15 +201,7 @@ KEYS = [
     "input.normalization.std", "models", "models.int8", "models.int8.file",
     "models.int8.sha256", "models.edgetpu", "name", "created", "threshold", "metrics",
 ]  # fmt: skip
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**12), 10**12)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=6,
-)
+JSON = json_values(10**12, 12, 6)
 
 
 def test_any_json_at_any_key_loads_sanely_or_is_one_bundle_error(tmp_path, reference, labels):
