@@ -6,6 +6,7 @@ Debian package ``mosquitto`` (``.ci/run`` installs it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -188,3 +189,63 @@ class Recorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class Cable:
+    """A TCP relay in front of the broker: ``cut`` drops every connection through it and
+    refuses new ones, ``mend`` takes them again, on the same port. That is one client's
+    own link going down (Wi-Fi, a VPN) while the broker and everyone else stay up."""
+
+    def __init__(self, broker: Broker):
+        self.broker = broker
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._server: socket.socket | None = None
+        self.mend()
+
+    def mend(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((self.host, self.port))
+        server.listen()
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def cut(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept: the port is free
+            self._server.close()
+            self._server = None
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                inner, _ = server.accept()
+            except OSError:
+                return  # cut
+            outer = socket.create_connection((self.broker.host, self.broker.port))
+            with self._lock:
+                self._pairs.append((inner, outer))
+            for a, b in ((inner, outer), (outer, inner)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -3,7 +3,11 @@
 The daemon's own client (``device.publisher.make_client``) carries a last will on its
 ``status`` topic and a fixed client id; a fleet tool must do neither (its will would mark
 a station offline, a fixed id would kick another workstation's session), so it gets a
-clean session with a random id and reuses only ``MqttConfig`` for host, port, user and TLS.
+random id and reuses only ``MqttConfig`` for host, port, user and TLS. Its session is
+kept by the broker while the link is down (``clean_session`` off): a station's reply
+sent while the workstation's own link drops (Wi-Fi, a VPN) is queued and arrives on the
+reconnect instead of being lost. ``close`` ends that session (a clean connect with the
+same id), so no queue is left on the broker behind a finished tool.
 
 The link outlives a broker restart: paho reconnects on its own (every 1 to 5 s) and the
 subscriptions are made again on each connect; ``publish`` waits for the link to be back
@@ -49,31 +53,8 @@ class Link:
         self.drops = 0  # times the link to the broker was lost since ``connect``
         self.dropped_at: float | None = None  # monotonic time of the last drop
         self.up_at: float | None = None  # monotonic time of the last connect; None while down
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"sightwire-fleet-{uuid.uuid4().hex[:8]}",
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
-        )
-        if cfg.username is not None:
-            password = cfg.password.get_secret_value() if cfg.password else None
-            self.client.username_pw_set(cfg.username, password)
-        if cfg.tls.active:
-            tls = cfg.tls
-            try:
-                self.client.tls_set(
-                    ca_certs=str(tls.ca) if tls.ca else None,
-                    certfile=str(tls.cert) if tls.cert else None,
-                    keyfile=str(tls.key) if tls.key else None,
-                    keyfile_password=(
-                        tls.key_password.get_secret_value() if tls.key_password else None
-                    ),
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise SightwireError(f"TLS: cannot load certificates ({exc})") from None
-            if tls.insecure:
-                self.client.tls_insecure_set(True)
-        self.client.suppress_exceptions = True
+        self.client_id = f"sightwire-fleet-{uuid.uuid4().hex[:12]}"
+        self.client = make_client(cfg, self.client_id, clean=False)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -142,9 +123,12 @@ class Link:
             return self.drops, self.dropped_at, self.up_at
 
     def close(self) -> None:
+        """Disconnect, then end the session the broker kept for this link."""
         self._closing = True
         self.client.loop_stop()
         self.client.disconnect()
+        if self.up_at is not None or self.drops:  # it was connected: a session may exist
+            end_session(self.cfg, self.client_id)
 
     # --- paho's thread ---------------------------------------------------------------
 
@@ -185,3 +169,49 @@ class Link:
             self.on_message(msg.topic, msg.payload, bool(msg.retain))
         except Exception:  # a malformed message must not end paho's thread
             log.exception("fleet: message on %s", msg.topic[:120])
+
+
+def make_client(cfg: MqttConfig, client_id: str, clean: bool) -> mqtt.Client:
+    """A paho client with ``cfg``'s credentials and TLS; no will, no callbacks."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=clean,
+        protocol=mqtt.MQTTv311,
+    )
+    if cfg.username is not None:
+        password = cfg.password.get_secret_value() if cfg.password else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls.active:
+        tls = cfg.tls
+        key_password = tls.key_password.get_secret_value() if tls.key_password else None
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca) if tls.ca else None,
+                certfile=str(tls.cert) if tls.cert else None,
+                keyfile=str(tls.key) if tls.key else None,
+                keyfile_password=key_password,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise SightwireError(f"TLS: cannot load certificates ({exc})") from None
+        if tls.insecure:
+            client.tls_insecure_set(True)
+    client.suppress_exceptions = True
+    return client
+
+
+def end_session(cfg: MqttConfig, client_id: str, timeout: float = 3.0) -> None:
+    """Connect once more with ``client_id`` and a clean session, which makes the broker
+    drop what it kept for it (MQTT 3.1.1 has no session expiry). Best effort: a broker
+    that is gone has nothing to keep, and a tool must not hang on its way out."""
+    done = threading.Event()
+    client = make_client(cfg, client_id, clean=True)
+    client.on_connect = lambda *args: done.set()
+    try:
+        client.connect(cfg.host, cfg.port, cfg.keepalive)
+        client.loop_start()
+        done.wait(timeout)
+        client.disconnect()
+        client.loop_stop()
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        log.debug("fleet: could not end the session %s: %s", client_id, exc)
