@@ -392,7 +392,9 @@ def set_value(data: dict[str, Any], key: str, value: Any) -> None:
     for i, part in enumerate(parents):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parents[: i + 1])} is not a section")
+            raise CommandLineValueError(
+                f"--set {key}: {'.'.join(parents[: i + 1])} is not a section"
+            )
         node = child
     node[leaf] = value
 
@@ -401,14 +403,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one ``--set dotted.key=value``."""
     key, sep, text = assignment.partition("=")
     key = key.strip()
+    # Not KEY=VALUE at all: a usage error (exit 2), as a value the schema refuses there.
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. mqtt.port=1884")
+        raise CommandLineValueError(
+            f"--set {assignment!r}: expected KEY=VALUE, e.g. mqtt.port=1884"
+        )
     text = text.strip()
     try:
         value = override_value(Config, key, text, parse_value(text))
     except ValueError as exc:
         shown = key if key.isprintable() else repr(key)  # one line, whatever was typed
-        raise ConfigError(f"--set {shown}: {exc}") from None
+        raise CommandLineValueError(f"--set {shown}: {exc}") from None
     set_value(data, key, value)
 
 
@@ -439,12 +444,17 @@ def load_config(
 def _typed_where(exc: ValidationError, typed: dict[str, str]) -> str | None:
     """``--set`` or ``command line:`` when every key the errors name was typed there (a
     value from the command line is not the file's fault); otherwise None."""
-    locs = [[str(p) for p in err["loc"]] for err in exc.errors(include_url=False)]
-    # A key or any key above it (``--set source.roi=…`` failing at ``source.roi.x``).
-    origins = {
-        next((typed[k] for n in range(len(loc), 0, -1) if (k := ".".join(loc[:n])) in typed), None)
-        for loc in locs
-    }
+    origins = set()
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        # A key or any key above it (``--set source.roi=…`` failing at ``source.roi.x``).
+        keys = [".".join(loc[:n]) for n in range(len(loc), 0, -1)]
+        # Or a section's own check naming a key below it first (``password_file: file
+        # not found``, raised by ``mqtt`` as a whole for ``--set mqtt.password_file=…``).
+        said = str(err["msg"]).removeprefix("Value error, ")
+        under = ".".join(loc) + "." if loc else ""
+        keys += [k for k in typed if k.startswith(under) and said.startswith(k[len(under) :] + ":")]
+        origins.add(next((typed[k] for k in keys if k in typed), None))
     if None in origins:
         return None
     return "--set" if origins == {"--set"} else "command line:"
@@ -468,6 +478,11 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
             allowed = _allowed_keys(model, err["loc"][:-1])
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
             parts.append(f"{name}: unknown key{hint}")
+            continue
+        if err["type"] == "model_type":  # not "instance of SourceConfig": a TOML table
+            got = err.get("input")
+            shown = "an array of tables" if isinstance(got, list) else repr(got)
+            parts.append(f"{name}: expected a table of keys, [{name}] (got {shown})")
             continue
         message = err["msg"].removeprefix("Value error, ")
         if not loc and not prefix and err["type"] == "value_error":

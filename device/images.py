@@ -20,6 +20,8 @@ limit, 179 megapixels, is far beyond what a Pi has room for).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -185,11 +187,26 @@ def decoded(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Im
     except Image.DecompressionBombError:  # Image.open's own check came first
         raise _over_pillows_limit(path, max_pixels) from None
     except _PILLOW_ERRORS as exc:
-        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+        raise ImageError(f"{path}: {_unreadable(path, exc)}") from exc
     except ImageError as exc:  # raised while the image was used: name the file
         if str(path) in str(exc):
             raise
         raise ImageError(f"{path}: {exc}") from exc
+
+
+def _unreadable(path: str | Path, exc: Exception) -> str:
+    """Why a file gave no image, in words: a file that is not there, a folder or an empty
+    file is not a decoding failure (``cannot decode image ([Errno 2] No such file ...)``)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder, not an image file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_size == 0:
+            return "the file is empty (0 bytes)"
+    return f"cannot decode image ({exc})"
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:

@@ -441,8 +441,24 @@ def test_set_of_a_whole_section_says_to_set_one_of_its_keys(capsys):
     # A value that is a table is fine, and so is source.roi's list form.
     config = load_config(None, ["model={path = 'm', variant = 'int8'}", "source.roi=[0, 0, 8, 8]"])
     assert config.model.variant == "int8" and config.source.roi.w == 8
-    assert main(["run", "--model", "bundle", "--set", "model=1"]) == 1
+    assert main(["run", "--model", "bundle", "--set", "model=1"]) == 2  # typed: a usage error
     assert "model is a section; set one of its keys, e.g. model.path" in capsys.readouterr().err
+
+
+def test_every_refusal_of_a_set_value_is_a_usage_error_named_as_typed(tmp_path, capsys):
+    """Whatever is wrong with a ``--set`` (an unknown key, a section, a secret file that
+    is not there), it was typed: exit 2 and ``--set KEY``; the same in a file: exit 1."""
+    for assignment, said in [
+        ("mqtt.prot=1", "--set mqtt.prot: unknown key"),
+        ("model=1", "--set model: model is a section"),
+        ("mqtt.password_file=/nonexist", "--set mqtt.password_file: file not found: /nonexist"),
+    ]:
+        assert main(["run", "--model", "bundle", "--set", assignment, "--print-config"]) == 2
+        assert said in capsys.readouterr().err, assignment
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\npath = "bundle"\n[mqtt]\npassword_file = "/nonexist"\n')
+    assert main(["run", "-c", str(config), "--print-config"]) == 1
+    assert f"{config}: mqtt.password_file: file not found: /nonexist" in capsys.readouterr().err
 
 
 def test_run_without_a_model_says_how_to_give_one(capsys):

@@ -133,14 +133,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.models:
         raise UsageError("name a BUNDLE to benchmark (or --compare A.json B.json)")
+    # The name as typed first (exit 2), then what is there on disk (exit 1).
+    if args.plot and args.plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {args.plot}: expected a .png file name")
     if args.json:
         check_outside_bundle(args.json, "--json", args.models[0])
         check_output_file(args.json, "--json", (".json",))
     if args.plot:
         check_outside_bundle(args.plot, "--plot", args.models[0])
         check_output_file(args.plot, "--plot", (".png",))
-    if args.plot and args.plot.suffix.lower() != ".png":
-        raise UsageError(f"--plot {args.plot}: expected a .png file name")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise SightwireError(bench_report.MATPLOTLIB_HINT)  # now, not after the timings
 

@@ -271,6 +271,8 @@ def run_rollout(args: argparse.Namespace) -> int:
     _seconds(args.soak, "--soak")
     _seconds(args.timeout, "--timeout", above=True)
     _seconds(args.wait, "--wait")
+    if not 0 <= args.http_port < 65536:  # before the broker is asked anything
+        raise UsageError(f"--http-port {args.http_port}: not a port number (0: any free one)")
     if not any(p.strip() for p in args.devices.split(",")):
         raise UsageError("--devices: give at least one device id or glob ('line1-*', '*')")
     if not args.bundle.exists():

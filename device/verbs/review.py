@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import re
 import webbrowser
 from pathlib import Path
 
@@ -67,9 +68,31 @@ def _loopback(host: str) -> bool:
         return False
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # "_": /etc/hosts aliases
+
+
+def _host_form(host: str) -> bool:
+    """An IPv4 or IPv6 address (``[::1]`` too) or a name as DNS spells one: letters,
+    digits and inner hyphens between dots, not all digits at the end (``999.1.1.1``)."""
+    host = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    return (
+        0 < len(host) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port {args.port}: not a port number")
+    if not _host_form(args.host):
+        raise UsageError(f"--host {args.host!r}: expected an IPv4 or IPv6 address or a host name")
     labeller = Labeller(Path(args.inbox), Path(args.data), args.who)
     found = labeller.scan()
     for problem in found.problems:
