@@ -242,8 +242,9 @@ def test_an_orphan_sidecar_is_named_and_counted_not_hidden(tmp_path: Path):
         "(the daemon removes such a half at its next start)"
     ) in proc.stdout.splitlines()
     assert proc.stdout.splitlines()[-1].endswith(
-        "0 unusable, 0 left on the device; 1 orphan sidecar(s) without their .jpg left there"
+        "0 unusable, 1 left on the device (1 orphan sidecar(s) without their .jpg)"
     )
+    assert "0 left on the device" not in proc.stdout
     assert [p.name for p in store.iterdir()] == [f"{ORPHAN}.json"]
     assert (store / f"{ORPHAN}.json").read_bytes() == sidecar
     assert sorted(p.name for p in (inbox / "kept").iterdir()) == [
@@ -273,7 +274,7 @@ def test_the_sidecar_a_cut_short_pull_left_is_cleared_by_the_next(tmp_path: Path
     assert f"orphan sidecar: {ORPHAN}.json: its frame is in {inbox / 'kept'} already; left" in (
         kept.stdout
     )
-    assert "2 orphan sidecar(s) without their .jpg left there" in kept.stdout
+    assert "2 left on the device (2 orphan sidecar(s) without their .jpg)" in kept.stdout
     assert sorted(p.name for p in store.iterdir()) == [f"{ORPHAN}.json", f"{stray}.json"]
 
     again = sightwire("pull", str(store), "--inbox", str(inbox))
@@ -286,7 +287,7 @@ def test_the_sidecar_a_cut_short_pull_left_is_cleared_by_the_next(tmp_path: Path
     assert f"orphan sidecar: {stray}.json has no .jpg beside it" in again.stdout
     assert lines[-1].startswith("pulled 0 frame(s)")
     assert lines[-1].endswith(
-        "0 left on the device; 1 orphan sidecar(s) without their .jpg left there; "
+        "1 left on the device (1 orphan sidecar(s) without their .jpg); "
         "1 orphan sidecar(s) removed (their frames were pulled before)"
     )
     assert [p.name for p in store.iterdir()] == [f"{stray}.json"]

@@ -6,6 +6,7 @@ Python client; it never downloads a browser.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from device.review.board import board
 from device.review.frames import Score, scan
 from device.review.labelling import PROVENANCE, Labeller, ReviewError, field_images
 from device.review.server import split_host
+from device.review.transfer import TransferFailed, transfer
 from tests.test_pull import REPO, keep_frame
 
 CHROMIUM = "/usr/bin/chromium"
@@ -255,6 +257,69 @@ def test_a_read_only_inbox_on_another_disk_leaves_no_copy(inbox: Path, data: Pat
     finally:
         if os.geteuid() != 0:
             cam1.chmod(0o755)
+
+
+def _three_moves(tmp_path: Path, tmpfs, first_fits: bool) -> tuple[list, Path]:
+    """Three moves into ``dest/``: the last source on a disk mounted read-only (its
+    removal fails, after the first two sources were removed); the first on a full disk
+    where removing it frees nothing (a second name holds its blocks), so it cannot be
+    written back, unless ``first_fits``."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: two tmpfs mounts, one read-only")
+    full, other, stuck = tmpfs(tmp_path / "full", "256k"), tmp_path / "b", tmpfs(tmp_path / "ro")
+    other.mkdir()
+    sources = [full / "one.jpg", other / "two.json", stuck / "three.txt"]
+    for n, src in enumerate(sources, 1):
+        src.write_bytes(bytes([n]) * 20_000)
+    os.link(sources[0], full / "one-other-name.jpg")
+    if not first_fits:
+        fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, bytes(4096))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+    subprocess.run(["mount", "-o", "remount,ro", str(stuck)], check=True)
+    dest = tmp_path / "dest"
+    return [(src, dest / src.name) for src in sources], dest
+
+
+@pytest.mark.parametrize("first_fits", [True, False], ids=["undone", "cannot-be-undone"])
+def test_a_transfer_of_three_moves_is_all_or_nothing(tmp_path: Path, tmpfs, first_fits: bool):
+    """The third source cannot be removed. Undone: every source back, nothing in
+    ``dest``, the log as it was. Where the first cannot be written back (its disk is
+    full), no source may come back either (the second did, beside its copy, and the log
+    line stayed): the transfer stays done, and only the source that cannot be removed is
+    there twice."""
+    moves, dest = _three_moves(tmp_path, tmpfs, first_fits)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"event": "before"}\n')
+    bodies = {src.name: src.read_bytes() for src, _ in moves}
+    with pytest.raises(TransferFailed) as err:
+        transfer(moves, log, {"event": "move"})
+    said = str(err.value)
+    assert said.startswith(f"cannot remove {moves[2][0]}: read-only file system; ")
+    if first_fits:
+        assert said.endswith("; nothing was changed")
+        assert {s.name: s.read_bytes() for s, _ in moves if s.is_file()} == bodies
+        assert sorted(os.listdir(dest.parent / "b")) == ["two.json"]
+        assert not dest.exists()
+        assert log.read_text() == '{"event": "before"}\n'
+        return
+    assert [s.name for s, _ in moves if s.exists()] == ["three.txt"]  # two.json not twice
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == bodies
+    assert [json.loads(line)["event"] for line in log.read_text().splitlines()] == [
+        "before",
+        "move",
+    ]
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary copy left
+    assert f"cannot put {moves[0][0]} back (cannot write {moves[0][0]}: no space left" in said
+    assert said.endswith(
+        f"the transfer stays done, with its log line; could not be removed: "
+        f"{moves[2][0]} (also at {moves[2][1]})"
+    )
 
 
 def test_a_full_dataset_disk_leaves_no_partial_file(inbox: Path, tmp_path: Path, tmpfs):

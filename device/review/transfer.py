@@ -167,26 +167,47 @@ def transfer(moves: list[tuple[Path, Path]], log_path: Path, record: dict[str, A
     except (_Failed, OSError) as exc:
         failed = str(exc) if isinstance(exc, _Failed) else os_error_line(exc)
         log = (log_path, log_size) if logged else None
-        problem = _roll_back(made, staged[len(placed) :], placed, removed, log)
+        problem = _roll_back(moves, made, staged[len(placed) :], placed, removed, log)
         if problem:
             raise TransferFailed(f"{failed}; and {problem}") from None
         raise TransferFailed(f"{failed}; nothing was changed") from None
 
 
 def _roll_back(
+    moves: list[tuple[Path, Path]],
     made: list[Path],
     staged: list[Path],
     placed: list[Path],
     removed: list[tuple[Path, Path]],
     log: tuple[Path, int | None] | None,
 ) -> str | None:
-    """Undo a transfer's steps, newest first; what could not be undone, or None."""
-    for src, copy in reversed(removed):
+    """Undo a transfer's steps; what could not be undone, or None.
+
+    All or nothing, whatever the number of moves: the removed sources are first copied
+    back under hidden names beside them; only when every one of them is there are they
+    renamed into place and the destinations, the temporary copies, the log line and the
+    new folders removed. A source that cannot be copied back leaves the transfer done
+    instead: the copies back are dropped, the sources not yet removed are removed, and
+    every file is at its destination once, with its log line (no file twice, none lost)."""
+    gone = {src for src, _ in removed}
+    left = [(src, dest) for src, dest in moves if src not in gone]  # the sources still there
+    back: list[tuple[Path, Path]] = []  # (temporary copy beside src, src)
+    for src, copy in removed:
+        tmp = _temporary(src)
         try:
-            _copy(copy, src)
+            _copy(copy, tmp, shown=src)
         except (_Failed, OSError) as exc:
-            # the copy is this file's only one now: it stays, and so does its log line
-            return f"cannot put {src} back ({exc}): it stays as {copy}, with its log line"
+            return _roll_forward(back, left, src, exc)
+        back.append((tmp, src))
+    restored: list[tuple[Path, Path]] = []
+    for (tmp, src), (_, dest) in zip(back, removed, strict=True):
+        try:
+            if src.exists():
+                raise _Failed(f"cannot write {src}: another program made that file meanwhile")
+            os.rename(tmp, src)
+        except (_Failed, OSError) as exc:
+            return _roll_forward(back, restored + left, src, exc)
+        restored.append((src, dest))
     for path in [*reversed(placed), *staged]:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -200,3 +221,28 @@ def _roll_back(
         with contextlib.suppress(OSError):
             folder.rmdir()
     return None
+
+
+def _roll_forward(
+    back: list[tuple[Path, Path]], left: list[tuple[Path, Path]], failed: Path, exc: Exception
+) -> str:
+    """A removed source could not be put back (``failed``): the transfer is finished
+    instead. Every destination is in place and logged (sources are removed only after
+    that), so the copies back are dropped and the sources still there (``left``: src,
+    dest) removed; one that cannot be removed is named, the only file left twice."""
+    for tmp, _ in back:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    stuck = []
+    for src, dest in left:
+        try:
+            src.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            stuck.append(f"{src} (also at {dest})")
+    why = str(exc) if isinstance(exc, _Failed) else _why(exc) if isinstance(exc, OSError) else exc
+    said = f"cannot put {failed} back ({why}): the transfer stays done, with its log line"
+    if stuck:
+        said += f"; could not be removed: {', '.join(stuck)}"
+    return said

@@ -388,16 +388,17 @@ def run(args: argparse.Namespace) -> int:
             "(a pull cut short), so removed there"
         )
     where = "left in place (--no-remove)" if args.no_remove else "removed there"
-    orphans = ""
+    # What stays at the source counts all of it: frames and orphan sidecars alike.
+    left = f"{len(report.left) + len(report.orphans)} left on the device"
     if report.orphans:
-        orphans += f"; {len(report.orphans)} orphan sidecar(s) without their .jpg left there"
+        left += f" ({len(report.orphans)} orphan sidecar(s) without their .jpg)"
     if report.cleared:
         n = len(report.cleared)
-        orphans += f"; {n} orphan sidecar(s) removed (their frames were pulled before)"
+        left += f"; {n} orphan sidecar(s) removed (their frames were pulled before)"
     print(
         f"pulled {len(report.pulled)} frame(s) ({report.bytes / (1 << 20):.1f} MiB) from "
         f"{source.name} into {inbox / source.name}, {where}; {len(report.problems)} unusable, "
-        f"{len(report.left)} left on the device{orphans}"
+        f"{left}"
     )
     # Orphans leave 0: no pull can fetch an image that is gone, and the next run would fail too.
     return 1 if report.left else 0
