@@ -27,6 +27,7 @@ import pytest
 
 from device.bundle import sha256_file
 from device.config import MqttConfig
+from device.discovery import discovery
 from device.errors import SightwireError
 from device.fleet.link import Link
 from device.fleet.rollout import batches
@@ -729,10 +730,20 @@ def test_the_fleet_acl_confines_each_station_and_only_the_rollout_user_commands(
         viewer = login("viewer", "sightwire/#")
         st1 = login("st1", "sightwire/#")  # asks for all; the broker gives it its own
         clients += [fleet_user, viewer, st1]
-        # What a station publishes reaches the tools.
-        for kind in ("status", "state", "label", "event", "stats", "snapshot", "cmd/result"):
+        # What a station publishes reaches the tools: its topics and every Home Assistant
+        # discovery config the daemon writes (from the daemon's own list, so that a new
+        # entity fails here until the ACL lets it through).
+        kinds = ("status", "state", "label", "paused", "event", "stats", "snapshot")
+        for kind in (*kinds, "cmd/result"):
             st1.publish(f"sightwire/st1/{kind}", b"x")
             fleet_user.wait_for(f"sightwire/st1/{kind}", timeout=5)
+        configs = discovery(MqttConfig(device_id="st1"), ["a", "b"], "uncertain")
+        ha = login("viewer", "homeassistant/#")
+        clients.append(ha)
+        for topic, payload in configs:
+            st1.publish(topic, payload.encode())
+        for topic, _ in configs:
+            ha.wait_for(topic, timeout=5)
         # A station cannot speak for another, nor command it; a viewer commands nothing.
         st1.publish("sightwire/st2/state", b"forged")
         st1.publish("sightwire/st2/cmd/update", b'{"rollback": true}')
