@@ -9,6 +9,7 @@ without leaks is ``trainer.split``'s job.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,16 @@ from trainer.console import bar
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 # Folders that are never classes: what a Mac adds to a zip (resource forks, ``._a.jpg``).
 SKIPPED_DIRS = {"__MACOSX"}
+# Files a desktop writes into any folder it shows (besides hidden ones: ``.DS_Store``, a
+# Mac's ``._a.jpg`` beside ``a.jpg`` on a USB stick): never photos, so not even listed.
+SYSTEM_FILES = {"thumbs.db", "ehthumbs.db", "desktop.ini"}
+# Photo formats a phone or camera writes that neither the trainer nor the device decodes:
+# said apart from other files, with what to do (an iPhone's folder can be all HEIC).
+UNREAD_PHOTO_SUFFIXES = (
+    *(".heic", ".heif", ".avif", ".jxl", ".gif", ".tif", ".tiff"),
+    *(".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"),
+)
+CONVERT = "convert them to JPEG or PNG"
 
 
 class DatasetError(SightwireError):
@@ -68,6 +79,48 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def _skipped_file(name: str) -> bool:
+    """A hidden file (``.DS_Store``, ``._a.jpg``) or a desktop's ``Thumbs.db``: never listed."""
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
+def unread_photos(paths: list[Path]) -> Counter[str]:
+    """How many of ``paths`` are photos in a format not read (HEIC, GIF, RAW ...), by suffix."""
+    return Counter(p.suffix.lower() for p in paths if p.suffix.lower() in UNREAD_PHOTO_SUFFIXES)
+
+
+def unread_photos_text(paths: list[Path], root: Path) -> str | None:
+    """One line naming the photos of ``paths`` in a format not read, or None when none are:
+    ``3 photo(s) in a format not read, left out (.heic 2, .gif 1; e.g. cat/IMG_1.HEIC)``;
+    what to do is ``CONVERT``."""
+    counts = unread_photos(paths)
+    if not counts:
+        return None
+    first = next(p for p in paths if p.suffix.lower() in counts)
+    kinds = ", ".join(f"{suffix} {n}" for suffix, n in counts.most_common())
+    return (
+        f"{sum(counts.values())} photo(s) in a format not read, left out ({kinds}; "
+        f"e.g. {first.relative_to(root).as_posix()})"
+    )
+
+
+def _class_files(folder: Path) -> list[Path]:
+    """Every file below a class folder, sorted; sub-folders that are links are followed
+    (a link to a folder already read, a loop, is read once); hidden folders, a Mac zip's
+    ``__MACOSX``, hidden files and ``Thumbs.db`` are left out."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    for where, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(where)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not _skipped_dir(d)]
+        files += [Path(where, name) for name in names if not _skipped_file(name)]
+    return sorted(files)
+
+
 def _skipped_dir(name: str) -> bool:
     """A hidden folder (``.cache``, ``.git``) or a Mac zip's ``__MACOSX``: never read."""
     return name.startswith(".") or name in SKIPPED_DIRS
@@ -79,7 +132,7 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 def _loose_files(folder: Path) -> list[Path]:
     """Visible files beside the class folders (``DATA/stray.jpg``): not trained on, listed."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_file() and not _skipped_file(p.name))
 
 
 def _sha256(path: Path) -> str:
@@ -126,6 +179,13 @@ def scan(
             f"{root}: found {len(classes)} class folder(s); need at least {min_classes} "
             f"(one sub-folder of images per class){how}"
         )
+    undecodable = [name for name in classes if not _is_utf8(name)]
+    if undecodable:  # labels.txt and the MQTT payloads are UTF-8
+        shown = os.fsencode(undecodable[0]).decode("utf-8", "backslashreplace")
+        raise DatasetError(
+            f"class folder '{shown}': its name is not UTF-8 (written by another system's "
+            "encoding); rename the folder"
+        )
     odd = [name for name in classes if name != name.strip() or not name.isprintable()]
     if odd:  # labels.txt holds one name per line, read back stripped
         raise DatasetError(
@@ -137,8 +197,10 @@ def scan(
     ds = Dataset(root=root, classes=classes, items=[], ignored=loose, user_split=user_split)
     candidates: list[tuple[Path, int, str | None]] = []
     for split, folder in sources:
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file() or any(map(_skipped_dir, path.relative_to(folder).parts[:-1])):
+        for path in _class_files(folder):
+            if not path.is_file():
+                if path.is_symlink() and _is_image_name(path):  # a link to nothing
+                    ds.unreadable.append((path, f"a link to nothing ({os.readlink(path)})"))
                 continue
             if _is_image_name(path):
                 candidates.append((path, classes.index(folder.name), split))
@@ -180,9 +242,12 @@ def _check_counts(ds: Dataset, min_per_class: int) -> None:
     small = {name: n for name, n in counts.items() if n < min_per_class}
     if small:
         listed = ", ".join(f"{name!r} has {n}" for name, n in small.items())
+        # Photos that are there but not read (an iPhone's HEIC) are why, more often than not.
+        unread = [p for p in ds.ignored if _class_of(ds, p) in small]
+        why = unread_photos_text(unread, ds.root)
         raise DatasetError(
             f"too few readable images: {listed} (need at least {min_per_class} per class; "
-            "add photos or remove the folder)"
+            "add photos or remove the folder)" + (f"; {why}: {CONVERT}" if why else "")
         )
     if ds.user_split:  # a user split trains on train/ alone
         trained = {ds.classes[it.label] for it in ds.items if it.split == "train"}
@@ -194,6 +259,24 @@ def _check_counts(ds: Dataset, min_per_class: int) -> None:
                 f"{which} no images in train/ (a user split trains on train/ alone: "
                 "move some photos there)"
             )
+
+
+def _class_of(ds: Dataset, path: Path) -> str | None:
+    """The class folder ``path`` lies in (``DATA/<class>/`` or ``DATA/<split>/<class>/``),
+    None for a file beside the class folders."""
+    parts = path.relative_to(ds.root).parts[:-1]
+    if ds.user_split:
+        parts = parts[1:]
+    return parts[0] if parts else None
+
+
+def _is_utf8(name: str) -> bool:
+    """A file name read from disk holds its bytes that are not UTF-8 as lone surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _cross_class_duplicates(ds: Dataset) -> list[list[Path]]:

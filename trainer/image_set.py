@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from device.images import to_rgb
 from device.preprocess import InputSpec, load_fitted
@@ -82,11 +82,21 @@ def jpeg_quality(quantization: dict[int, Any] | None) -> float | None:
     return float(np.clip(round(quality, 1), 1.0, 100.0))
 
 
+# EXIF orientations that turn the stored image a quarter (5..8): a phone's portrait photo
+# is stored 4032x3024 with orientation 6, and every reader shows (and trains on) 3024x4032.
+_QUARTER_TURNS = (5, 6, 7, 8)
+_ORIENTATION = 0x0112
+
+
 def file_info(path: Path) -> FileInfo:
-    """Header facts of one image file (no pixel decoding)."""
+    """Header facts of one image file (no pixel decoding). Width and height are those of
+    the upright image, the way it is decoded for training and on the device."""
     with Image.open(path) as img:
         quality = jpeg_quality(getattr(img, "quantization", None)) if img.format == "JPEG" else None
-        return FileInfo(img.width, img.height, img.format or "", img.mode, quality)
+        width, height = img.size
+        if img.getexif().get(_ORIENTATION) in _QUARTER_TURNS:
+            width, height = height, width
+        return FileInfo(width, height, img.format or "", img.mode, quality)
 
 
 def small_copy(source: Path | np.ndarray, side: int = SMALL) -> np.ndarray:
@@ -96,6 +106,7 @@ def small_copy(source: Path | np.ndarray, side: int = SMALL) -> np.ndarray:
     else:
         with Image.open(source) as opened:
             opened.draft("RGB", (side * 2, side * 2))  # JPEG: decode at reduced scale
+            ImageOps.exif_transpose(opened, in_place=True)  # upright, as load_image gives it
             img = Image.fromarray(to_rgb(opened))
     return np.asarray(img.resize((side, side), Image.BILINEAR, reducing_gap=2.0))
 

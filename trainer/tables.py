@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from trainer.console import console
-from trainer.dataset import Dataset
+from trainer.dataset import CONVERT, UNREAD_PHOTO_SUFFIXES, Dataset, unread_photos_text
 
 
 def print_dataset(ds: Dataset, parts: dict[str, np.ndarray]) -> None:
@@ -30,18 +31,23 @@ def print_dataset(ds: Dataset, parts: dict[str, np.ndarray]) -> None:
         if names:
             where = f"; add some to {side}/{names[0]}" if ds.user_split else ""
             console.print(
-                f"[yellow]no {side} photos of[/] {', '.join(names)}: {why}{where}", highlight=False
+                f"[yellow]no {side} photos of[/] {escape(', '.join(names))}: {why}{where}",
+                highlight=False,
             )
     for path, why in ds.unreadable:
-        console.print(f"[yellow]skipped unreadable image[/] {path}: {why}")
-    if ds.ignored:
-        shown = ", ".join(str(p.relative_to(ds.root)) for p in ds.ignored[:5])
-        more = f" and {len(ds.ignored) - 5} more" if len(ds.ignored) > 5 else ""
+        console.print(f"[yellow]skipped unreadable image[/] {escape(f'{path}: {why}')}")
+    photos = unread_photos_text(ds.ignored, ds.root)
+    if photos:  # an iPhone's HEIC: photos, yet not read
+        console.print(f"[yellow]{escape(photos)}[/]: {CONVERT}", highlight=False)
+    others = [p for p in ds.ignored if p.suffix.lower() not in UNREAD_PHOTO_SUFFIXES]
+    if others:
+        shown = ", ".join(str(p.relative_to(ds.root)) for p in others[:5])
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
         what = "file(s) not read as photos (not images, or beside the class folders)"
-        console.print(f"[yellow]ignored {len(ds.ignored)} {what}[/]: {shown}{more}")
+        console.print(f"[yellow]ignored {len(others)} {what}[/]: {escape(shown)}{more}")
     for group in ds.cross_class_duplicates:
         rel = ", ".join(str(p.relative_to(ds.root)) for p in group)
-        console.print(f"[yellow]identical files in different classes[/]: {rel}")
+        console.print(f"[yellow]identical files in different classes[/]: {escape(rel)}")
 
 
 def print_results(report: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from trainer.report.comparison import comparison_section
 from trainer.report.doctor_page import headline
 from trainer.report.inputs import Inputs, as_dict, numbers
 from trainer.report.intervals import interval_text
-from trainer.report.markup import STYLE, e, pct
+from trainer.report.markup import STYLE, e, pct, valid_text
 from trainer.report.provenance import (
     curves_section,
     dataset_section,
@@ -124,6 +124,6 @@ def write_report(bundle_dir: Path) -> Path:
     page = render(inputs)
     out = inputs.report_dir / INDEX
     tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(valid_text(page), encoding="utf-8")
     tmp.replace(out)  # a reader never sees half a page
     return out

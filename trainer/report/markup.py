@@ -65,9 +65,20 @@ table.findings td:nth-child(2){white-space:nowrap}
 """
 
 
+# A lone surrogate: how Python holds a file name's bytes that are not UTF-8 (``bad\xff.jpg``
+# read from disk is ``'bad\udcff.jpg'``); UTF-8 cannot encode one, so the page would not save.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with every lone surrogate as U+FFFD (�), as a terminal shows it."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
 def e(value: Any) -> str:
-    """Escaped text; every string that reaches the page goes through here."""
-    return html.escape(str(value), quote=True)
+    """Escaped text; every string that reaches the page goes through here (a file name's
+    bytes that are not UTF-8 as U+FFFD)."""
+    return html.escape(valid_text(str(value)), quote=True)
 
 
 def pct(x: Any, digits: int = 1) -> str:

@@ -70,15 +70,20 @@ def confusion_src(inputs: Inputs, variant: str, result: dict[str, Any]) -> str |
 
 
 def thumbnail(path: Path) -> str | None:
-    """A small JPEG data URI of an image file, or None when it cannot be read."""
-    from PIL import Image, ImageOps
+    """A small JPEG data URI of an image file, or None when it cannot be read. Decoded as
+    the model's pixels are (``device.images``: upright, a 16-bit grey PNG scaled to 8 bits,
+    where Pillow's own conversion shows it white)."""
+    from PIL import Image
+
+    from device.errors import ImageError
+    from device.images import decoded, to_rgb
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((THUMB_PX, THUMB_PX))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
-    except (OSError, ValueError):
+        with decoded(path) as im:
+            small = Image.fromarray(to_rgb(im))
+        small.thumbnail((THUMB_PX, THUMB_PX))
+        buf = io.BytesIO()
+        small.save(buf, format="JPEG", quality=80)
+    except (ImageError, OSError, ValueError):
         return None
     return data_uri(buf.getvalue(), "image/jpeg")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.dataset import Dataset
+from trainer.dataset import CONVERT, Dataset, unread_photos_text
 from trainer.doctor.report import Finding, short_list
 
 FEW_PHOTOS = 10  # below this a class cannot be trained and tested reliably
@@ -55,6 +55,9 @@ def data_section(ds: Dataset) -> tuple[dict[str, Any], list[Finding]]:
                 "re-export or delete them",
             )
         )
+    photos = unread_photos_text(ds.ignored, ds.root)
+    if photos:
+        findings.append(Finding("data", "warning", photos, CONVERT))
     if not findings:
         findings.append(
             Finding("data", "ok", f"{smallest}-{largest} photos per class, none unreadable")
