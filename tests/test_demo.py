@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 STEPS = ("== 1/4 train", "== 2/4 run the daemon", "== 3/4 what the broker received")
 STEPS += ("== 4/4 benchmark",)
 
 
+@pytest.mark.slow  # ~55 s: `make demo` end to end (CI runs the slow set)
 def test_the_demo_runs_its_whole_chain_and_shows_the_daemon_s_messages(
     shared: Path, imagenet_weights: Path, mosquitto_binary: str, tmp_path: Path
 ):

@@ -131,7 +131,10 @@ def _fitted_by_hand(path: Path, spec: InputSpec) -> np.ndarray:
     if spec.resize == AREA and (pixels.shape[0] > spec.height or pixels.shape[1] > spec.width):
         rows = _area_weights(pixels.shape[0], spec.height)
         cols = _area_weights(pixels.shape[1], spec.width)
-        mixed = np.einsum("ij,jkc,lk->ilc", rows, pixels.astype(np.float64), cols)
+        # Rows, then columns: two products (one three-operand einsum loops over all four
+        # sizes at once, a minute per image).
+        mixed = np.einsum("ij,jkc->ikc", rows, pixels.astype(np.float64))
+        mixed = np.einsum("ikc,lk->ilc", mixed, cols)
         return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
     pixels = pixels.astype(np.uint8)
     return cv2.resize(pixels, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)

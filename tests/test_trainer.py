@@ -434,6 +434,7 @@ def test_export_refuses_what_would_break_the_bundle_before_writing(trained, tmp_
     Classifier.open(bundle, "int8")  # still a working bundle
 
 
+@pytest.mark.slow  # ~30 s: a second export of both models
 def test_export_makes_every_figure_of_the_manifest_and_the_report_again(trained, tmp_path):
     """Export re-made the models but patched only ``metrics.test_accuracy``: the balanced
     accuracy, the drift baseline (``metrics.validation``), ``report/metrics.json``, the
