@@ -82,7 +82,9 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         unset = any(action.default is v for v in (None, False, argparse.SUPPRESS))
-        if "default" in text or unset:  # ``is``: a default of 0 is shown (0 == False)
+        unset = unset or (isinstance(action.default, list | tuple) and not action.default)
+        said = "default" in text or f"({action.default})" in text  # "timed invokes (100)"
+        if said or unset:  # ``is``: a default of 0 is shown (0 == False)
             return action.help
         if isinstance(action, argparse._HelpAction | argparse._VersionAction):
             return action.help

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,6 +83,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     doc); everything else, and any file OpenCV's path does not take (a truncated one, a
     CMYK JPEG), goes through Pillow. Either way a file over ``max_pixels`` is refused
     from its header (``ImageTooLarge``)."""
+    _refuse_special(path)
     rgb = opencv_decode(path, max_pixels)
     if rgb is not None:
         return rgb
@@ -179,6 +181,7 @@ def decoded(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Im
     """The opened, decoded and upright image; any decoding failure is an ``ImageError``,
     a header that gives more than ``max_pixels`` an ``ImageTooLarge`` (``Image.open``
     reads only the header: nothing is decoded before the check)."""
+    _refuse_special(path)
     try:
         with Image.open(path) as img:
             check_size(path, *img.size, max_pixels)
@@ -192,6 +195,19 @@ def decoded(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Im
         if str(path) in str(exc):
             raise
         raise ImageError(f"{path}: {exc}") from exc
+
+
+def _refuse_special(path: str | Path) -> None:
+    """A pipe, socket or device is not an image file: opening a pipe no one writes to
+    would wait for ever, and a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # said by the open that follows, in its own words
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a socket" if stat.S_ISSOCK(mode) else "a device"
+        kind = "a pipe" if stat.S_ISFIFO(mode) else kind
+        raise ImageError(f"{path}: {kind}, not an image file")
 
 
 def _unreadable(path: str | Path, exc: Exception) -> str:

@@ -118,6 +118,8 @@ def make_interpreter(
     path = Path(model_path)
     if not path.is_file():
         raise BundleError(f"model file not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:  # else the runtime's "mmap of size 0"
+        raise BundleError(f"{path}: the model file is empty (0 bytes)")
     runtime = find_runtime()
     if edgetpu is None:
         edgetpu = needs_edgetpu(path)

@@ -127,7 +127,8 @@ class FolderSource:
 
     def open(self) -> None:
         if not self.path.is_dir():
-            raise SourceError(f"{self.name}: not a folder")
+            what = "not a folder" if self.path.exists() else "no such folder (removed?)"
+            raise SourceError(f"{self.name}: {what}")
         self._files = sorted(
             (p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
             key=lambda p: p.name,
@@ -285,7 +286,8 @@ def make_source(cfg: SourceConfig, model: ModelInput | None = None) -> Source:
     if cfg.kind == "folder":
         assert cfg.path is not None  # the schema guarantees it
         if not cfg.path.is_dir():
-            raise SourceError(f"source.path {cfg.path} is not a folder")
+            what = "is not a folder" if cfg.path.exists() else "does not exist"
+            raise SourceError(f"source.path {cfg.path} {what}")
         return FolderSource(cfg.path, cfg.loop, cfg.max_pixels)
     if cfg.kind == "opencv":
         target: int | str

@@ -7,6 +7,8 @@ check after parsing: a usage error, exit 2 (docs/contracts.md, "Command line").
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from device.config import ConfigError, load_config
@@ -67,6 +69,15 @@ def test_classify_says_empty_missing_or_a_folder_not_cannot_decode(model, refere
     assert proc.stdout.startswith(f"{cat}: Egyptian cat ")
 
 
+def test_classify_refuses_a_pipe_instead_of_waiting_for_it(model, reference, tmp_path):
+    """A named pipe no one writes to: opening it would wait for ever."""
+    pipe = tmp_path / "frame.jpg"
+    os.mkfifo(pipe)
+    proc = sightwire("classify", model, pipe, reference / "cat.bmp", "-k", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [f"sightwire classify: {pipe}: a pipe, not an image file"]
+
+
 @pytest.mark.parametrize(
     ("text", "said"),
     [
@@ -85,3 +96,13 @@ def test_a_section_written_as_a_value_is_named_as_toml_says_it(tmp_path, text, s
     with pytest.raises(ConfigError) as err:
         load_config(config)
     assert str(err.value) == f"{config}: {said}"
+
+
+def test_an_empty_model_file_is_said_so(tmp_path, capsys):
+    """Was the runtime's ``mmap of size 0 requested.The model allocation is null/empty``."""
+    empty = tmp_path / "m.tflite"
+    empty.write_bytes(b"")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    code, err = status_of(capsys, "classify", str(empty), str(tmp_path / "x.jpg"))
+    assert code == 1, err
+    assert one_line(err, "classify").endswith(f"error: {empty}: the model file is empty (0 bytes)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -58,6 +59,11 @@ def test_every_verb_has_help(verb):
     )
     assert proc.returncode == 0, proc.stderr
     assert "usage: sightwire " + verb in proc.stdout
+    # A default is said once, and an empty list is not a default to show.
+    text = " ".join(proc.stdout.split())
+    assert "(default: [])" not in text
+    twice = re.findall(r"\(([^()]+)\) \(default: \1\)", text)
+    assert not twice, twice
 
 
 @pytest.mark.mqtt

@@ -108,8 +108,18 @@ def test_empty_or_missing_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no images"):
         FolderSource(tmp_path / "empty").open()
-    with pytest.raises(SourceError, match="not a folder"):
+    with pytest.raises(SourceError, match="missing does not exist"):
         make_source(SourceConfig(kind="folder", path=tmp_path / "missing"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SourceError, match="file is not a folder"):
+        make_source(SourceConfig(kind="folder", path=tmp_path / "file"))
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "a.jpg").write_bytes(b"x")
+    replay = FolderSource(tmp_path / "gone")
+    (tmp_path / "gone" / "a.jpg").unlink()
+    (tmp_path / "gone").rmdir()  # removed while the daemon runs: reopened later
+    with pytest.raises(SourceError, match="no such folder"):
+        replay.open()
 
 
 def test_an_ended_source_is_not_reopened(tmp_path):

@@ -94,6 +94,13 @@ def test_out_under_a_file_is_refused(tmp_path, capsys):
     assert line.endswith(f"--out {afile / 'sub'}: {afile} is a file, not a folder")
 
 
+def test_a_zipped_dataset_is_told_to_be_unpacked(tmp_path, capsys):
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    line = refused(capsys, "train", archive, "--out", tmp_path / "b")
+    assert line.endswith("(an archive: unpack it and give the folder it holds)"), line
+
+
 # --- 4. a user split without training images of a class ----------------------------------
 
 

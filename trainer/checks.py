@@ -34,7 +34,9 @@ def check_data_dir(path: Path, what: str = "dataset folder") -> Path:
     if not path.exists():
         raise SightwireError(f"{what} not found: {path}")
     if not path.is_dir():
-        raise SightwireError(f"{what} is not a folder: {path}")
+        archive = path.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz", ".7z"))
+        hint = " (an archive: unpack it and give the folder it holds)" if archive else ""
+        raise SightwireError(f"{what} is not a folder: {path}{hint}")
     return path
 
 

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--loop-variant",
         choices=["auto", "int8", "float", "edgetpu"],
         default="auto",
-        help="model the loop runs (default: auto, as the daemon picks)",
+        help="model the loop runs (default: auto: Edge TPU if attached, else int8, else float)",
     )
     parser.add_argument("--no-loop", action="store_true", help="time the models only")
     parser.add_argument(
