@@ -83,7 +83,6 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     doc); everything else, and any file OpenCV's path does not take (a truncated one, a
     CMYK JPEG), goes through Pillow. Either way a file over ``max_pixels`` is refused
     from its header (``ImageTooLarge``)."""
-    _refuse_special(path)
     rgb = opencv_decode(path, max_pixels)
     if rgb is not None:
         return rgb
@@ -181,7 +180,6 @@ def decoded(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Im
     """The opened, decoded and upright image; any decoding failure is an ``ImageError``,
     a header that gives more than ``max_pixels`` an ``ImageTooLarge`` (``Image.open``
     reads only the header: nothing is decoded before the check)."""
-    _refuse_special(path)
     try:
         with Image.open(path) as img:
             check_size(path, *img.size, max_pixels)
@@ -197,9 +195,10 @@ def decoded(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Im
         raise ImageError(f"{path}: {exc}") from exc
 
 
-def _refuse_special(path: str | Path) -> None:
+def refuse_special(path: str | Path) -> None:
     """A pipe, socket or device is not an image file: opening a pipe no one writes to
-    would wait for ever, and a device never ends."""
+    would wait for ever, and a device never ends. For a command given files by name
+    (``classify``); the daemon's folder source leaves a hung read to its watchdog."""
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):

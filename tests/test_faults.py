@@ -754,7 +754,7 @@ def broken_models(folder: Path, reference: Path) -> dict[str, tuple[Path, str]]:
 
     good = (reference / MODEL).read_bytes()
     out["truncated .tflite"] = (bare("trunc", good[: len(good) // 3]), "not a usable TFLite")
-    out["empty .tflite"] = (bare("empty", b""), "not a usable TFLite")
+    out["empty .tflite"] = (bare("empty", b""), "the model file is empty (0 bytes)")
     out["labels.txt of 10 lines"] = (bare("labels", good, 10), "1001 outputs but there are 10")
     grey = bare("grey", good)
     patch_input_channels(reference / MODEL, grey, 1)

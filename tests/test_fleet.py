@@ -416,6 +416,14 @@ def test_two_rollouts_at_once_each_judge_their_own_and_neither_undoes_the_other(
         assert pipe.model_id == small  # B's update stands
 
 
+def wait_for_the_drop(link: Link) -> None:
+    """Until the link has seen its connection drop (once)."""
+    deadline = time.monotonic() + 10
+    while link.state()[2] is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert link.state()[0] == 1
+
+
 @pytest.mark.mqtt
 def test_a_command_waits_for_the_link_through_a_broker_restart(broker):
     """A command published while the broker restarts goes out once it is back (once,
@@ -426,10 +434,7 @@ def test_a_command_waits_for_the_link_through_a_broker_restart(broker):
     link = Link(cfg, [topic], lambda t, payload, retained: got.append(payload)).connect()
     try:
         broker.stop()
-        deadline = time.monotonic() + 10
-        while link.state()[2] is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert link.state()[0] == 1  # the drop was seen
+        wait_for_the_drop(link)
         back = threading.Event()
 
         def restart() -> None:
@@ -475,10 +480,7 @@ def test_a_reply_sent_while_the_workstations_own_link_is_down_arrives_on_reconne
     link = Link(cfg, ["sightwire/+/cmd/result"], lambda t, p, retained: got.append(p)).connect()
     try:
         cable.cut()
-        deadline = time.monotonic() + 10
-        while link.state()[2] is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert link.state()[0] == 1  # the drop was seen
+        wait_for_the_drop(link)
         time.sleep(0.5)  # the broker has seen it too
         published(broker, topic, b'{"ok": true, "id": "r1"}')
         cable.mend()

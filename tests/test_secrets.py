@@ -97,11 +97,12 @@ def test_print_config_shows_where_a_secret_comes_from_never_the_secret(
         out = capsys.readouterr().out
         assert str(secret) in out and "KEY_PW" in out, form
         assert CAM_PASSWORD not in out and KEY_PASSWORD not in out, form
-    # A missing file stops `run` at start-up in one line, before any model is opened.
+    # A missing file stops `run` at start-up in one line, before any model is opened
+    # (typed with --set: a usage error, named as typed).
     argv = ["run", "--set", "model.path=m", "--set", f"mqtt.password_file={tmp_path}/gone"]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "mqtt.password_file: file not found" in err[0]
+    assert len(err) == 1 and "--set mqtt.password_file: file not found" in err[0]
 
 
 @pytest.mark.mqtt

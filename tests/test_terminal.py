@@ -181,11 +181,15 @@ def test_every_verb_shows_its_defaults_and_takes_v(name):
     assert "-v, --verbose" in parser.format_help()
     for each in _parsers(parser):
         for action in each._actions:
-            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            unset = action.default in (None, False, argparse.SUPPRESS, [])
+            if unset or not action.option_strings:
                 continue
-            assert "default" in _help_of(action, each), (name, each.prog, action.option_strings)
+            shown = _help_of(action, each)
+            said = "default" in shown or f"({action.default})" in shown  # "invokes (100)"
+            assert said, (name, each.prog, action.option_strings)
         text = each.format_help()
         assert "(default: None)" not in text and "(default: False)" not in text
+        assert "(default: [])" not in text
 
 
 def test_v_is_taken_after_the_verb_and_after_a_sub_command():

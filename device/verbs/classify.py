@@ -15,7 +15,7 @@ import sys
 from device.classifier import Classifier
 from device.config import InferenceConfig
 from device.errors import SightwireError, UsageError
-from device.images import MAX_PIXELS, load_image
+from device.images import MAX_PIXELS, load_image, refuse_special
 from device.outputs import pixel_limit, thread_count
 from device.postprocess import Decision, PostProcessor
 
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
+            refuse_special(path)
             probs = clf.classify(load_image(path, args.max_pixels))
         except SightwireError as exc:
             print(f"sightwire classify: {exc}", file=sys.stderr)
