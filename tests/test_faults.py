@@ -186,6 +186,7 @@ BROKER_FAULT_MQTT = {
 
 
 @pytest.mark.mqtt
+@pytest.mark.slow  # ~15 s: three broker kills
 def test_broker_killed_three_times_loses_no_event_for_a_persistent_subscriber(
     tmp_path, mosquitto_binary, model, alternating, figures
 ):
@@ -336,6 +337,7 @@ def test_events_wait_while_offline_newest_kept_and_online_always_goes_first(
 
 
 @pytest.mark.mqtt
+@pytest.mark.slow  # ~21 s: waits out the reconnect backoff
 def test_broker_unreachable_at_start(tmp_path, mosquitto_binary, model, alternating, figures):
     """The broker comes up ``SIGHTWIRE_BROKER_DOWN_S`` (default 15 s, standing in for "a
     minute") after the daemon: it classifies meanwhile and delivers every event."""

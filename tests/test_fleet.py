@@ -515,6 +515,7 @@ def test_closing_the_link_leaves_no_session_on_the_broker(broker):
 
 
 @pytest.mark.mqtt
+@pytest.mark.slow  # ~16 s: a soak across a broker restart
 def test_a_broker_restart_during_the_soak_neither_fails_it_nor_ends_the_rollout(
     broker, tmp_path, cats, fleet_bundles
 ):

@@ -402,6 +402,7 @@ def _model_hashes(bundle: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(bundle.glob("*.tflite"))}
 
 
+@pytest.mark.slow  # ~15 s: exports refused one by one
 def test_export_refuses_what_would_break_the_bundle_before_writing(trained, tmp_path):
     """A Keras model that does not fit the bundle, a file that is no Keras model, a
     split that is not the trainer's, a --data that is not the training folder: one line
