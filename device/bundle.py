@@ -85,6 +85,20 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
+def distinct(labels: list[str], where: Path) -> list[str]:
+    """``labels``, refused when two classes share a name (as in a manifest): the daemon
+    would publish that name for both outputs."""
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            raise BundleError(
+                f"{where}: {json.dumps(label, ensure_ascii=False)} is both class {seen[label]} "
+                f"and class {i}: each class needs a name of its own"
+            )
+        seen[label] = i
+    return labels
+
+
 def find_labels_file(folder: Path) -> Path:
     """``labels.txt``, else the one ``*labels*.txt`` beside a bare model."""
     if (folder / LABELS).is_file():
@@ -170,6 +184,8 @@ def _load(path: Path, verify: bool) -> Bundle:
         if path.suffix.lower() != ".tflite":
             raise BundleError(f"{path}: expected a bundle directory, a .zip or a .tflite file")
         variant = "edgetpu" if path.stem.endswith("_edgetpu") else tflite_variant(path)
+        # Labels may repeat here (not distinct()): Coral's own imagenet_labels.txt names
+        # two classes "crane" (135, the bird; 518, the machine).
         return Bundle(
             name=path.stem,
             root=path.parent,
@@ -324,7 +340,7 @@ def _load_manifest_bundle(root: Path, verify: bool) -> Bundle:
             )
         models[variant] = file
     labels_file = root / LABELS
-    if labels_file.is_file() and read_labels(labels_file) != checked.labels:
+    if labels_file.is_file() and distinct(read_labels(labels_file), labels_file) != checked.labels:
         raise BundleError(f"{labels_file} disagrees with the labels in manifest.json")
     spec = InputSpec.from_manifest(manifest["input"])  # well formed: checked above
     name = checked.name or root.name

@@ -5,13 +5,17 @@ so a typo in a file that runs unattended for months is an error naming the key a
 start-up, not a setting silently ignored. ``--set a.b=value`` overrides any field; the
 value is parsed as a TOML scalar (``1884``, ``true``, ``[0, 0, 320, 240]``) and falls back
 to a plain string (``--set mqtt.host=broker.lan``); a string key takes the text as typed
-(``--set mqtt.device_id=123``). Secrets are ``SecretStr``: they are printed as ``***`` and
-never echoed in error messages; a camera URL's credentials are printed as ``***`` too.
+(``--set mqtt.device_id=123``). Values are checked in pydantic's strict mode: a value is
+taken as the type it is written in (``loop = "yes"`` and ``port = "1884"`` are refused,
+not converted); a whole number is taken for a float key, and a path key takes text.
+Secrets are ``SecretStr``: they are printed as ``***`` and never echoed in error
+messages; a camera URL's credentials are printed as ``***`` too.
 No key takes inf or nan, and every duration and size is bounded (``device.config_checks``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import socket
@@ -35,6 +39,7 @@ from device.config_checks import (
     DAY,
     MAX_MB,
     WEEK,
+    PathText,
     Seconds,
     check_file,
     check_keep_path,
@@ -72,7 +77,9 @@ class CommandLineValueError(ConfigError, UsageError):
 class _Strict(BaseModel):
     # inf and nan are refused everywhere: a bound check does not catch nan, and an
     # infinite duration or size only fails later, in a thread (int(inf), wait(inf)).
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True)
+    # Strict: a value of the wrong type is an error, not converted (lax pydantic read
+    # "yes" as true, "1884" as 1884 and 3.0 as 3).
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -87,7 +94,7 @@ def default_device_id() -> str:
 
 
 class ModelConfig(_Strict):
-    path: Path = Field(
+    path: PathText = Field(
         description="bundle directory/.zip, .tflite file or Teachable Machine folder"
     )
     # auto: the Edge TPU model when a TPU is attached, else int8 or float, whichever runs
@@ -127,7 +134,7 @@ class SourceConfig(_Strict):
     kind: Literal["picamera2", "opencv", "folder"] = "picamera2"
     device: Annotated[int, Field(ge=0, le=65535)] | None = None  # opencv: camera index
     url: str | None = None  # opencv: rtsp://, http://, or a video file
-    path: Path | None = None  # folder: image folder; opencv: video file
+    path: PathText | None = None  # folder: image folder; opencv: video file
     fps: Annotated[float, Field(ge=0.0001, le=1000)] = 10.0  # a frame per 10000 s at least
     loop: bool = True  # folder / video file: start again at the end
     width: Annotated[int, Field(ge=16, le=8192)] | None = None
@@ -192,11 +199,11 @@ class InferenceConfig(_Strict):
 
 class TlsConfig(_Strict):
     enabled: bool = False  # also on when any of ca / cert / key is given
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
+    ca: PathText | None = None
+    cert: PathText | None = None
+    key: PathText | None = None
     key_password: SecretStr | None = None
-    key_password_file: Path | None = None  # or read from this file (device.secrets)
+    key_password_file: PathText | None = None  # or read from this file (device.secrets)
     key_password_env: str | None = None  # or from this environment variable
     insecure: bool = False  # do not check the broker's host name (self-signed test brokers)
     _key_password: SecretStr | None = PrivateAttr(default=None)
@@ -230,7 +237,7 @@ class MqttConfig(_Strict):
     client_id: Annotated[str, Field(min_length=1)] | None = None  # default: sightwire-<device_id>
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None  # or read from this file (device.secrets)
+    password_file: PathText | None = None  # or read from this file (device.secrets)
     password_env: str | None = None  # or from this environment variable
     _password: SecretStr | None = PrivateAttr(default=None)
     tls: TlsConfig = Field(default_factory=TlsConfig)
@@ -247,7 +254,7 @@ class MqttConfig(_Strict):
     update_keep: Annotated[int, Field(ge=2, le=100)] = 3  # versions kept in the models dir
     # file:// update URLs may name files under this folder only; none: file:// is refused
     # (a URL must not make the daemon read, or hash, any file it can read).
-    update_file_dir: Path | None = None
+    update_file_dir: PathText | None = None
     # A fixed client id with clean_session off: the broker keeps our subscription and
     # queues QoS 1 commands sent while the device is away (paho resends our own QoS 1
     # messages after a reconnect either way).
@@ -311,7 +318,7 @@ class KeepConfig(_Strict):
     Off by default: it writes to the SD card."""
 
     enabled: bool = False
-    path: Path = Path("/var/lib/sightwire/kept")
+    path: PathText = Path("/var/lib/sightwire/kept")
     below_threshold: bool = True  # the frame's own top score under the threshold
     margin: Annotated[float, Field(ge=0, le=1)] = 0.1  # top-1 minus top-2 under it; 0: off
     flicker_changes: Annotated[int, Field(ge=0, le=1000)] = 3  # 0: off
@@ -484,7 +491,7 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
             shown = "an array of tables" if isinstance(got, list) else repr(got)
             parts.append(f"{name}: expected a table of keys, [{name}] (got {shown})")
             continue
-        message = err["msg"].removeprefix("Value error, ")
+        message = _WANTED.get(err["type"], err["msg"].removeprefix("Value error, "))
         if not loc and not prefix and err["type"] == "value_error":
             parts.append(message)  # the whole config's own check names its keys itself
             continue
@@ -498,9 +505,24 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
         if err["type"] == "missing":
             message = "required but not set"
         elif not secret and not isinstance(err.get("input"), (dict, list)):
-            message += f" (got {err['input']!r})"
+            message += f" (got {_shown(err['input'])})"
         parts.append(f"{name}: {message}")
     return "; ".join(parts)
+
+
+# Strict mode's type errors, said in the file's terms where pydantic's words are not
+# (``Input is not a valid path for <class 'pathlib.Path'>``).
+_WANTED = {
+    "bool_type": "Input should be a valid boolean, true or false",
+    "path_type": "Input should be a path, as text in quotes",
+}
+
+
+def _shown(value: Any) -> str:
+    """A refused value as it was written: a TOML date as its text, not ``datetime.date(…)``."""
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    return repr(value)
 
 
 _MODEL_PATH = (("model",), ("model", "path"))

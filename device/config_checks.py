@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, Strict
 
 # Durations and sizes have finite upper bounds: a threading wait takes at most
 # ``threading.TIMEOUT_MAX`` (about 9.2e9 s on Linux) and raises OverflowError beyond it,
@@ -22,6 +22,10 @@ MAX_MB = float(1 << 20)  # keep.max_mb: 1 TiB
 
 # A duration: > 0 and at most a day.
 Seconds = Annotated[float, Field(gt=0, le=DAY)]
+
+# A path key takes text (TOML has no path type): the schema is strict, and strict mode
+# takes only a ``Path`` object. A number or boolean is still refused.
+PathText = Annotated[Path, Strict(False)]
 
 
 # Home Assistant's own states: a label equal to one of them reads as "no data".
@@ -91,40 +95,50 @@ def _members(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def takes_text(annotation: Any) -> bool:
-    """A string key (str, secret or path), not a union with numbers or fixed words."""
+def takes_text(annotation: Any, paths: bool = True) -> bool:
+    """A string key (str, secret or, unless ``paths`` is false, path), not a union with
+    numbers or fixed words."""
+    kinds = _TEXT_TYPES if paths else (str, SecretStr)
+    return _all_members(annotation, lambda m: isinstance(m, type) and issubclass(m, kinds))
+
+
+def takes_whole_numbers(annotation: Any) -> bool:
+    """A key of fixed whole numbers (``Literal[0, 1, 2]``), where pydantic, strict or
+    not, takes ``true`` as 1 (``True == 1``)."""
     members = _members(annotation)
     return bool(members) and all(
-        typing.get_origin(m) is None and isinstance(m, type) and issubclass(m, _TEXT_TYPES)
+        typing.get_origin(m) is Literal and all(type(a) is int for a in typing.get_args(m))
         for m in members
     )
 
 
-def takes_number(annotation: Any) -> bool:
-    """A number key (int or float, maybe optional), where pydantic would take ``true`` as 1."""
+def _all_members(annotation: Any, test: typing.Callable[[Any], bool]) -> bool:
     members = _members(annotation)
-    return bool(members) and all(m in (int, float) for m in members)
+    return bool(members) and all(typing.get_origin(m) is None and test(m) for m in members)
 
 
 def scalars_as_text(model: type[BaseModel], data: Any) -> Any:
     """A TOML number or date given to a string key, as its text: ``device_id = 123`` is
-    the device ``"123"``, not an error (booleans and arrays stay errors). A boolean given
-    to a number key goes on as its text, for the number's own check to refuse: left as
-    it is, pydantic read ``threshold = true`` as 1.0 and ``port = true`` as port 1."""
+    the device ``"123"``, not an error (booleans and arrays stay errors; so do numbers
+    and dates for a path key: ``path = 5`` is a typo). A boolean given to a key of fixed
+    numbers goes on as its text, for the key's own check to refuse: left as it is,
+    pydantic read ``qos = true`` as QoS 1. Everything else the strict schema checks."""
     if not isinstance(data, dict):
         return data
     fixed = None
     for name, value in data.items():
         field = model.model_fields.get(name) if isinstance(name, str) else None
-        if field is not None and isinstance(value, bool) and takes_number(field.annotation):
-            fixed = dict(data) if fixed is None else fixed
-            fixed[name] = str(value).lower()
+        if field is None or not isinstance(value, _SCALARS):
             continue
-        if field is None or isinstance(value, bool) or not isinstance(value, _SCALARS):
-            continue
-        if takes_text(field.annotation):
+        if isinstance(value, bool):
+            text = str(value).lower() if takes_whole_numbers(field.annotation) else None
+        elif takes_text(field.annotation, paths=False):
+            text = value.isoformat() if isinstance(value, (dt.date, dt.time)) else str(value)
+        else:
+            text = None
+        if text is not None:
             fixed = dict(data) if fixed is None else fixed
-            fixed[name] = value.isoformat() if isinstance(value, (dt.date, dt.time)) else str(value)
+            fixed[name] = text
     return data if fixed is None else fixed
 
 

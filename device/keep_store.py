@@ -21,6 +21,7 @@ folder is writable with ``RESUME_FREE`` bytes free. The layout is in docs/contra
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -102,7 +103,8 @@ class KeepStore:
         self.cfg = cfg
         self.path = Path(cfg.path).expanduser()
         self.max_bytes = int(cfg.max_mb * (1 << 20))
-        self.error: str | None = None  # why the store is off
+        self.error: str | None = None  # why the store is off: "keep folder PATH: reason"
+        self._reason = ""  # the reason alone
         self.kept = self.dropped = self.evicted = 0
         self.files = self.bytes = 0
         self._pairs: deque[tuple[str, int]] = deque()  # (id, bytes), oldest first
@@ -305,9 +307,43 @@ class KeepStore:
             self._open(clean=False)
         except OSError:
             return
-        log.warning("keeping frames again in %s (was off: %s)", self.path, self.error)
+        log.warning("keeping frames again in %s (was off: %s)", self.path, self._reason)
         self.error = None
 
     def _fail(self, exc: OSError) -> None:
-        self.error = f"{self.path}: {one_line(exc)}"
+        self._reason = folder_reason(self.path, exc)
+        self.error = f"keep folder {self.path}: {self._reason}"
         log.warning("keeping frames is off: %s (classification goes on)", self.error)
+
+
+def folder_reason(folder: Path, exc: OSError) -> str:
+    """Why the keep folder cannot be used, in words and without its path, which the
+    message names once already: ``a file is in the way (not a folder)``, not
+    ``[Errno 20] Not a directory: '/var/lib/sightwire/kept'``. A file the error names
+    outside the folder is named; one inside it (a ``.tmp-`` file being written) is not."""
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = file_in_the_way(folder)
+        if blocker == folder:
+            return "a file is in the way (not a folder)"
+        if blocker is not None:
+            return f"a file is in the way ({blocker.name} is not a folder)"
+    if not exc.strerror:
+        return one_line(exc)
+    reason = exc.strerror[0].lower() + exc.strerror[1:]
+    if isinstance(exc.filename, (str, bytes, os.PathLike)):
+        named = Path(os.fsdecode(exc.filename))
+        if named != folder and folder not in named.parents:
+            reason += f": {named}"
+    return reason
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The folder itself or the nearest folder above it that is something else (a
+    file), else None."""
+    for path in (folder, *folder.parents):
+        try:
+            if path.exists():
+                return None if path.is_dir() else path
+        except OSError:
+            return None
+    return None

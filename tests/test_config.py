@@ -279,6 +279,15 @@ def refused(*overrides: str) -> str:
     return message
 
 
+def refused_file(tmp_path: Path, text: str) -> str:
+    """The one-line error ``load_config`` gives for this config file."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
 def test_every_float_key_is_found():
     assert {"keep.max_mb", "keep.rescan_s", "mqtt.heartbeat_s", "source.reopen_min_s"} <= set(
         FLOAT_KEYS
@@ -383,11 +392,13 @@ def test_set_gives_a_string_key_the_text_typed(override, key, expected):
 def test_a_number_or_date_for_a_string_key_in_the_file_is_its_text(tmp_path):
     path = write(
         tmp_path,
-        "[model]\npath = 2024\n[mqtt]\ndevice_id = 123\nprefix = 2024-01-01\npassword = 1234\n",
+        '[model]\npath = "2024"\n[mqtt]\ndevice_id = 123\nprefix = 2024-01-01\npassword = 1234\n',
     )
     config = load_config(path)
     assert (config.mqtt.device_id, config.mqtt.prefix) == ("123", "2024-01-01")
     assert config.mqtt.password_value() == "1234" and str(config.model.path) == "2024"
+    # Not for a path key: a number there is a typo (test_a_value_of_the_wrong_type_...).
+    assert "model.path: " in refused_file(tmp_path, "[model]\npath = 2024\n")
     # Numbers stay numbers where a number is meant, and a string key still refuses a list.
     assert load_config(None, ["model.path=m", "mqtt.port=1884"]).mqtt.port == 1884
     assert "mqtt.device_id: " in refused("mqtt.device_id=[1]")
@@ -587,3 +598,95 @@ def test_a_bad_value_typed_on_the_command_line_is_not_blamed_on_the_file(tmp_pat
         "sightwire run: error: command line: mqtt.port: Input should be less than or equal "
         "to 65535 (got 99999)"
     )
+
+
+# --- types: the file's values are taken as the types they are written in ----------------
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "named", "wanted"),
+    [
+        ("source", 'loop = "yes"', "source.loop", "a valid boolean"),
+        ("source", "loop = 1", "source.loop", "a valid boolean"),
+        ("model", "path = 5", "model.path", "a path"),
+        ("source", "path = 2024-01-01", "source.path", "a path"),
+        ("mqtt", 'port = "1884"', "mqtt.port", "a valid integer"),
+        ("mqtt", "qos = true", "mqtt.qos", "0, 1 or 2"),
+        ("inference", 'threshold = "0.5"', "inference.threshold", "a valid number"),
+        ("inference", "top_k = 3.0", "inference.top_k", "a valid integer"),
+        ("source", 'roi = ["0", 0, 64, 48]', "source.roi.x", "a valid integer"),
+    ],
+)
+def test_a_value_of_the_wrong_type_in_the_file_is_refused_naming_the_key(
+    tmp_path, section, line, named, wanted
+):
+    """pydantic's lax mode read ``loop = "yes"`` as true, ``port = "1884"`` as 1884 and
+    ``top_k = 3.0`` as 3; ``path = 5`` became the path "5"; a typo ran as a setting."""
+    body = f"[{section}]\n{line}\n"
+    text = body if section == "model" else f'[model]\npath = "m"\n{body}'
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert not isinstance(err.value, UsageError)  # the file's fault: exit 1
+    assert message.startswith(f"{path}: {named}: "), message
+    assert wanted in message and "\n" not in message and "class" not in message, message
+
+
+def test_the_file_keeps_its_legitimate_forms(tmp_path):
+    """A whole number for a float key, paths as text, a number for a text key (its text)."""
+    path = write(
+        tmp_path,
+        '[model]\npath = "bundles/caps"\n[source]\nkind = "folder"\npath = "/photos"\n'
+        "fps = 5\nloop = false\nroi = [0, 0, 64, 48]\n"
+        "[mqtt]\ndevice_id = 123\nport = 1884\nheartbeat_s = 30\n[keep]\nmax_mb = 100\n",
+    )
+    config = load_config(path)
+    assert config.model.path == Path("bundles/caps") and config.source.path == Path("/photos")
+    assert config.source.fps == 5.0 and isinstance(config.source.fps, float)
+    assert config.source.loop is False and config.source.roi.w == 64
+    assert (config.mqtt.device_id, config.mqtt.port, config.keep.max_mb) == ("123", 1884, 100.0)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("source.loop=true", "source.loop", True),
+        ("source.loop=false", "source.loop", False),
+        ("source.fps=5", "source.fps", 5.0),
+        ("inference.threshold=0.5", "inference.threshold", 0.5),
+        ("mqtt.qos=0", "mqtt.qos", 0),
+        ("model.path=5", "model.path", Path("5")),  # typed text: a path named 5
+        ("source.path=/photos/line 1", "source.path", Path("/photos/line 1")),
+        ("mqtt.commands=['set']", "mqtt.commands", ["set"]),
+    ],
+)
+def test_set_values_read_as_toml_keep_working(override, key, expected):
+    config = load_config(None, ["model.path=m", override])
+    value: object = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("override", "wanted"),
+    [
+        ("source.loop=yes", "Input should be a valid boolean, true or false (got 'yes')"),
+        ("source.loop=1", "Input should be a valid boolean, true or false (got 1)"),
+        ("mqtt.port=1884.0", "Input should be a valid integer (got 1884.0)"),
+        ("mqtt.qos=true", "Input should be 0, 1 or 2 (got 'true')"),
+    ],
+)
+def test_a_set_value_of_the_wrong_type_is_a_usage_error_naming_the_key(override, wanted, capsys):
+    key = override.partition("=")[0]
+    assert refused(override) == f"--set {key}: {wanted}"
+    assert main(["run", "--model", "m", "--set", override, "--print-config"]) == 2
+    assert capsys.readouterr().err.strip() == f"sightwire run: error: --set {key}: {wanted}"
+
+
+def test_cmd_set_refuses_text_for_a_number():
+    current = InferenceConfig().model_dump()
+    with pytest.raises(ConfigError, match=r"^set: threshold: Input should be a valid number"):
+        validate(InferenceConfig, {**current, "threshold": "0.5"}, "set")
+    assert validate(InferenceConfig, {**current, "top_k": 5}, "set").top_k == 5

@@ -500,3 +500,28 @@ def test_a_store_off_for_a_full_disk_comes_back_once_there_is_room(tmp_path, tmp
     messages = [r.getMessage() for r in caplog.records]
     assert sum("keeping frames is off" in m for m in messages) == 1, messages
     assert sum("keeping frames again in" in m for m in messages) == 1, messages
+    # The folder is named once, the reason in words (not "[Errno 28] ...: '<a .tmp- file>'").
+    off = f"keeping frames is off: keep folder {folder}: no space left on device"
+    again = f"keeping frames again in {folder} (was off: no space left on device)"
+    assert off + " (classification goes on)" in messages and again in messages, messages
+
+
+@pytest.mark.parametrize("blocked", ["folder", "parent"])
+def test_a_file_in_the_way_of_the_keep_folder_is_named_once_in_words(tmp_path, caplog, blocked):
+    """Was ``…/kept: [Errno 20] Not a directory: '…/kept'`` (or ``[Errno 17] File
+    exists``): the path twice and the reason in the C library's words."""
+    caplog.set_level(logging.WARNING)
+    blocker = tmp_path / ("kept" if blocked == "folder" else "not-a-folder")
+    blocker.write_text("a file where a folder should be")
+    folder = blocker if blocked == "folder" else blocker / "kept"
+    store = KeepStore(KeepConfig(enabled=True, path=folder, queue=10))
+    store.start()
+    wait_until(lambda: store.error, timeout=4, what="the store to turn off")
+    store.stop()
+    why = "a file is in the way (not a folder)"
+    if blocked == "parent":
+        why = "a file is in the way (not-a-folder is not a folder)"
+    assert store.error == f"keep folder {folder}: {why}"
+    assert store.stats()["error"] == store.error
+    messages = [r.getMessage() for r in caplog.records if "keeping frames is off" in r.message]
+    assert messages == [f"keeping frames is off: {store.error} (classification goes on)"]

@@ -58,3 +58,16 @@ def test_two_labels_files_beside_a_bare_model_are_named(tmp_path, model):
         (tmp_path / name).write_text("a\nb\n")
     with pytest.raises(BundleError, match=r"2 labels files .*new_labels.txt, old_labels.txt"):
         load_bundle(tmp_path / "m.tflite")
+
+
+def test_a_bundles_labels_file_naming_a_class_twice_is_refused_naming_it(tmp_path, model):
+    """Was ``labels.txt disagrees with the labels in manifest.json``: true, but not why."""
+    root = tmp_path / "b"
+    write_bundle(root, "b", ["cat", "dog"], InputSpec(224, 224), {"int8": model.read_bytes()})
+    (root / "labels.txt").write_text("cat\ncat\n")
+    with pytest.raises(BundleError) as err:
+        load_bundle(root)
+    assert str(err.value) == (
+        f'{root / "labels.txt"}: "cat" is both class 0 and class 1: '
+        "each class needs a name of its own"
+    )
