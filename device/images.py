@@ -35,7 +35,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from device.errors import ImageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# TIFF (what machine-vision cameras save, 8 or 16-bit, multi-page: the first page) and GIF
+# (the first frame) are read by Pillow like PNG.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 OPENCV_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # decoded by OpenCV where it gives Pillow's pixels
 # Well above any camera (a Pi HQ camera gives 12 MP) and well below memory trouble:
 # decoded to RGB, 50 MP take 150 MB, for which a Pi 4 with 2 GB still has room.

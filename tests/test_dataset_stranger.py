@@ -192,12 +192,12 @@ def test_a_class_of_heic_photos_says_why_it_has_none(shapes: Path):
 
 def test_doctor_names_photos_it_left_out_in_one_line_each(shapes: Path):
     heic(shapes / "circle" / "IMG_0001.HEIC")
-    Image.new("RGB", (16, 16)).save(shapes / "square" / "anim.gif")
+    (shapes / "square" / "shot.avif").write_bytes(b"\x00\x00\x00\x1cftypavif" + bytes(40))
     proc = sightwire("doctor", str(shapes), "--weights", "none", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "format not read" in line]
     assert len(lines) == 1, proc.stdout
-    assert "2 photo(s)" in lines[0] and ".heic 1" in lines[0] and ".gif 1" in lines[0]
+    assert "2 photo(s)" in lines[0] and ".heic 1" in lines[0] and ".avif 1" in lines[0]
 
 
 def test_what_a_mac_or_windows_leaves_in_a_folder_is_neither_read_nor_listed(shapes: Path):
@@ -283,3 +283,25 @@ def test_file_names_with_brackets_are_printed_as_they_are(shapes: Path, capsys):
     err = "".join(capsys.readouterr().err.split())  # rich wraps long lines anywhere
     assert "circle/[red]broken.jpg:cannotdecode" in err, err
     assert "circle/[b]notes.txt" in err, err
+
+
+def test_tiff_and_gif_photos_are_read_as_the_device_reads_them(shapes: Path):
+    """A machine-vision camera saves TIFF (8 or 16-bit grey, several pages, compressed);
+    a phone's share sheet may give GIF. Both were named "not read" and left out."""
+    tiles = shapes / "tile"
+    tiles.mkdir()
+    grey = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))
+    Image.fromarray(grey).save(tiles / "a.tif", compression="tiff_lzw")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tiles / "b.TIFF")
+    pages = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (200, 10)]
+    pages[0].save(tiles / "c.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(tiles / "d.gif", save_all=True, append_images=pages[1:])
+    Image.fromarray(grey).save(tiles / "e.tiff")
+    ds = scan(shapes, show_progress=False)
+    read = sorted(item.path.name for item in ds.items if item.path.parent == tiles)
+    assert read == ["a.tif", "b.TIFF", "c.tif", "d.gif", "e.tiff"]
+    assert ds.unreadable == [] and ds.ignored == []
+    assert np.array_equal(load_image(tiles / "a.tif")[:, :, 0], grey)
+    assert np.array_equal(load_image(tiles / "b.TIFF")[:, :, 1], grey)  # 16 bits scaled
+    assert int(load_image(tiles / "c.tif").mean()) == 200  # the first page
+    assert abs(int(load_image(tiles / "d.gif").mean()) - 200) <= 2  # the first frame

@@ -71,6 +71,18 @@ def test_folder_replays_images_in_name_order_and_loops(tmp_path):
     assert all(f.dtype == np.uint8 and f.shape == (30, 40, 3) for f in frames)
 
 
+def test_folder_replays_tiff_and_gif_files(tmp_path):
+    """A line camera's TIFFs (8-bit colour, 16-bit grey) and a GIF replay like the rest."""
+    folder = colour_folder(tmp_path / "imgs", ("a.tif", "b.gif", "c.tiff"))
+    wide = np.full((30, 40), 40000, np.uint16)
+    Image.fromarray(wide).save(folder / "d.TIF")
+    source = FolderSource(folder, loop=False)
+    source.open()
+    frames = [source.read() for _ in range(4)]
+    assert [dominant(f) for f in frames[:3]] == [0, 1, 2]
+    assert frames[3].shape == (30, 40, 3) and int(frames[3].mean()) == round(40000 / 257)
+
+
 def test_folder_without_loop_ends(tmp_path):
     source = FolderSource(colour_folder(tmp_path / "imgs"), loop=False)
     source.open()

@@ -32,7 +32,7 @@ SYSTEM_FILES = {"thumbs.db", "ehthumbs.db", "desktop.ini"}
 # Photo formats a phone or camera writes that neither the trainer nor the device decodes:
 # said apart from other files, with what to do (an iPhone's folder can be all HEIC).
 UNREAD_PHOTO_SUFFIXES = (
-    *(".heic", ".heif", ".avif", ".jxl", ".gif", ".tif", ".tiff"),
+    *(".heic", ".heif", ".avif", ".jxl"),
     *(".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"),
 )
 CONVERT = "convert them to JPEG or PNG"
@@ -85,13 +85,13 @@ def _skipped_file(name: str) -> bool:
 
 
 def unread_photos(paths: list[Path]) -> Counter[str]:
-    """How many of ``paths`` are photos in a format not read (HEIC, GIF, RAW ...), by suffix."""
+    """How many of ``paths`` are photos in a format not read (HEIC, AVIF, RAW ...), by suffix."""
     return Counter(p.suffix.lower() for p in paths if p.suffix.lower() in UNREAD_PHOTO_SUFFIXES)
 
 
 def unread_photos_text(paths: list[Path], root: Path) -> str | None:
     """One line naming the photos of ``paths`` in a format not read, or None when none are:
-    ``3 photo(s) in a format not read, left out (.heic 2, .gif 1; e.g. cat/IMG_1.HEIC)``;
+    ``3 photo(s) in a format not read, left out (.heic 2, .avif 1; e.g. cat/IMG_1.HEIC)``;
     what to do is ``CONVERT``."""
     counts = unread_photos(paths)
     if not counts:
