@@ -77,6 +77,12 @@ def _writable_parent(path: Path, flag: str) -> None:
         raise SightwireError(f"{flag} {path}: no permission to write in {parent}")
 
 
+def user_path(text: str) -> Path:
+    """A path argument (argparse type) with ``~`` expanded, so that the checks and the
+    writes name the same file where no shell expanded it (``--out=~/x``, a quoted ``~``)."""
+    return Path(text).expanduser()
+
+
 MAX_THREADS = 64  # model.threads' bound: more only thrashes a board's cores
 
 

@@ -483,6 +483,43 @@ def test_cli_prints_findings_and_writes_strict_json(tmp_path, capsys):
     assert report["label_errors"] is None and "labels" in report["skipped"]
 
 
+def test_cli_writes_its_report_where_the_checks_looked(tmp_path, monkeypatch, capsys):
+    """``--out=~/doctor`` (no shell expands a ``~`` after ``=``) was checked in the home
+    folder and written into a folder named ``~`` in the current one."""
+    data = make_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    argv = ["doctor", str(data), "--weights", "none", "--no-progress", "--no-thumbnails"]
+    assert main([*argv, "--out=~/doctor"]) == 0, capsys.readouterr().err
+    assert json.loads((home / "doctor" / "doctor.json").read_text())["format_version"] == 1
+    assert "report written to " + str(home / "doctor" / "doctor.json") in capsys.readouterr().out
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("inside", ["", "report"])
+def test_cli_refuses_an_out_inside_the_bundle_it_reads(tmp_path, capsys, reference, inside):
+    """``--bundle B --out B --force`` emptied the bundle before reading it (then failed:
+    "no manifest.json"); ``--out B/report --force`` deleted the training report."""
+    from device.bundle import write_bundle
+    from device.preprocess import InputSpec
+
+    data = make_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
+    bundle = tmp_path / "bundle"
+    model = (reference / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
+    labels = [f"class {i}" for i in range(1001)]
+    write_bundle(bundle, "b", labels, InputSpec(128, 128), {"int8": model})
+    (bundle / "report").mkdir()
+    (bundle / "report" / "split.json").write_text("{}")
+    before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    argv = ["doctor", str(data), "--weights", "none", "--bundle", str(bundle), "--force"]
+    assert main([*argv, "--out", str(bundle / inside), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is inside the bundle {bundle} being read" in err[0], err
+    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+
+
 def test_cli_with_features_and_a_bundle(tmp_path, capsys, imagenet_weights, reference):
     data = make_dataset(tmp_path / "d", classes=2, per_class=12, size=64)
     out = tmp_path / "out"

@@ -323,6 +323,71 @@ def test_check_prints_every_op_and_writes_json(bundle, tmp_path):
     assert data["sha256"] == sha256_file(bundle / "model_int8.tflite")
 
 
+@pytest.fixture
+def small_bundle(tmp_path, reference) -> Path:
+    """A bundle of Coral's smallest reference model, written without TensorFlow."""
+    from device.bundle import write_bundle
+
+    model = (reference / CPU_REFERENCE_MODELS[0]).read_bytes()
+    labels = [f"class {i}" for i in range(1001)]
+    write_bundle(tmp_path / "small", "small", labels, InputSpec(128, 128), {"int8": model})
+    return tmp_path / "small"
+
+
+def test_an_output_that_cannot_or_must_not_be_written_is_refused_first(
+    small_bundle, tmp_path, capsys
+):
+    """``--json`` was written wherever it pointed, after the preflight: ``--json
+    BUNDLE/manifest.json`` replaced the bundle's manifest with the report (the bundle no
+    longer loaded), ``--json photo.jpg`` the photo; a folder, or ``--out`` a file, failed
+    only once the preflight was printed."""
+    from device.cli import main
+
+    bundle = small_bundle
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"a photo")
+    model = tmp_path / "bare.tflite"
+    shutil.copy(bundle / "model_int8.tflite", model)
+    cases = [
+        ([bundle, "--check", "--json", bundle / "manifest.json"], 2, "is inside the bundle"),
+        ([bundle / "model_int8.tflite", "--json", bundle / "r.json"], 2, "is inside the bundle"),
+        ([bundle, "--check", "--json", photo], 1, "exists and is not a .json file"),
+        ([bundle, "--check", "--json", tmp_path], 1, "is a folder: name a file"),
+        ([model, "--out", photo], 1, f"--out {photo} is a file, not a folder"),
+        # A bare model's compiled file in a bundle: not in its manifest, or replacing one
+        # that is (whose sha256 then fails every check).
+        ([model, "--out", bundle], 1, f"{bundle} is a bundle: compile the bundle itself"),
+        ([bundle / "model_int8.tflite"], 1, f"sightwire compile-edgetpu {bundle}"),
+    ]
+    before = {p: p.read_bytes() for p in [photo, *bundle.iterdir()]}
+    for argv, status, message in cases:
+        code = main(["compile-edgetpu", *map(str, argv)])
+        out, err = capsys.readouterr()
+        assert code == status, (argv, err)
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert out == "", argv  # refused before the preflight
+    assert {p: p.read_bytes() for p in [photo, *bundle.iterdir()]} == before
+    load_bundle(bundle)
+
+
+def test_outputs_go_where_the_checks_looked(small_bundle, tmp_path, monkeypatch, capsys):
+    """``--json`` in a folder not made yet failed after the preflight; a ``~`` no shell
+    expanded (``--json=~/r.json``) was not read as the home folder."""
+    from device.cli import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(small_bundle, home / "bundle")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    argv = ["compile-edgetpu", "--check", "~/bundle"]
+    assert main([*argv, "--json", str(tmp_path / "new" / "r.json")]) == EXIT_OK, capsys.readouterr()
+    assert json.loads((tmp_path / "new" / "r.json").read_text())["exit_code"] == EXIT_OK
+    assert main([*argv, "--json=~/r.json"]) == EXIT_OK, capsys.readouterr()
+    assert json.loads((home / "r.json").read_text())["exit_code"] == EXIT_OK
+    assert not (tmp_path / "~").exists()
+
+
 def test_check_on_float_model_exits_3_and_names_the_first_op(keras_models, tmp_path):
     out = tmp_path / "float.json"
     proc = _cli("compile-edgetpu", str(keras_models["float"]), "--check", "--json", str(out))

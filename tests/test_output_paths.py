@@ -52,6 +52,8 @@ def bundle_and_data(tmp_path, model, reference):
     """A manifest bundle of the reference model, with a training report's picture, and a
     labelled folder of one photo: enough for evaluate and bench to run to the end."""
     labels = (model.parent / "labels.txt").read_text().splitlines()
+    # ImageNet names two classes "crane" (and "maillot"): a manifest needs names of their own.
+    labels = [name if labels.index(name) == i else f"{name} ({i})" for i, name in enumerate(labels)]
     bundle = tmp_path / "bundle"
     spec = InputSpec(224, 224)
     write_bundle(bundle, "cats", labels, spec, {"int8": model.read_bytes()})
@@ -102,6 +104,27 @@ def test_an_output_inside_the_bundle_being_read_is_a_usage_error(
     assert out == ""
     assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
     json.loads((bundle / "manifest.json").read_text())  # still the manifest
+
+
+def test_evaluate_writes_its_outputs_where_the_checks_looked(
+    bundle_and_data, tmp_path, monkeypatch, capsys
+):
+    """``--json`` in a folder not made yet passed the check and failed after the whole
+    evaluation; ``--json=~/e.json`` and ``--out=~/charts`` (no shell expands a ``~`` after
+    ``=``) were checked in the home folder and written into a folder named ``~`` here."""
+    bundle, data = bundle_and_data
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    # A real chart of the reference model's 1001 classes takes minutes: where it goes counts.
+    monkeypatch.setattr("trainer.evaluate.confusion_png", lambda *a: a[-1].write_bytes(b"png"))
+    argv = ["evaluate", str(bundle), str(data), "--no-progress"]
+    assert main([*argv, "--json", str(tmp_path / "new" / "e.json")]) == 0, capsys.readouterr()
+    assert json.loads((tmp_path / "new" / "e.json").read_text())["results"]["int8"]["n"] == 1
+    assert main([*argv, "--json=~/e.json", "--out=~/charts"]) == 0, capsys.readouterr()
+    assert (home / "e.json").is_file() and (home / "charts" / "confusion_int8.png").is_file()
+    assert not (tmp_path / "~").exists()
 
 
 @pytest.mark.parametrize(

@@ -402,6 +402,72 @@ def _model_hashes(bundle: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(bundle.glob("*.tflite"))}
 
 
+def test_a_keras_file_that_is_no_classifier_of_the_bundle_is_refused(tmp_path):
+    """A model whose last axis happened to match the labels (a convolution's 3 channels)
+    passed, and export overwrote the bundle's models and manifest with a model of 27648
+    outputs that no verb could open; two outputs read "gives None outputs"; a 1-channel
+    input failed in the converter; a cut-short file read "File not found"."""
+    import keras
+
+    from device.errors import SightwireError
+    from trainer.verbs.export import load_keras
+
+    layers = keras.layers
+    image = keras.Input((32, 32, 3))
+    pooled = layers.GlobalAveragePooling2D()(image)
+    gray = keras.Input((32, 32, 1))
+    models = {
+        "conv": (keras.Model(image, layers.Conv2D(3, 1)(image)), "not one score per class"),
+        "two": (
+            keras.Model(image, [layers.Dense(3)(pooled), layers.Dense(3)(pooled)]),
+            "2 outputs",
+        ),
+        "gray": (
+            keras.Model(gray, layers.Dense(3)(layers.GlobalAveragePooling2D()(gray))),
+            "takes 1-channel images",
+        ),
+    }
+    for name, (model, message) in models.items():
+        model.save(tmp_path / f"{name}.keras")
+        with pytest.raises(SightwireError, match=message):
+            load_keras(tmp_path / f"{name}.keras", 3, (32, 32))
+    whole = (tmp_path / "conv.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(SightwireError, match=r"not a whole \.keras file"):
+        load_keras(tmp_path / "cut.keras", 3, (32, 32))
+    keras.Model(image, layers.Dense(3, activation="softmax")(pooled)).save(tmp_path / "ok.keras")
+    assert load_keras(tmp_path / "ok.keras", 3, (32, 32)).output_shape == (None, 3)
+
+
+def test_a_test_photo_that_does_not_decode_fails_before_the_bundle_is_written(tmp_path, capsys):
+    """The test split's photos were first read once the new models and manifest were
+    written: a photo that did not decode left new models beside the old figures."""
+    import keras
+
+    from device.bundle import write_bundle
+    from device.cli import main
+    from device.preprocess import InputSpec
+
+    data = make_dataset(tmp_path / "data", classes=2, per_class=4, size=32, seed=1)
+    rows = [[p.relative_to(data).as_posix(), p.parent.name] for p in sorted(data.rglob("*.png"))]
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, "b", ["circle", "square"], InputSpec(32, 32), {"int8": b"old int8"})
+    image = keras.Input((32, 32, 3))
+    head = keras.layers.Dense(2, activation="softmax")
+    keras.Model(image, head(keras.layers.GlobalAveragePooling2D()(image))).save(
+        bundle / "model.keras"
+    )
+    (bundle / "report").mkdir()
+    split = {"dataset": str(data), "train": rows[::2], "val": [], "test": rows[1::2]}
+    (bundle / "report" / "split.json").write_text(json.dumps(split))
+    (data / rows[-1][0]).write_bytes(b"not a png")
+    before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    assert main(["export", str(bundle), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{data / rows[-1][0]}: cannot decode image" in err[-1], err
+    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.slow  # ~15 s: exports refused one by one
 def test_export_refuses_what_would_break_the_bundle_before_writing(trained, tmp_path):
     """A Keras model that does not fit the bundle, a file that is no Keras model, a

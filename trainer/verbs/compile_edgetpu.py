@@ -16,6 +16,7 @@ from rich.table import Table
 
 from device.bundle import MANIFEST, load_bundle
 from device.errors import BundleError, SightwireError, UsageError
+from device.outputs import check_output_dir, check_output_file, check_outside_bundle, user_path
 from trainer.edgetpu import (
     COMPILED,
     CPU,
@@ -42,13 +43,18 @@ _MARKS = {TPU: "✓", COMPILED: "✓ compiled", EDGE: "✗ edge"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", help="bundle directory (or .zip, with --check) or a .tflite")
+    parser.add_argument(
+        "bundle", type=user_path, help="bundle directory (or .zip, with --check) or a .tflite"
+    )
     parser.add_argument(
         "--check", action="store_true", help="preflight only: report every op, do not compile"
     )
-    parser.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    parser.add_argument(
+        "--json", type=user_path, metavar="OUT", help="also write the report as JSON to OUT"
+    )
     parser.add_argument(
         "--out",
+        type=user_path,
         metavar="DIR",
         help="where a bare .tflite's compiled model goes (default: beside it); "
         "a bundle is always compiled into itself",
@@ -62,22 +68,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.check and Path(args.bundle).suffix.lower() == ".zip":
+    if not args.check and args.bundle.suffix.lower() == ".zip":
         # Before the preflight: its report would only end in this line.
         raise UsageError("compiling writes into the bundle: unzip it and pass the folder")
     if not args.timeout > 0:  # also nan
         raise UsageError(f"--timeout must be above 0 seconds, got {args.timeout:g}")
-    model, bundle_dir = _resolve(Path(args.bundle))
+    if args.json:  # before the preflight: its report would only end in this line
+        check_outside_bundle(args.json, "--json", args.bundle)
+        check_output_file(args.json, "--json", (".json",))
+    if args.out and not args.check:
+        check_output_dir(args.out, "--out")
+    model, bundle_dir = _resolve(args.bundle)
+    out_dir = bundle_dir or args.out or model.parent
+    if not args.check and bundle_dir is None and (out_dir / MANIFEST).is_file():
+        # Its manifest would not list the compiled model, or list one it replaces.
+        raise SightwireError(
+            f"{out_dir} is a bundle: compile the bundle itself, so that its manifest lists "
+            f"the compiled model: sightwire compile-edgetpu {out_dir}"
+        )
     report = preflight(model)
     console = _console()
     print_report(report, console)
     if args.json:
-        _write_json(Path(args.json), report, None)  # kept even if compiling fails below
+        _write_json(args.json, report, None)  # kept even if compiling fails below
     result = None
     if not args.check:
         if report.compiled:
             raise SightwireError(f"{model.name} is already compiled for the Edge TPU")
-        out_dir = bundle_dir or (Path(args.out) if args.out else model.parent)
         compiler = args.compiler
         if compiler and shutil.which(compiler) is None:
             raise SightwireError(f"--compiler {compiler}: not found or not executable")
@@ -86,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             record_in_manifest(bundle_dir, result)
         print_compile(result, console)
         if args.json:
-            _write_json(Path(args.json), report, result)
+            _write_json(args.json, report, result)
     if result is not None:
         return EXIT_OK if result.all_mapped else EXIT_FALLBACK
     return report.exit_code
@@ -195,6 +212,7 @@ def _write_json(path: Path, report: Preflight, result: CompileResult | None) -> 
             ],
         }
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
         raise SightwireError(f"cannot write {path}: {exc.strerror or exc}") from exc

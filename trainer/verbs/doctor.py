@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from device.outputs import check_outside_bundle, user_path
 
 HELP = (
     "Check a folder-per-class dataset before training: background/colour/file-property "
@@ -13,8 +14,8 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="dataset folder, one sub-folder per class")
-    parser.add_argument("--out", type=Path, help="folder to write doctor.json into")
+    parser.add_argument("data", type=user_path, help="dataset folder, one sub-folder per class")
+    parser.add_argument("--out", type=user_path, help="folder to write doctor.json into")
     parser.add_argument(
         "--weights",
         default="imagenet",
@@ -87,6 +88,8 @@ def check(args: argparse.Namespace) -> None:
         check_input_size(args.input_size)
     check_weights(args.weights)
     if args.out:
+        if args.bundle:  # --force would empty the bundle or its report before it is read
+            check_outside_bundle(args.out, "--out", args.bundle)
         check_out_dir(args.out, args.force, keep_safe=(args.data,))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from device.errors import SightwireError
 from device.outputs import (
@@ -12,6 +11,7 @@ from device.outputs import (
     check_output_file,
     check_outside_bundle,
     thread_count,
+    user_path,
 )
 
 HELP = (
@@ -22,7 +22,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle directory or .zip (or a .tflite with labels.txt)")
-    parser.add_argument("data", type=Path, help="folder with one sub-folder per class")
+    parser.add_argument("data", type=user_path, help="folder with one sub-folder per class")
     parser.add_argument(
         "--variant",
         action="append",
@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="interpreter threads, 1..64 (default: the runtime's own)",
     )
-    parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
-    parser.add_argument("--out", type=Path, help="folder for confusion-matrix PNGs")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--json", type=user_path, help="write all figures to this JSON file")
+    parser.add_argument("--out", type=user_path, help="folder for confusion-matrix PNGs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,5 +105,6 @@ def run(args: argparse.Namespace) -> int:
             "files": [p.relative_to(root).as_posix() for p in scored.files],
             "results": results,
         }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1))
     return 0

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from device.outputs import thread_count
+from device.outputs import thread_count, user_path
 
 HELP = (
     "Re-export float and int8 TFLite from a bundle's model.keras (or --keras FILE), "
@@ -20,10 +20,14 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path, help="bundle directory written by train")
-    parser.add_argument("--keras", type=Path, help="Keras model file (default BUNDLE/model.keras)")
+    parser.add_argument("bundle", type=user_path, help="bundle directory written by train")
     parser.add_argument(
-        "--data", type=Path, help="dataset folder (default: the one recorded in report/split.json)"
+        "--keras", type=user_path, help="Keras model file (default BUNDLE/model.keras)"
+    )
+    parser.add_argument(
+        "--data",
+        type=user_path,
+        help="dataset folder (default: the one recorded in report/split.json)",
     )
     parser.add_argument(
         "--representative",
@@ -33,9 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "300 lost 1 point on the magnetic tiles, all 940 lost none",
     )
     parser.add_argument(
-        "--threads", type=thread_count, default=None, help="interpreter threads for the evaluation"
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="interpreter threads for the evaluation, 1..64 (default: the runtime's own)",
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def check(args: argparse.Namespace) -> None:
@@ -49,7 +56,7 @@ def check(args: argparse.Namespace) -> None:
     if not keras_file.is_file():
         raise SightwireError(f"Keras model not found: {keras_file} (train writes it)")
     if args.representative < 1:
-        raise UsageError("--representative must be at least 1")
+        raise UsageError(f"--representative must be at least 1, got {args.representative}")
     if args.data is not None:
         check_data_dir(args.data)
     split = read_split(args.bundle)
@@ -125,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"exporting float and int8 TFLite ({len(rep)} representative images)")
     val = split.get("val") or []
     val_images = [fit_frame(load_image(root / p), spec) for p, _ in val]
+    for p, _ in split.get("test") or []:  # read after the bundle is written: must decode
+        load_image(root / p)
     validation = (
         np.array(val_images, dtype=np.uint8).reshape(-1, *rep.shape[1:]),
         np.array([bundle.labels.index(c) for _, c in val]),
@@ -231,22 +240,44 @@ def _remove_stale_compiled(bundle: Path, old: dict, new: dict) -> None:
 
 def load_keras(path: Path, classes: int, size: tuple[int, int]) -> Any:
     """The Keras model, refused before anything in the bundle is overwritten when it
-    cannot be read or does not fit the bundle (its classes, its input size)."""
+    cannot be read or does not fit the bundle (one RGB image of its input size in, one
+    score per label out)."""
+    import zipfile
+
     import keras
 
     from device.errors import SightwireError
     from trainer.model import first_line
 
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        # Keras says "File not found" of a file that is there but cut short.
+        raise SightwireError(
+            f"cannot load {path} as a Keras model: not a whole .keras file (a zip archive): "
+            "cut short or another format"
+        )
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
         raise SightwireError(f"cannot load {path} as a Keras model: {first_line(exc)}") from exc
-    outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
-    if outputs != classes:
-        raise SightwireError(f"{path} gives {outputs} outputs but the bundle has {classes} labels")
-    if tuple(model.input_shape[1:3]) != size:
-        got = "x".join(str(v) for v in model.input_shape[1:3])
+    # A list of shapes: several inputs or outputs; one (batch, classes) output is a classifier.
+    out_shape, in_shape = model.output_shape, model.input_shape
+    if not isinstance(out_shape, tuple):
+        raise SightwireError(
+            f"{path} has {len(out_shape)} outputs: export takes a classifier with one"
+        )
+    if len(out_shape) != 2:
+        raise SightwireError(f"{path} gives outputs of shape {out_shape}, not one score per class")
+    if out_shape[-1] != classes:
+        raise SightwireError(
+            f"{path} gives {out_shape[-1]} outputs but the bundle has {classes} labels"
+        )
+    if not isinstance(in_shape, tuple) or len(in_shape) != 4:
+        raise SightwireError(f"{path} does not take one image (its input: {in_shape})")
+    if tuple(in_shape[1:3]) != size:
+        got = "x".join(str(v) for v in in_shape[1:3])
         raise SightwireError(
             f"{path} takes {got} images but the bundle's input is {size[1]}x{size[0]}"
         )
+    if in_shape[3] != 3:
+        raise SightwireError(f"{path} takes {in_shape[3]}-channel images; the bundle's are RGB")
     return model
