@@ -60,7 +60,14 @@ def list_labelled(root: str | Path, name: str | None = None) -> tuple[list[Path]
                 paths.append(path)
                 names.append(folder.name)
     if not paths:
-        raise SightwireError(f"{name}: no images in class folders (DATA/<class>/*.jpg)")
+        loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        why = (
+            f"; its {len(loose)} image(s) lie in the folder itself: put each in a "
+            "sub-folder named for its class"
+            if loose
+            else ""
+        )
+        raise SightwireError(f"{name}: no images in class folders (DATA/<class>/*.jpg){why}")
     return paths, names
 
 
@@ -70,9 +77,12 @@ def check_classes(names: Sequence[str], labels: Sequence[str], prefix: str = "")
     unknown = sorted(set(names) - set(labels))
     if unknown:
         more = ", …" if len(labels) > SHOWN_LABELS else ""
+        folded = {label.casefold(): label for label in labels}
+        cased = [f"{n} is {folded[n.casefold()]}" for n in unknown if n.casefold() in folded]
+        hint = f"; names are case-sensitive: {', '.join(cased)}" if cased else ""
         raise SightwireError(
             f"{prefix}classes not in the bundle's labels: {', '.join(unknown)} "
-            f"(bundle knows: {', '.join(labels[:SHOWN_LABELS])}{more})"
+            f"(bundle knows: {', '.join(labels[:SHOWN_LABELS])}{more}){hint}"
         )
 
 

@@ -565,6 +565,18 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, message, status):
     assert len(err) == 1 and message in err[0]
 
 
+def test_a_saved_model_given_as_weights_is_named_for_what_it_is(tmp_path, capsys):
+    """A bundle's model.keras passed to --weights: Keras failed on all 104 layers and the
+    message blamed --alpha."""
+    data = make_dataset(tmp_path / "d", classes=2, per_class=6, size=32)
+    (tmp_path / "model.keras").write_bytes(b"PK\x05\x06" + bytes(18))
+    argv = ["doctor", str(data), "--weights", str(tmp_path / "model.keras"), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a whole saved model (.keras)" in err[0], err
+    assert "--alpha" not in err[0]
+
+
 def test_item_order_reassembles_train_arrays():
     parts = {"train": np.array([0, 3, 4]), "val": np.array([2]), "test": np.array([1])}
     by_side = {s: idx[:, None].astype(np.float32) * np.ones((1, 2)) for s, idx in parts.items()}

@@ -655,6 +655,24 @@ def test_compiler_crash_is_one_line_with_its_last_words(bundle, tmp_path):
     assert str(bundle / "model_int8_edgetpu.log") in line
 
 
+def test_a_compiler_path_with_a_tilde_is_in_the_home_folder(bundle, tmp_path):
+    """``--compiler "~/bin/edgetpu_compiler"`` (quoted, so no shell expanded it) was "not
+    found": it is the compiler in the home folder."""
+    crash = "Edge TPU Compiler version 16.0.384591198\n\nInternal compiler error. Aborting!\n"
+    _stand_in(tmp_path, crash, exit_code=1)  # tmp_path/bin/edgetpu_compiler
+    env = {**os.environ, "HOME": str(tmp_path)}
+    argv = ["compile-edgetpu", str(bundle), "--compiler", "~/bin/edgetpu_compiler"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "device.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert "Internal compiler error" in _assert_one_line_error(proc)
+
+
 def test_record_in_manifest_keeps_the_other_entries(bundle, keras_models, tmp_path):
     result = compile_model(
         bundle / "model_int8.tflite", tmp_path / "o", str(_stand_in(tmp_path, ALL_MAPPED_LOG))

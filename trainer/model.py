@@ -44,6 +44,11 @@ def load_backbone(input_size: int, alpha: float, weights: str) -> keras.Model:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise SightwireError(f"weights file not found: {path}")
+        if path.suffix.lower() == ".keras":  # Keras blamed every layer, and we the alpha
+            raise SightwireError(
+                f"{weights} is a whole saved model (.keras); --weights takes a MobileNetV2 "
+                "no-top weights file (.weights.h5), or imagenet or none"
+            )
         source = str(path)
     try:
         with warnings.catch_warnings():  # Keras warns once per layer it cannot fill
@@ -56,7 +61,8 @@ def load_backbone(input_size: int, alpha: float, weights: str) -> keras.Model:
             raise SightwireError(f"cannot build MobileNetV2: {first_line(exc)}") from exc
         raise SightwireError(
             f"{weights} does not fit MobileNetV2 with --alpha {alpha:g} ({first_line(exc)}); "
-            "a weights file is made for one alpha: pass the --alpha it was made for"
+            "a weights file is made for one alpha: pass the --alpha it was made for "
+            "(or the file holds another network's weights)"
         ) from exc
     except Exception as exc:  # the download: URLError, HTTPError, OSError, ...
         if source != "imagenet":

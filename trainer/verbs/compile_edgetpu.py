@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.check:
         if report.compiled:
             raise SightwireError(f"{model.name} is already compiled for the Edge TPU")
-        compiler = args.compiler
+        compiler = os.path.expanduser(args.compiler) if args.compiler else None  # "~/x"
         if compiler and shutil.which(compiler) is None:
             raise SightwireError(f"--compiler {compiler}: not found or not executable")
         result = compile_model(model, out_dir, compiler, args.timeout)

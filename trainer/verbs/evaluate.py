@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for variant, res in results.items():
         table = Table(
             title=f"{variant}: accuracy {res['accuracy']:.2%}, balanced "
-            f"{res['balanced_accuracy']:.2%} on {res['n']} images"
+            f"{res['balanced_accuracy']:.2%} on {res['n']} image{'' if res['n'] == 1 else 's'}"
         )
         for col in ("class", "precision", "recall", "f1", "support"):
             table.add_column(col, justify="left" if col == "class" else "right")
