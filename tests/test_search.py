@@ -49,6 +49,27 @@ def test_every_trial_is_recorded_and_the_lowest_validation_loss_wins(searched: P
     assert search["best"] == best["params"]
 
 
+def test_the_first_trial_is_trains_own_settings(searched: Path):
+    """So the search never ends worse on validation than plain ``train``: KerasTuner's
+    first trial took each range's lower bound (lr 3e-4 and 1e-5, no dropout, one block)."""
+    from trainer.model import cut_index, load_backbone
+    from trainer.options import TrainOptions
+    from trainer.search import FINE_TUNE_BLOCKS, candidate_cuts
+
+    backbone = load_backbone(96, 1.0, "none")
+    blocks = FINE_TUNE_BLOCKS[candidate_cuts(backbone).index(cut_index(backbone, 20))]
+    defaults = TrainOptions(Path("d"), Path("o"))
+    assert defaults.fine_tune_layers == 20
+    first = json.loads((searched / "report" / "metrics.json").read_text())["search"]["trials"][0]
+    assert first["params"] == {
+        "head_lr": defaults.fit.head_lr,
+        "dropout": defaults.fit.dropout,
+        "fine_tune_lr": defaults.fit.fine_tune_lr,
+        "fine_tune_blocks": blocks,
+        "augment_views": 2,  # --augment-copies 1
+    }
+
+
 def test_the_exported_model_is_the_best_trial_itself(searched: Path):
     """Its validation accuracy through the device runtime is the one the trial scored
     (a retrained copy would drift: CPU training is not bit-reproducible)."""

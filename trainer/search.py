@@ -14,6 +14,10 @@ What is searched: learning rates of both stages, dropout, fine-tune depth (in wh
 blocks) and augmentation strength as the number of augmented views per image (the
 views themselves are computed once). The input size is not searched: it changes every
 cached feature; pick it with ``--input-size``.
+
+The first trial is ``train``'s own settings (each hyperparameter's default, which
+KerasTuner tries first; without one it took each range's lower bound), so a search
+never ends on a model that scores worse on validation than plain ``train`` would.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 from device.errors import SightwireError
 from trainer.console import console
 from trainer.fit import FitConfig
-from trainer.model import block_starts
+from trainer.model import block_starts, cut_index
 from trainer.stages import Trained, fit_stages
 
 if TYPE_CHECKING:
@@ -38,6 +42,12 @@ if TYPE_CHECKING:
     from trainer.prepare import Prepared
 
 FINE_TUNE_BLOCKS = (1, 2, 3, 4)  # blocks 16; 15-16; 14-16; 13-16 (+ the final 1x1 conv)
+HEAD_LR, DROPOUT, FINE_TUNE_LR = (3e-4, 3e-3), (0.0, 0.5), (1e-5, 3e-4)  # searched ranges
+
+
+def within(value: float, bounds: tuple[float, float]) -> float:
+    """``value`` inside the searched range (a setting given outside it starts at the edge)."""
+    return min(max(value, bounds[0]), bounds[1])
 
 
 def candidate_cuts(backbone: keras.Model) -> list[int]:
@@ -49,23 +59,46 @@ class _Tuner(kt.Tuner):
     """Runs each trial with ``fit_stages`` and stops at the time budget."""
 
     def __init__(
-        self, prep: Prepared, base: FitConfig, max_views: int, deadline: float | None, **kwargs: Any
+        self,
+        prep: Prepared,
+        base: FitConfig,
+        max_views: int,
+        base_cut: int,
+        deadline: float | None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.prep, self.base, self.max_views, self.deadline = prep, base, max_views, deadline
+        self.base_cut = base_cut  # train's own fine-tuning cut: the first trial's
         self.records: list[dict[str, Any]] = []
         self.best: Best | None = None
 
     def settings(self, hp: kt.HyperParameters) -> tuple[FitConfig, int, int]:
-        cuts = candidate_cuts(self.prep.backbone)
+        cuts, base = candidate_cuts(self.prep.backbone), self.base
         cfg = replace(
-            self.base,
-            head_lr=hp.Float("head_lr", 3e-4, 3e-3, sampling="log"),
-            dropout=hp.Float("dropout", 0.0, 0.5, step=0.1),
-            fine_tune_lr=hp.Float("fine_tune_lr", 1e-5, 3e-4, sampling="log"),
+            base,
+            head_lr=hp.Float(
+                "head_lr", *HEAD_LR, sampling="log", default=within(base.head_lr, HEAD_LR)
+            ),
+            dropout=hp.Float(
+                "dropout", *DROPOUT, step=0.1, default=within(round(base.dropout, 1), DROPOUT)
+            ),
+            fine_tune_lr=hp.Float(
+                "fine_tune_lr",
+                *FINE_TUNE_LR,
+                sampling="log",
+                default=within(base.fine_tune_lr, FINE_TUNE_LR),
+            ),
         )
-        blocks = hp.Choice("fine_tune_blocks", list(FINE_TUNE_BLOCKS))
-        views = hp.Choice("augment_views", sorted({1, min(2, self.max_views), self.max_views}))
+        nearest = min(range(len(cuts)), key=lambda i: abs(cuts[i] - self.base_cut))
+        blocks = hp.Choice(
+            "fine_tune_blocks", list(FINE_TUNE_BLOCKS), default=FINE_TUNE_BLOCKS[nearest]
+        )
+        views = hp.Choice(
+            "augment_views",
+            sorted({1, min(2, self.max_views), self.max_views}),
+            default=self.max_views,
+        )
         return cfg, cuts[FINE_TUNE_BLOCKS.index(blocks)], views
 
     def run_trial(self, trial: kt.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict:
@@ -75,7 +108,7 @@ class _Tuner(kt.Tuner):
         record = {
             "trial": len(self.records) + 1,
             "params": dict(trial.hyperparameters.values),
-            "val_loss": round(result.val_loss, 5),
+            "val_loss": float(f"{result.val_loss:.6g}"),  # 6 digits: good trials differ at 1e-6
             "val_accuracy": round(result.val_accuracy, 5),
             "fine_tune_kept": result.kept_fine_tune,
             "seconds": round(time.perf_counter() - start, 1),
@@ -111,6 +144,7 @@ def run_search(prep: Prepared, opts: TrainOptions, watch: Stopwatch) -> tuple[di
             prep,
             opts.fit,
             1 + opts.augment_copies,
+            cut_index(prep.backbone, opts.fine_tune_layers),
             deadline,
             oracle=kt.oracles.BayesianOptimizationOracle(
                 objective=kt.Objective("val_loss", "min"),
