@@ -173,10 +173,14 @@ def bundle(tmp_path, keras_models) -> Path:
     return root
 
 
-def _cli(*args: str, path_env: str | None = None) -> subprocess.CompletedProcess:
+def _cli(
+    *args: str, path_env: str | None = None, home: Path | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if path_env is not None:
         env["PATH"] = path_env
+    if home is not None:
+        env["HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "device.cli", *args],
         capture_output=True,
@@ -660,16 +664,8 @@ def test_a_compiler_path_with_a_tilde_is_in_the_home_folder(bundle, tmp_path):
     found": it is the compiler in the home folder."""
     crash = "Edge TPU Compiler version 16.0.384591198\n\nInternal compiler error. Aborting!\n"
     _stand_in(tmp_path, crash, exit_code=1)  # tmp_path/bin/edgetpu_compiler
-    env = {**os.environ, "HOME": str(tmp_path)}
     argv = ["compile-edgetpu", str(bundle), "--compiler", "~/bin/edgetpu_compiler"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "device.cli", *argv],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-    )
+    proc = _cli(*argv, home=tmp_path)
     assert "Internal compiler error" in _assert_one_line_error(proc)
 
 
